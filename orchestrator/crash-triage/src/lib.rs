@@ -1,0 +1,1 @@
+//! Windows kernel dumps: writing them for the simulated lab, triage, signatures and buckets.

@@ -1,0 +1,1 @@
+//! Hypervisor and Guest abstractions with the simulated-lab and Hyper-V backends.

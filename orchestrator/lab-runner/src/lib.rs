@@ -1,0 +1,1 @@
+//! Scheduler, scenario executor, crash pipeline and reporters (terminal, JUnit, JSON, HTML).

@@ -1,0 +1,1 @@
+//! The simulated guest: a Windows-shaped disk, sim-kernel, and the guest-agent server.

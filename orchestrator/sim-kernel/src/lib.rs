@@ -1,0 +1,1 @@
+//! An executable, concurrent model of the eBPF-for-Windows custom-map runtime.
