@@ -3,7 +3,13 @@
 //! [`protocol`] is the wire contract between the orchestrator's guest client and this
 //! guest agent.
 
+pub mod disk;
+pub mod error;
+pub mod eventlog;
+pub mod files;
 pub mod protocol;
+pub mod registry;
+pub mod winpath;
 
 /// Exit code: the guest was shut down (`Shutdown` request or SIGTERM), like a power-off.
 pub const EXIT_POWER_OFF: i32 = 0;

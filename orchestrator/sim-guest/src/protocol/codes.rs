@@ -17,6 +17,9 @@ pub const ERROR_INVALID_DATA: u32 = 13;
 pub const ERROR_INVALID_DRIVE: u32 = 15;
 /// Data error (cyclic redundancy check): an upload whose SHA-256 does not match.
 pub const ERROR_CRC: u32 = 23;
+/// The process cannot access the file because it is being used by another process (a
+/// loaded driver's image).
+pub const ERROR_SHARING_VIOLATION: u32 = 32;
 /// The program issued a command but the command length is incorrect: upload size mismatch
 /// or a chunk at the wrong offset.
 pub const ERROR_BAD_LENGTH: u32 = 24;
@@ -32,6 +35,12 @@ pub const ERROR_INVALID_NAME: u32 = 123;
 pub const ERROR_DIR_NOT_EMPTY: u32 = 145;
 /// The specified path is invalid (relative, UNC, `..`, device name, host path).
 pub const ERROR_BAD_PATHNAME: u32 = 161;
+/// The file size exceeds the limit allowed and cannot be saved.
+pub const ERROR_FILE_TOO_LARGE: u32 = 223;
+/// The directory name is invalid (listing a file).
+pub const ERROR_DIRECTORY: u32 = 267;
+/// Too many uploads are open at once.
+pub const ERROR_TOO_MANY_OPEN_FILES: u32 = 4;
 /// Cannot create a file when that file already exists.
 pub const ERROR_ALREADY_EXISTS: u32 = 183;
 /// Windows cannot verify the digital signature for this file (test-signed driver without
