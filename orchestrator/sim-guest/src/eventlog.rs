@@ -124,10 +124,10 @@ fn read_records(path: &PathBuf) -> io::Result<Vec<EventRecord>> {
     let mut out: Vec<EventRecord> = Vec::new();
     for line in BufReader::new(file).split(b'\n') {
         // A line that does not parse is a torn write from a power-off: skip it.
-        if let Ok(record) = serde_json::from_slice::<EventRecord>(&line?) {
-            if out.last().is_none_or(|l| l.record_id < record.record_id) {
-                out.push(record);
-            }
+        if let Ok(record) = serde_json::from_slice::<EventRecord>(&line?)
+            && out.last().is_none_or(|l| l.record_id < record.record_id)
+        {
+            out.push(record);
         }
     }
     Ok(out)
