@@ -3,3 +3,5 @@
 //! The runner emits [`events::Event`]s and never prints; reporters consume them.
 
 pub mod events;
+pub mod report;
+pub mod results;

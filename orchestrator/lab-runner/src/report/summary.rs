@@ -1,0 +1,180 @@
+//! `summary.json`: the run in one machine-readable document (ids, counts, exit code, each
+//! unit's outcome and crash, the crash buckets seen). Rewritten atomically after every
+//! finished unit and at the end; `finished: false` marks a file left by a killed run.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::model::RunModel;
+use super::{ReportError, Reporter, text};
+use crate::events::{Crash, Envelope, Event, RunStats, UnitId, UnitOutcome};
+use crate::results::{RunDir, atomic_write};
+
+/// Bumped when a field changes meaning or goes away (additions keep it).
+pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub lab: String,
+    pub lab_kind: String,
+    pub seed: u64,
+    pub started_at: Option<DateTime<Utc>>,
+    /// Seconds, when the run finished.
+    pub elapsed_secs: Option<f64>,
+    /// False in a file left behind by a run that was killed.
+    pub finished: bool,
+    pub interrupted: bool,
+    /// The CLI's exit code (0, 1, 2, 3, 130), once known, and what it means.
+    pub exit_code: Option<i32>,
+    pub exit_meaning: Option<&'static str>,
+    pub stats: RunStats,
+    pub units: Vec<UnitSummary>,
+    pub crash_buckets: Vec<BucketSummary>,
+    pub infra_errors: Vec<String>,
+    pub leftovers: Vec<Leftover>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnitSummary {
+    pub unit: UnitId,
+    /// `passed`, `failed`, `errored`, `cancelled` or `not_run`.
+    pub outcome: &'static str,
+    pub message: Option<String>,
+    pub vm: Option<String>,
+    pub seed: Option<u64>,
+    pub duration_secs: Option<f64>,
+    pub crash: Option<Crash>,
+    pub bucket: Option<String>,
+    /// Per-unit results folder, relative to the run directory.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BucketSummary {
+    pub id: String,
+    pub title: String,
+    pub new: bool,
+    pub count: usize,
+    pub units: Vec<UnitId>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Leftover {
+    pub what: String,
+    pub how_to_remove: String,
+}
+
+/// Builds the summary document from the folded run.
+pub fn build_summary(model: &RunModel) -> Summary {
+    let units = model
+        .units
+        .iter()
+        .map(|u| {
+            let (outcome, message) = match &u.outcome {
+                Some(UnitOutcome::Passed) => ("passed", None),
+                Some(UnitOutcome::Failed { message, .. }) => ("failed", Some(message.clone())),
+                Some(UnitOutcome::Errored { message }) => ("errored", Some(message.clone())),
+                Some(UnitOutcome::Cancelled) => ("cancelled", None),
+                None => ("not_run", None),
+            };
+            let crash = u.crash().cloned();
+            UnitSummary {
+                unit: u.id.clone(),
+                outcome,
+                message,
+                vm: u.vm.clone(),
+                seed: u.seed,
+                duration_secs: u.duration.map(|d| d.as_secs_f64()),
+                bucket: crash.as_ref().and_then(|c| c.bucket.as_ref().map(|b| b.id.clone())),
+                crash,
+                dir: RunDir::unit_rel(&u.id),
+            }
+        })
+        .collect();
+    let crash_buckets = model
+        .buckets()
+        .into_iter()
+        .map(|b| BucketSummary {
+            id: b.bucket.id,
+            title: b.bucket.title,
+            new: b.bucket.new,
+            count: b.count,
+            units: b.units,
+        })
+        .collect();
+    Summary {
+        schema_version: SUMMARY_SCHEMA_VERSION,
+        run_id: model.run.run_id.clone(),
+        lab: model.run.lab.clone(),
+        lab_kind: model.run.lab_kind.clone(),
+        seed: model.run.seed,
+        started_at: model.run.started_at,
+        elapsed_secs: model.end.map(|e| e.elapsed.as_secs_f64()),
+        finished: model.end.is_some(),
+        interrupted: model.interrupted(),
+        exit_code: model.end.map(|e| e.exit_code),
+        exit_meaning: model.end.map(|e| text::exit_code_meaning(e.exit_code)),
+        stats: model.stats(),
+        units,
+        crash_buckets,
+        infra_errors: model
+            .infra_errors
+            .iter()
+            .map(|(vm, m)| match vm {
+                Some(vm) => format!("{vm}: {m}"),
+                None => m.clone(),
+            })
+            .collect(),
+        leftovers: model
+            .leftovers
+            .iter()
+            .map(|(what, how)| Leftover {
+                what: what.clone(),
+                how_to_remove: how.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Writes `<results_dir>/summary.json`.
+#[derive(Debug)]
+pub struct SummaryReporter {
+    path: PathBuf,
+    model: RunModel,
+}
+
+impl SummaryReporter {
+    pub fn new(results_dir: &Path) -> Self {
+        SummaryReporter {
+            path: results_dir.join(RunDir::SUMMARY),
+            model: RunModel::new(),
+        }
+    }
+}
+
+impl Reporter for SummaryReporter {
+    fn event(&mut self, ev: &Envelope) -> Result<(), ReportError> {
+        self.model.apply(ev);
+        if matches!(
+            ev.event,
+            Event::RunStarted { .. }
+                | Event::UnitFinished { .. }
+                | Event::Interrupted { .. }
+                | Event::RunFinished { .. }
+        ) {
+            let mut json = serde_json::to_vec_pretty(&build_summary(&self.model)).map_err(
+                |source| ReportError::Json {
+                    what: "summary.json",
+                    source,
+                },
+            )?;
+            json.push(b'\n');
+            atomic_write(&self.path, &json)?;
+        }
+        Ok(())
+    }
+}

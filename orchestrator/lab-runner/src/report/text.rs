@@ -1,0 +1,147 @@
+//! Wording shared by every reporter: how a bugcheck, a crash, an outcome and a duration
+//! read, so the terminal, junit.xml and index.html say the same thing the same way.
+
+use std::time::Duration;
+
+use crate::events::{BugcheckInfo, Bucket, Crash, CrashKind, StepOutcome, UnitOutcome};
+
+/// `0x00000050`: the form WinDbg and the event log's hex fields use.
+pub fn bugcheck_code(code: u32) -> String {
+    format!("0x{code:08X}")
+}
+
+/// `bugcheck 0x00000050 PAGE_FAULT_IN_NONPAGED_AREA in sample_ebpf_ext.sys!map_lookup`.
+pub fn bugcheck(b: &BugcheckInfo) -> String {
+    let mut s = format!("bugcheck {}", bugcheck_code(b.code));
+    if let Some(name) = &b.name {
+        s.push(' ');
+        s.push_str(name);
+    }
+    match (&b.module, &b.symbol) {
+        (Some(m), Some(sym)) => s.push_str(&format!(" in {m}!{sym}")),
+        (Some(m), None) => s.push_str(&format!(" in {m}")),
+        (None, Some(sym)) => s.push_str(&format!(" in {sym}")),
+        (None, None) => {}
+    }
+    s
+}
+
+/// One line naming a crash: kind, step, bugcheck (the bucket is [`bucket`]).
+pub fn crash(c: &Crash) -> String {
+    let mut s = match c.kind {
+        CrashKind::Bugcheck => "guest crashed".to_owned(),
+        CrashKind::Hang => "guest hung (NMI injected)".to_owned(),
+        CrashKind::ConnectionLost => "agent connection lost".to_owned(),
+        CrashKind::HeartbeatLost => "heartbeat lost".to_owned(),
+    };
+    if let Some(step) = &c.step {
+        s.push_str(&format!(" in step {step}"));
+    }
+    if let Some(b) = &c.bugcheck {
+        s.push_str(": ");
+        s.push_str(&bugcheck(b));
+    }
+    s
+}
+
+/// `bucket 1a2b3c4d "PAGE_FAULT_IN_NONPAGED_AREA in sample_ebpf_ext.sys" (new)`.
+pub fn bucket(b: &Bucket) -> String {
+    let new = if b.new { " (new)" } else { "" };
+    format!("bucket {} \"{}\"{new}", b.id, b.title)
+}
+
+/// Short, one-line reason for a unit's outcome (empty for a pass).
+pub fn outcome_reason(o: &UnitOutcome) -> String {
+    match o {
+        UnitOutcome::Passed => String::new(),
+        UnitOutcome::Failed {
+            crash: Some(c),
+            message,
+        } => match &c.bugcheck {
+            Some(b) => bugcheck(b),
+            None => first_line(message).to_owned(),
+        },
+        UnitOutcome::Failed {
+            message,
+            crash: None,
+        } => first_line(message).to_owned(),
+        UnitOutcome::Errored { message } => first_line(message).to_owned(),
+        UnitOutcome::Cancelled => "run interrupted".to_owned(),
+    }
+}
+
+/// The status word every report uses for a unit.
+pub fn outcome_word(o: Option<&UnitOutcome>) -> &'static str {
+    match o {
+        Some(UnitOutcome::Passed) => "PASS",
+        Some(UnitOutcome::Failed { .. }) => "FAIL",
+        Some(UnitOutcome::Errored { .. }) => "ERROR",
+        Some(UnitOutcome::Cancelled) | None => "SKIP",
+    }
+}
+
+/// `passed`, `failed: <message>`, ... for a step timeline.
+pub fn step_outcome(o: &StepOutcome) -> String {
+    match o {
+        StepOutcome::Passed => "passed".into(),
+        StepOutcome::Failed { message } => format!("failed: {}", first_line(message)),
+        StepOutcome::TimedOut => "timed out".into(),
+        StepOutcome::Crashed => "crashed".into(),
+        StepOutcome::Skipped => "skipped".into(),
+        StepOutcome::Cancelled => "cancelled".into(),
+        StepOutcome::Errored { message } => format!("lab error: {}", first_line(message)),
+    }
+}
+
+/// `1.234s`, `2m 03.0s`: short and fixed-precision, for tables and lines.
+pub fn duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.3}s")
+    } else {
+        let m = d.as_secs() / 60;
+        format!("{m}m {:04.1}s", secs - (m * 60) as f64)
+    }
+}
+
+/// What an exit code means (DEVELOPERS.md's table).
+pub fn exit_code_meaning(code: i32) -> &'static str {
+    match code {
+        0 => "all passed",
+        1 => "test failures",
+        2 => "usage or config error",
+        3 => "infrastructure error",
+        130 => "interrupted",
+        _ => "unknown exit code",
+    }
+}
+
+pub fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bugcheck_names_code_name_and_module() {
+        let b = BugcheckInfo {
+            code: 0x50,
+            name: Some("PAGE_FAULT_IN_NONPAGED_AREA".into()),
+            params: [0; 4],
+            module: Some("sample_ebpf_ext.sys".into()),
+            symbol: None,
+        };
+        assert_eq!(
+            bugcheck(&b),
+            "bugcheck 0x00000050 PAGE_FAULT_IN_NONPAGED_AREA in sample_ebpf_ext.sys"
+        );
+    }
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(duration(Duration::from_millis(1234)), "1.234s");
+        assert_eq!(duration(Duration::from_secs(123)), "2m 03.0s");
+    }
+}
