@@ -120,11 +120,11 @@ mod tests {
         let child = Supervised::spawn("test shell", cmd, &log).unwrap();
         let mut grandchild = None;
         for _ in 0..200 {
-            if let Ok(s) = std::fs::read_to_string(&pidfile) {
-                if let Ok(pid) = s.trim().parse::<u32>() {
-                    grandchild = Some(pid);
-                    break;
-                }
+            if let Ok(s) = std::fs::read_to_string(&pidfile)
+                && let Ok(pid) = s.trim().parse::<u32>()
+            {
+                grandchild = Some(pid);
+                break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

@@ -111,11 +111,10 @@ impl SimHypervisor {
         if let Some(pid) = std::fs::read_to_string(dir.join(disk::GUEST_PID_FILE))
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
+            && is_our_guest(pid, &dir)
         {
-            if is_our_guest(pid, &dir) {
-                // Guests run in their own process group (see `process::Supervised`).
-                process::kill_group(pid);
-            }
+            // Guests run in their own process group (see `process::Supervised`).
+            process::kill_group(pid);
         }
         disk::remove_tree(&dir)
     }

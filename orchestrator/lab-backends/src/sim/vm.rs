@@ -101,14 +101,14 @@ impl SimVm {
     /// resumes without one (a standard checkpoint keeps memory, so there is no boot).
     pub async fn power_on(&self, launcher: &GuestLauncher, cold: bool) -> Result<()> {
         let mut running = self.running.lock().await;
-        if let Some(r) = running.as_ref() {
-            if !r.monitor.is_finished() {
-                return Err(BackendError::VmState {
-                    vm: self.name.clone(),
-                    operation: "start".into(),
-                    message: "the VM is already running".into(),
-                });
-            }
+        if let Some(r) = running.as_ref()
+            && !r.monitor.is_finished()
+        {
+            return Err(BackendError::VmState {
+                vm: self.name.clone(),
+                operation: "start".into(),
+                message: "the VM is already running".into(),
+            });
         }
         let delay = if cold {
             self.spec.boot_delay
