@@ -1,1 +1,23 @@
 //! Windows kernel dumps: writing them for the simulated lab, triage, signatures and buckets.
+//!
+//! ```text
+//! sim guest bugchecks ─► write_dump(path, &DumpSpec)          (writer/)
+//! collected *.dmp     ─► triage_file(path) -> Triage          (triage/)
+//!   debugger on host  ─► analyze_command() / parse_analyze()  (analyze.rs)
+//!                     ─► signature(&Triage, Option<&Analyze>) (signature.rs)
+//!                     ─► BucketIndex::record(results root)    (bucket.rs)
+//! `hvlab triage PATH` ─► report::triage_paths + render_text / render_json (report.rs)
+//! ```
+
+pub mod codes;
+mod format;
+pub mod spec;
+pub mod triage;
+pub mod writer;
+
+pub use spec::{DumpKind, DumpSpec, Module, OsVersion, PageEncoding, ProductType};
+pub use triage::{
+    BugCheck, DumpFormat, FaultingModule, LoadedModule, SystemInfo, Triage, TriageError,
+    TriageErrorKind, triage_bytes, triage_file,
+};
+pub use writer::{WriteError, dump_bytes, write_dump};
