@@ -1,1 +1,66 @@
-//! An executable, concurrent model of the eBPF-for-Windows custom-map runtime.
+//! An executable, concurrent model of the eBPF-for-Windows custom-map runtime: the "kernel"
+//! a simulated guest (`sim-guest`) runs.
+//!
+//! Everything is plain sync code on real threads bound to simulated CPUs, with real locks;
+//! the races are real, so faults show up (or not) depending on timing, as on Windows.
+//!
+//! ```text
+//!  Kernel (cheap Clone handle, Send + Sync)
+//!   ├─ services: load_driver / stop_driver / driver_state   (DriverEntry, DriverUnload)
+//!   │     ebpfcore ─ map API enabled        sample_ext ─ NMR provider of map type 15
+//!   ├─ maps: hash (built in) and custom (provider callbacks, rundown ref per map)
+//!   ├─ epoch: per-CPU state, 1 ms timer thread → propose/commit → pool release
+//!   ├─ pool: slab with generation counters (stale access ⇒ 0x50, bad free ⇒ 0xC2/0x139)
+//!   ├─ tools: map_stress, map_tool, ebpf_stats (args per the sim contract)
+//!   └─ halt: first bugcheck stops every kernel/tool thread; wait_bugcheck() reports it
+//! ```
+//!
+//! API summary (see each item's docs):
+//! - [`Kernel::boot`] with a [`KernelConfig`]; [`Kernel::shutdown`] ends it.
+//! - [`DriverImage::parse`] reads a sim driver file; [`Kernel::load_driver`],
+//!   [`Kernel::stop_driver`] (returns `Stopped` or `StopPending` at once),
+//!   [`Kernel::driver_state`]. The module name of service `x` is `x.sys`.
+//! - [`Kernel::run_tool`] runs `map_stress` / `map_tool` / `ebpf_stats` with a
+//!   [`CancelFlag`] and returns a [`ToolOutput`].
+//! - [`Kernel::metric`] (`pool_bytes:<TAG>`, `pool_allocs:<TAG>`, `epoch_pending_bytes`,
+//!   `epoch_current`, `epoch_released`), [`Kernel::pool_stats`], [`Kernel::epoch_stats`].
+//! - [`Kernel::wait_bugcheck`], [`Kernel::bugcheck`], [`Kernel::nmi`], [`Kernel::modules`]:
+//!   a [`Bugcheck`]'s `rip` lies in its module's range.
+//! - User-mode map API: [`Kernel::create_map`] → [`MapHandle`] (find / update / delete /
+//!   next_key, and program-helper variants), pins via [`Kernel::pin_map`].
+//!
+//! Loom model checks of the rundown and epoch propose/commit cores:
+//! `RUSTFLAGS="--cfg loom" cargo test -p sim-kernel --release --lib loom`
+//! (use a separate `CARGO_TARGET_DIR` to keep the normal build cache).
+
+mod bugcheck;
+mod epoch;
+mod error;
+mod image;
+mod inner;
+mod kernel;
+mod maps;
+mod modules;
+mod nmr;
+mod pool;
+mod provider;
+mod sample_ext;
+mod services;
+mod sync;
+mod tools;
+mod types;
+
+pub use bugcheck::{
+    BAD_POOL_CALLER, Bugcheck, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
+    DRIVER_VERIFIER_DETECTED_VIOLATION, KERNEL_SECURITY_CHECK_FAILURE, NMI_HARDWARE_FAILURE,
+    PAGE_FAULT_IN_NONPAGED_AREA, bugcheck_name,
+};
+pub use error::{EbpfError, KernelError};
+pub use image::{DriverImage, Fault, ImageError, ImageKind, Signature};
+pub use kernel::Kernel;
+pub use maps::{Map, MapHandle};
+pub use modules::Module;
+pub use types::{
+    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, CancelFlag, DriverState, EpochStats,
+    KernelConfig, MapDefinition, MapInfo, PoolStats, TagUsage, ToolOutput, UpdateOption,
+};

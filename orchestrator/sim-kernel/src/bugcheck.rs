@@ -1,0 +1,134 @@
+//! Bugchecks: the record of a detected violation, and the halt state that stops the kernel.
+//!
+//! The first bugcheck wins (as `KeBugCheckEx` does); after it every kernel thread and tool
+//! thread observes the halt and stops, and API calls return `Halted` instead of working.
+
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// `PAGE_FAULT_IN_NONPAGED_AREA`: a read or write through a stale pool handle.
+pub const PAGE_FAULT_IN_NONPAGED_AREA: u32 = 0x50;
+/// `NMI_HARDWARE_FAILURE`: an NMI was injected (used to dump a hung guest).
+pub const NMI_HARDWARE_FAILURE: u32 = 0x80;
+/// `BAD_POOL_CALLER`: a pool free of memory that is not allocated.
+pub const BAD_POOL_CALLER: u32 = 0xC2;
+/// `DRIVER_VERIFIER_DETECTED_VIOLATION`.
+pub const DRIVER_VERIFIER_DETECTED_VIOLATION: u32 = 0xC4;
+/// `DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS`: code of an unloaded driver ran.
+pub const DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS: u32 = 0xCE;
+/// `KERNEL_SECURITY_CHECK_FAILURE`: a `__fastfail`, e.g. the epoch double-free check.
+pub const KERNEL_SECURITY_CHECK_FAILURE: u32 = 0x139;
+
+/// `BAD_POOL_CALLER` parameter 1: the pool block was already freed.
+pub const BAD_POOL_CALLER_ALREADY_FREED: u64 = 0x7;
+/// `DRIVER_VERIFIER_DETECTED_VIOLATION` parameter 1: pool allocations leaked at unload.
+pub const VERIFIER_POOL_LEAK_AT_UNLOAD: u64 = 0x62;
+/// `__fastfail` code `FAST_FAIL_HEAP_METADATA_CORRUPTION`, what `ebpf_epoch_free` uses.
+pub const FAST_FAIL_HEAP_METADATA_CORRUPTION: u64 = 50;
+
+/// A stop of the simulated kernel, as a crash dump header and `!analyze` would show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bugcheck {
+    /// Bugcheck code, e.g. `0x50`.
+    pub code: u32,
+    /// The four bugcheck parameters.
+    pub params: [u64; 4],
+    /// Image name of the faulting module, e.g. `sample_ebpf_ext.sys` or `ntoskrnl.exe`.
+    pub module: String,
+    /// Function that was running, e.g. `_sample_map_find_entry`.
+    pub function: String,
+    /// Instruction pointer: inside `module`'s image range (see `Kernel::modules`).
+    pub rip: u64,
+    /// Simulated CPU that raised it.
+    pub cpu: u32,
+    /// One line saying what the model detected (for logs; not part of a real dump).
+    pub detail: String,
+}
+
+impl Bugcheck {
+    /// The symbolic name of the code, e.g. `PAGE_FAULT_IN_NONPAGED_AREA`.
+    pub fn name(&self) -> &'static str {
+        bugcheck_name(self.code)
+    }
+}
+
+/// The symbolic name of a bugcheck code this model raises (or `UNKNOWN_BUGCHECK`).
+pub fn bugcheck_name(code: u32) -> &'static str {
+    match code {
+        PAGE_FAULT_IN_NONPAGED_AREA => "PAGE_FAULT_IN_NONPAGED_AREA",
+        NMI_HARDWARE_FAILURE => "NMI_HARDWARE_FAILURE",
+        BAD_POOL_CALLER => "BAD_POOL_CALLER",
+        DRIVER_VERIFIER_DETECTED_VIOLATION => "DRIVER_VERIFIER_DETECTED_VIOLATION",
+        DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS => {
+            "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS"
+        }
+        KERNEL_SECURITY_CHECK_FAILURE => "KERNEL_SECURITY_CHECK_FAILURE",
+        0x7E => "SYSTEM_THREAD_EXCEPTION_NOT_HANDLED",
+        0xD1 => "DRIVER_IRQL_NOT_LESS_OR_EQUAL",
+        _ => "UNKNOWN_BUGCHECK",
+    }
+}
+
+/// Whether the kernel still runs, and the bugcheck that stopped it.
+#[derive(Debug, Default)]
+pub(crate) struct HaltState {
+    stopped: AtomicBool,
+    inner: Mutex<HaltInner>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct HaltInner {
+    bugcheck: Option<Bugcheck>,
+    shutdown: bool,
+}
+
+impl HaltState {
+    /// True once a bugcheck or shutdown happened: every loop checks this.
+    #[inline]
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// The code of the stop, for `Halted` errors (None = shutdown).
+    pub(crate) fn code(&self) -> Option<u32> {
+        self.inner.lock().bugcheck.as_ref().map(|b| b.code)
+    }
+
+    /// Records a bugcheck unless the kernel already stopped; returns the one in effect.
+    pub(crate) fn raise(&self, bc: Bugcheck) -> Option<Bugcheck> {
+        let mut g = self.inner.lock();
+        if g.bugcheck.is_none() && !g.shutdown {
+            g.bugcheck = Some(bc);
+        }
+        self.stopped.store(true, Ordering::Release);
+        self.cv.notify_all();
+        g.bugcheck.clone()
+    }
+
+    pub(crate) fn shutdown(&self) {
+        let mut g = self.inner.lock();
+        g.shutdown = true;
+        self.stopped.store(true, Ordering::Release);
+        self.cv.notify_all();
+    }
+
+    pub(crate) fn bugcheck(&self) -> Option<Bugcheck> {
+        self.inner.lock().bugcheck.clone()
+    }
+
+    /// Blocks until a bugcheck happens or the timeout passes (a shutdown also ends the wait).
+    pub(crate) fn wait_bugcheck(&self, timeout: Duration) -> Option<Bugcheck> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.inner.lock();
+        loop {
+            if g.bugcheck.is_some() || g.shutdown {
+                return g.bugcheck.clone();
+            }
+            if self.cv.wait_until(&mut g, deadline).timed_out() {
+                return g.bugcheck.clone();
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Epoch-based reclamation for the kernel: the [`core`] propose/commit state plus the 1 ms
+//! flush timer's arming, the counters, `synchronize`, and CPU binding of threads.
+
+pub(crate) mod core;
+
+use crate::pool::PoolHandle;
+use crate::types::EpochStats;
+use parking_lot::{Condvar, Mutex};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// An item on a free list: a pool allocation retired by `epoch_free`.
+#[derive(Debug)]
+pub(crate) struct Retired {
+    pub(crate) handle: PoolHandle,
+    pub(crate) size: u32,
+}
+
+/// Delay between arming the flush timer and the computation (`EBPF_EPOCH_FLUSH_DELAY`).
+pub(crate) const FLUSH_DELAY: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// The simulated CPU this thread is bound to (u32::MAX: not bound yet).
+    static CPU: Cell<u32> = const { Cell::new(u32::MAX) };
+}
+static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
+
+/// Binds the current thread to simulated CPU `cpu` (modulo the kernel's CPU count).
+pub(crate) fn bind_cpu(cpu: u32) {
+    CPU.with(|c| c.set(cpu));
+}
+
+/// The simulated CPU of the current thread among `cpus`; unbound threads are bound round
+/// robin on first use.
+#[inline]
+pub(crate) fn current_cpu(cpus: usize) -> usize {
+    let c = CPU.with(|c| {
+        let v = c.get();
+        if v == u32::MAX {
+            let n = NEXT_CPU.fetch_add(1, Ordering::Relaxed) as u32;
+            c.set(n);
+            n
+        } else {
+            v
+        }
+    });
+    c as usize % cpus.max(1)
+}
+
+/// Epoch state, timer arming and counters.
+#[derive(Debug)]
+pub(crate) struct EpochManager {
+    pub(crate) core: core::EpochCore<Retired>,
+    armed: AtomicBool,
+    urgent: AtomicBool,
+    wake: Mutex<()>,
+    wake_cv: Condvar,
+    done: Mutex<()>,
+    done_cv: Condvar,
+    pub(crate) retired: AtomicU64,
+    pub(crate) released_count: AtomicU64,
+    pub(crate) pending_bytes: AtomicI64,
+    pub(crate) pending_items: AtomicI64,
+    pub(crate) cycles: AtomicU64,
+}
+
+impl EpochManager {
+    pub(crate) fn new(cpus: usize) -> Self {
+        EpochManager {
+            core: core::EpochCore::new(cpus),
+            armed: AtomicBool::new(false),
+            urgent: AtomicBool::new(false),
+            wake: Mutex::new(()),
+            wake_cv: Condvar::new(),
+            done: Mutex::new(()),
+            done_cv: Condvar::new(),
+            retired: AtomicU64::new(0),
+            released_count: AtomicU64::new(0),
+            pending_bytes: AtomicI64::new(0),
+            pending_items: AtomicI64::new(0),
+            cycles: AtomicU64::new(0),
+        }
+    }
+
+    /// Arms the flush timer if it is not armed (cheap when it is).
+    #[inline]
+    pub(crate) fn arm(&self) {
+        if !self.armed.load(Ordering::Relaxed) && !self.armed.swap(true, Ordering::AcqRel) {
+            let _g = self.wake.lock();
+            self.wake_cv.notify_one();
+        }
+    }
+
+    /// Asks for an immediate computation (synchronize).
+    pub(crate) fn kick(&self) {
+        self.urgent.store(true, Ordering::Release);
+        self.armed.store(true, Ordering::Release);
+        let _g = self.wake.lock();
+        self.wake_cv.notify_one();
+    }
+
+    /// Timer side: waits up to `max` for the timer to be armed; returns (armed, urgent).
+    pub(crate) fn wait_armed(&self, max: Duration) -> (bool, bool) {
+        let mut g = self.wake.lock();
+        if !self.armed.load(Ordering::Acquire) {
+            self.wake_cv.wait_for(&mut g, max);
+        }
+        drop(g);
+        let armed = self.armed.swap(false, Ordering::AcqRel);
+        (armed, self.urgent.swap(false, Ordering::AcqRel))
+    }
+
+    /// Wakes the timer (shutdown).
+    pub(crate) fn wake_timer(&self) {
+        let _g = self.wake.lock();
+        self.wake_cv.notify_all();
+    }
+
+    /// Timer side: a cycle finished.
+    pub(crate) fn cycle_done(&self) {
+        self.cycles.fetch_add(1, Ordering::Relaxed);
+        let _g = self.done.lock();
+        self.done_cv.notify_all();
+    }
+
+    /// Waits for the next cycle to finish, at most `max`.
+    pub(crate) fn wait_cycle(&self, max: Duration) {
+        let mut g = self.done.lock();
+        self.done_cv.wait_for(&mut g, max);
+    }
+
+    pub(crate) fn stats(&self) -> EpochStats {
+        EpochStats {
+            current: self.core.published(),
+            released: self.core.released(),
+            retired: self.retired.load(Ordering::Relaxed),
+            released_count: self.released_count.load(Ordering::Relaxed),
+            pending_bytes: self.pending_bytes.load(Ordering::Relaxed),
+            pending_items: self.pending_items.load(Ordering::Relaxed),
+            cycles: self.cycles.load(Ordering::Relaxed),
+        }
+    }
+}

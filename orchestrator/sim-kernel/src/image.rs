@@ -1,0 +1,238 @@
+//! Sim "driver files": the JSON manifest (`hvlab-sim-driver/1`) naming a built-in image of
+//! this crate, its signature kind and its fault switches.
+
+use serde::Deserialize;
+use std::fmt;
+use thiserror::Error;
+
+/// The manifest format tag every sim driver file carries.
+pub const DRIVER_FORMAT: &str = "hvlab-sim-driver/1";
+
+/// Which built-in driver an image is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageKind {
+    /// `ebpfcore`: the eBPF core (maps, epochs); other drivers depend on it.
+    EbpfCore,
+    /// `sample_ext`: the sample extension, provider of `BPF_MAP_TYPE_SAMPLE_HASH_MAP` (15).
+    SampleExt,
+}
+
+/// How the image is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signature {
+    /// Test-signed: loads only with test signing on.
+    Test,
+    /// Production-signed: always loads.
+    Production,
+    /// Not signed: never loads.
+    Unsigned,
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Signature::Test => "test",
+            Signature::Production => "production",
+            Signature::Unsigned => "unsigned",
+        })
+    }
+}
+
+/// A fault switch of the sample extension (contract names in [`Fault::name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// Displaced/deleted entries are freed at once instead of through `epoch_free`.
+    FreeWithoutEpoch,
+    /// Provider detach does not wait for the maps' rundown; unload frees their contexts.
+    DetachWithoutRundown,
+    /// Update frees the entry it saw in the map itself, racing concurrent replacers.
+    DoubleFreeOnReplace,
+    /// The delete callback for a displaced value (flag `UPDATE`) is lost: the entry leaks.
+    LeakOnReplace,
+    /// A program helper call that misses waits for an event only unload sets, in its epoch.
+    StuckReader,
+    /// `DriverUnload` blocks forever (until an NMI or shutdown).
+    HangOnUnload,
+}
+
+impl Fault {
+    /// Every fault switch, in contract order.
+    pub const ALL: [Fault; 6] = [
+        Fault::FreeWithoutEpoch,
+        Fault::DetachWithoutRundown,
+        Fault::DoubleFreeOnReplace,
+        Fault::LeakOnReplace,
+        Fault::StuckReader,
+        Fault::HangOnUnload,
+    ];
+
+    /// The manifest name, e.g. `free_without_epoch`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::FreeWithoutEpoch => "free_without_epoch",
+            Fault::DetachWithoutRundown => "detach_without_rundown",
+            Fault::DoubleFreeOnReplace => "double_free_on_replace",
+            Fault::LeakOnReplace => "leak_on_replace",
+            Fault::StuckReader => "stuck_reader",
+            Fault::HangOnUnload => "hang_on_unload",
+        }
+    }
+
+    /// Parses a manifest name.
+    pub fn from_name(s: &str) -> Option<Fault> {
+        Fault::ALL.into_iter().find(|f| f.name() == s)
+    }
+}
+
+/// A parsed sim driver file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverImage {
+    /// The built-in driver.
+    pub image: ImageKind,
+    /// Signature kind.
+    pub signature: Signature,
+    /// Fault switches (sample_ext only), without duplicates.
+    pub faults: Vec<Fault>,
+}
+
+/// Why a driver file was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ImageError {
+    /// Not JSON of the manifest's shape.
+    #[error("parse the driver manifest: {0}")]
+    Json(String),
+    /// `format` is not `hvlab-sim-driver/1`.
+    #[error("parse the driver manifest: format is {0:?}, expected \"hvlab-sim-driver/1\"")]
+    Format(String),
+    /// Unknown `image`.
+    #[error("parse the driver manifest: unknown image {0:?} (known: ebpfcore, sample_ext)")]
+    UnknownImage(String),
+    /// Unknown `signature`.
+    #[error(
+        "parse the driver manifest: unknown signature {0:?} (known: test, production, unsigned)"
+    )]
+    UnknownSignature(String),
+    /// Unknown fault name.
+    #[error(
+        "parse the driver manifest: unknown fault {0:?} (known: free_without_epoch, \
+         detach_without_rundown, double_free_on_replace, leak_on_replace, stuck_reader, \
+         hang_on_unload)"
+    )]
+    UnknownFault(String),
+    /// Faults on an image that has none.
+    #[error("parse the driver manifest: image ebpfcore has no fault switches (got {0:?})")]
+    FaultsOnCore(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    format: String,
+    image: String,
+    signature: String,
+    #[serde(default)]
+    faults: Vec<String>,
+}
+
+impl DriverImage {
+    /// Parses a sim driver file (the bytes of a `.sys` manifest).
+    pub fn parse(bytes: &[u8]) -> Result<DriverImage, ImageError> {
+        let w: Wire = serde_json::from_slice(bytes).map_err(|e| ImageError::Json(e.to_string()))?;
+        if w.format != DRIVER_FORMAT {
+            return Err(ImageError::Format(w.format));
+        }
+        let image = match w.image.as_str() {
+            "ebpfcore" => ImageKind::EbpfCore,
+            "sample_ext" => ImageKind::SampleExt,
+            _ => return Err(ImageError::UnknownImage(w.image)),
+        };
+        let signature = match w.signature.as_str() {
+            "test" => Signature::Test,
+            "production" => Signature::Production,
+            "unsigned" => Signature::Unsigned,
+            _ => return Err(ImageError::UnknownSignature(w.signature)),
+        };
+        let mut faults = Vec::new();
+        for name in &w.faults {
+            let f = Fault::from_name(name).ok_or_else(|| ImageError::UnknownFault(name.clone()))?;
+            if !faults.contains(&f) {
+                faults.push(f);
+            }
+        }
+        if image == ImageKind::EbpfCore && !faults.is_empty() {
+            return Err(ImageError::FaultsOnCore(w.faults.join(",")));
+        }
+        Ok(DriverImage {
+            image,
+            signature,
+            faults,
+        })
+    }
+
+    /// True if the fault switch is on.
+    pub fn has_fault(&self, f: Fault) -> bool {
+        self.faults.contains(&f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract_example() {
+        let img = DriverImage::parse(
+            br#"{"format": "hvlab-sim-driver/1", "image": "sample_ext", "signature": "test",
+                 "faults": ["detach_without_rundown"]}"#,
+        )
+        .unwrap();
+        assert_eq!(img.image, ImageKind::SampleExt);
+        assert_eq!(img.signature, Signature::Test);
+        assert_eq!(img.faults, vec![Fault::DetachWithoutRundown]);
+    }
+
+    #[test]
+    fn rejects_bad_manifests_with_a_clear_message() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"not json", "parse the driver manifest: expected"),
+            (
+                br#"{"format":"x","image":"ebpfcore","signature":"test"}"#,
+                "format is \"x\", expected",
+            ),
+            (
+                br#"{"format":"hvlab-sim-driver/1","image":"netebpfext","signature":"test"}"#,
+                "unknown image \"netebpfext\"",
+            ),
+            (
+                br#"{"format":"hvlab-sim-driver/1","image":"ebpfcore","signature":"self"}"#,
+                "unknown signature \"self\"",
+            ),
+            (
+                br#"{"format":"hvlab-sim-driver/1","image":"sample_ext","signature":"test","faults":["oops"]}"#,
+                "unknown fault \"oops\"",
+            ),
+            (
+                br#"{"format":"hvlab-sim-driver/1","image":"ebpfcore","signature":"test","faults":["hang_on_unload"]}"#,
+                "ebpfcore has no fault switches",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let msg = DriverImage::parse(bytes).unwrap_err().to_string();
+            assert!(msg.contains(want), "{msg:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn fault_names_round_trip() {
+        for f in Fault::ALL {
+            assert_eq!(Fault::from_name(f.name()), Some(f));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = DriverImage::parse(&bytes);
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Maps: the core's hash table (bucket locks) for built-in hash maps and custom maps, the
+//! custom-map paths of `ebpf_maps.c` (provider callbacks, undo rule, object-map refusals),
+//! map handles with last-close deletion, and pins.
+
+mod ops;
+
+use crate::error::EbpfError;
+use crate::inner::KernelInner;
+use crate::nmr::Registration;
+use crate::pool::{Pool, PoolHandle, TagId};
+use crate::types::{MapDefinition, MapInfo};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+/// Pool tag of the core's map objects.
+pub(crate) const MAP_TAG: [u8; 4] = *b"eMap";
+
+/// The binding of a custom map to its provider.
+#[derive(Debug)]
+pub(crate) struct Binding {
+    pub(crate) reg: Arc<Registration>,
+    pub(crate) map_ctx: u64,
+    pub(crate) object: bool,
+}
+
+/// One map instance.
+#[derive(Debug)]
+pub struct Map {
+    pub(crate) id: u32,
+    pub(crate) def: MapDefinition,
+    pub(crate) binding: Option<Binding>,
+    buckets: Box<[Mutex<Vec<(u32, u64)>>]>,
+    mask: usize,
+    count: AtomicU32,
+    /// The core's allocation for the map object (charged to ebpfcore).
+    object: Option<PoolHandle>,
+    handles: AtomicUsize,
+    deleted: AtomicBool,
+}
+
+impl Map {
+    #[inline]
+    fn bucket(&self, key: u32) -> &Mutex<Vec<(u32, u64)>> {
+        let h = (u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
+        &self.buckets[h & self.mask]
+    }
+
+    /// Entry count.
+    pub(crate) fn len(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// `find_element_function` of the client dispatch: the stored value, or not found.
+    #[inline]
+    pub(crate) fn find_stored(&self, key: u32) -> Option<u64> {
+        self.bucket(key)
+            .lock()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// Live maps and pins.
+#[derive(Debug)]
+pub(crate) struct MapRegistry {
+    next_id: AtomicU32,
+    pub(crate) live: AtomicUsize,
+    pins: Mutex<BTreeMap<String, MapHandle>>,
+    pub(crate) tag: TagId,
+}
+
+impl MapRegistry {
+    pub(crate) fn new(pool: &Pool) -> Self {
+        MapRegistry {
+            next_id: AtomicU32::new(1),
+            live: AtomicUsize::new(0),
+            pins: Mutex::new(BTreeMap::new()),
+            tag: pool.tag(MAP_TAG),
+        }
+    }
+}
+
+/// An open handle to a map (user-mode fd / kernel reference). Clones share the map; when
+/// the last handle (pins included) is dropped the map is deleted: every entry gets the
+/// provider's delete callback with `MAP_CLEANUP`, then `postprocess_map_delete`, then the
+/// rundown reference on the provider is released.
+#[derive(Debug)]
+pub struct MapHandle {
+    pub(crate) k: Arc<KernelInner>,
+    pub(crate) map: Arc<Map>,
+}
+
+impl Clone for MapHandle {
+    fn clone(&self) -> Self {
+        self.map.handles.fetch_add(1, Ordering::AcqRel);
+        MapHandle {
+            k: self.k.clone(),
+            map: self.map.clone(),
+        }
+    }
+}
+
+impl Drop for MapHandle {
+    fn drop(&mut self) {
+        if self.map.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // A failure here is a bugcheck already recorded (or a stopped kernel).
+            let _ = ops::destroy(&self.k, &self.map);
+        }
+    }
+}
+
+impl MapHandle {
+    /// Kernel object id.
+    pub fn id(&self) -> u32 {
+        self.map.id
+    }
+
+    /// The definition it was created with.
+    pub fn definition(&self) -> MapDefinition {
+        self.map.def
+    }
+
+    /// Current entry count.
+    pub fn len(&self) -> u32 {
+        self.map.len()
+    }
+
+    /// True if the map has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+}
+
+/// Creates a map (user-mode `bpf_map_create`).
+pub(crate) fn create(k: &Arc<KernelInner>, def: MapDefinition) -> Result<MapHandle, EbpfError> {
+    k.check()?;
+    let core = k.services.core_running().ok_or(EbpfError::CoreNotRunning)?;
+    if def.max_entries == 0 || def.key_size != 4 {
+        return Err(EbpfError::InvalidArgument);
+    }
+    let _epoch = k.epoch_enter();
+    let binding = if def.map_type == crate::types::BPF_MAP_TYPE_HASH {
+        if def.value_size != 4 {
+            return Err(EbpfError::InvalidArgument);
+        }
+        None
+    } else {
+        // Custom path: bind to the provider (rundown reference) or fail to load.
+        let reg = k
+            .nmr
+            .attach(def.map_type)
+            .ok_or(EbpfError::ExtensionFailedToLoad)?;
+        let p = reg.provider.clone();
+        let created = k.call_driver(
+            reg.module,
+            &reg.module_loaded,
+            "preprocess_map_create",
+            || p.preprocess_map_create(k, &def),
+        );
+        match created {
+            Ok((_actual, map_ctx)) => {
+                let object = p.updates_original_value();
+                Some(Binding {
+                    reg,
+                    map_ctx,
+                    object,
+                })
+            }
+            Err(e) => {
+                reg.rundown.release();
+                return Err(match e {
+                    EbpfError::Halted(_) => e,
+                    EbpfError::InvalidArgument => e,
+                    _ => EbpfError::ExtensionFailedToLoad,
+                });
+            }
+        }
+    };
+    let nb = (def.max_entries as usize)
+        .next_power_of_two()
+        .clamp(16, 1 << 14);
+    let buckets: Box<[Mutex<Vec<(u32, u64)>>]> = (0..nb).map(|_| Mutex::new(Vec::new())).collect();
+    let obj_size = 256 + (nb as u32) * 16;
+    let object = match k.allocate(k.maps.tag, core, obj_size, 0) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            if let Some(b) = &binding {
+                let p = b.reg.provider.clone();
+                let _ = k.call_driver(
+                    b.reg.module,
+                    &b.reg.module_loaded,
+                    "postprocess_map_delete",
+                    || p.postprocess_map_delete(k, b.map_ctx),
+                );
+                b.reg.rundown.release();
+            }
+            return Err(e);
+        }
+    };
+    let map = Arc::new(Map {
+        id: k.maps.next_id.fetch_add(1, Ordering::Relaxed),
+        def,
+        binding,
+        buckets,
+        mask: nb - 1,
+        count: AtomicU32::new(0),
+        object,
+        handles: AtomicUsize::new(1),
+        deleted: AtomicBool::new(false),
+    });
+    k.maps.live.fetch_add(1, Ordering::AcqRel);
+    Ok(MapHandle { k: k.clone(), map })
+}
+
+/// Pins a handle under `name` (the pin keeps the map alive in the kernel).
+pub(crate) fn pin(k: &KernelInner, name: &str, h: &MapHandle) -> Result<(), EbpfError> {
+    k.check()?;
+    let mut pins = k.maps.pins.lock();
+    if pins.contains_key(name) {
+        return Err(EbpfError::ObjectAlreadyExists);
+    }
+    pins.insert(name.to_string(), h.clone());
+    Ok(())
+}
+
+/// Opens a pinned map by name.
+pub(crate) fn open_pinned(k: &KernelInner, name: &str) -> Result<MapHandle, EbpfError> {
+    k.check()?;
+    k.maps
+        .pins
+        .lock()
+        .get(name)
+        .cloned()
+        .ok_or(EbpfError::ObjectNotFound)
+}
+
+/// Removes a pin; the map is deleted when no other handle holds it.
+pub(crate) fn unpin(k: &KernelInner, name: &str) -> Result<(), EbpfError> {
+    k.check()?;
+    let h = k
+        .maps
+        .pins
+        .lock()
+        .remove(name)
+        .ok_or(EbpfError::ObjectNotFound)?;
+    drop(h);
+    Ok(())
+}
+
+/// Drops every pin (ebpfcore unload, shutdown).
+pub(crate) fn unpin_all(k: &KernelInner) {
+    let pins = std::mem::take(&mut *k.maps.pins.lock());
+    drop(pins);
+}
+
+/// Pinned maps, sorted by name.
+pub(crate) fn list(k: &KernelInner) -> Vec<MapInfo> {
+    k.maps
+        .pins
+        .lock()
+        .iter()
+        .map(|(name, h)| MapInfo {
+            name: name.clone(),
+            id: h.map.id,
+            map_type: h.map.def.map_type,
+            max_entries: h.map.def.max_entries,
+            entries: h.map.len(),
+        })
+        .collect()
+}
+
+pub(crate) use ops::{delete, find, helper_get_value, next_key, update};

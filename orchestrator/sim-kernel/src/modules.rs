@@ -1,0 +1,214 @@
+//! Loaded-module table with fake kernel-VA image ranges, and the per-thread stack of driver
+//! frames that tells a bugcheck which `module!function` was running.
+
+use parking_lot::RwLock;
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A kernel image loaded in the simulated kernel, with a deterministic fake address range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// Image name, e.g. `ebpfcore.sys`.
+    pub name: String,
+    /// Image base (kernel VA, like `0xFFFFF806_1000_0000`).
+    pub base: u64,
+    /// Image size in bytes.
+    pub size: u64,
+}
+
+impl Module {
+    /// True if `addr` lies in this image.
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.base && addr < self.base + self.size
+    }
+}
+
+/// Index of a module in the table (never reused: a reloaded driver gets a new entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ModuleId(pub(crate) u32);
+
+/// The kernel image, always loaded first.
+pub(crate) const KERNEL_MODULE: ModuleId = ModuleId(0);
+/// Name of the kernel image.
+pub(crate) const KERNEL_IMAGE: &str = "ntoskrnl.exe";
+const KERNEL_BASE: u64 = 0xFFFF_F806_0000_0000;
+const KERNEL_SIZE: u64 = 0x0104_6000;
+/// Drivers are placed one per 1 MiB slot above this base, in load order.
+const DRIVER_BASE: u64 = 0xFFFF_F806_1000_0000;
+const DRIVER_SLOT: u64 = 0x0010_0000;
+
+#[derive(Debug)]
+struct Entry {
+    module: Module,
+    loaded: Arc<AtomicBool>,
+}
+
+/// All modules ever loaded in this boot (unloaded ones are kept: their range still names
+/// them in a 0xCE bugcheck).
+#[derive(Debug)]
+pub(crate) struct ModuleTable {
+    entries: RwLock<Vec<Entry>>,
+}
+
+impl Default for ModuleTable {
+    fn default() -> Self {
+        let kernel = Entry {
+            module: Module {
+                name: KERNEL_IMAGE.into(),
+                base: KERNEL_BASE,
+                size: KERNEL_SIZE,
+            },
+            loaded: Arc::new(AtomicBool::new(true)),
+        };
+        ModuleTable {
+            entries: RwLock::new(vec![kernel]),
+        }
+    }
+}
+
+impl ModuleTable {
+    /// Maps a new image of `size` bytes in the next free slot.
+    pub(crate) fn load(&self, name: &str, size: u64) -> ModuleId {
+        let mut e = self.entries.write();
+        let slot = (e.len() - 1) as u64;
+        e.push(Entry {
+            module: Module {
+                name: name.to_string(),
+                base: DRIVER_BASE + slot * DRIVER_SLOT,
+                size,
+            },
+            loaded: Arc::new(AtomicBool::new(true)),
+        });
+        ModuleId((e.len() - 1) as u32)
+    }
+
+    pub(crate) fn unload(&self, id: ModuleId) {
+        if let Some(e) = self.entries.read().get(id.0 as usize) {
+            e.loaded.store(false, Ordering::Release);
+        }
+    }
+
+    /// The module's loaded flag, cached by callers on hot paths (no table lock per call).
+    pub(crate) fn loaded_flag(&self, id: ModuleId) -> Arc<AtomicBool> {
+        let e = self.entries.read();
+        e.get(id.0 as usize)
+            .map_or_else(|| Arc::new(AtomicBool::new(false)), |e| e.loaded.clone())
+    }
+
+    #[inline]
+    pub(crate) fn is_loaded(&self, id: ModuleId) -> bool {
+        self.entries
+            .read()
+            .get(id.0 as usize)
+            .is_some_and(|e| e.loaded.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn get(&self, id: ModuleId) -> Module {
+        let e = self.entries.read();
+        e.get(id.0 as usize).unwrap_or(&e[0]).module.clone()
+    }
+
+    pub(crate) fn loaded(&self) -> Vec<Module> {
+        self.entries
+            .read()
+            .iter()
+            .filter(|e| e.loaded.load(Ordering::Acquire))
+            .map(|e| e.module.clone())
+            .collect()
+    }
+
+    pub(crate) fn unloaded(&self) -> Vec<Module> {
+        self.entries
+            .read()
+            .iter()
+            .filter(|e| !e.loaded.load(Ordering::Acquire))
+            .map(|e| e.module.clone())
+            .collect()
+    }
+
+    /// A stable instruction address for `function` inside the module's image.
+    pub(crate) fn rip(&self, id: ModuleId, function: &str) -> u64 {
+        let m = self.get(id);
+        function_address(&m, function)
+    }
+}
+
+/// Deterministic address of a function in an image: FNV-1a of its name, placed in the
+/// image's text range and 16-byte aligned.
+pub(crate) fn function_address(m: &Module, function: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in function.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let text = m.size.saturating_sub(0x2000).max(0x10);
+    m.base + 0x1000 + ((h % text) & !0xF)
+}
+
+/// One driver function on the current thread's simulated stack.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Frame {
+    pub(crate) module: ModuleId,
+    pub(crate) function: &'static str,
+}
+
+thread_local! {
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Pops the frame it pushed when dropped.
+#[derive(Debug)]
+pub(crate) struct FrameGuard(());
+
+impl Drop for FrameGuard {
+    fn drop(&mut self) {
+        FRAMES.with(|f| {
+            f.borrow_mut().pop();
+        });
+    }
+}
+
+/// Marks `module!function` as running on this thread until the guard drops.
+#[inline]
+pub(crate) fn push_frame(module: ModuleId, function: &'static str) -> FrameGuard {
+    FRAMES.with(|f| f.borrow_mut().push(Frame { module, function }));
+    FrameGuard(())
+}
+
+/// The innermost driver frame of this thread, if any driver code is running.
+pub(crate) fn current_frame() -> Option<Frame> {
+    FRAMES.with(|f| f.borrow().last().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rip_lies_inside_the_module_and_is_stable() {
+        let t = ModuleTable::default();
+        let a = t.load("ebpfcore.sys", 0x8_0000);
+        let b = t.load("sample_ebpf_ext.sys", 0x2_0000);
+        let mb = t.get(b);
+        assert_eq!(mb.base, 0xFFFF_F806_1010_0000);
+        let rip = t.rip(b, "_sample_map_find_entry");
+        assert!(mb.contains(rip));
+        assert_eq!(rip, t.rip(b, "_sample_map_find_entry"));
+        assert!(t.get(a).contains(t.rip(a, "ebpf_epoch_free")));
+        t.unload(b);
+        assert_eq!(t.loaded().len(), 2);
+        assert_eq!(t.unloaded()[0].name, "sample_ebpf_ext.sys");
+    }
+
+    #[test]
+    fn frames_nest_and_pop() {
+        assert!(current_frame().is_none());
+        let _a = push_frame(ModuleId(1), "outer");
+        {
+            let _b = push_frame(ModuleId(2), "inner");
+            assert_eq!(current_frame().unwrap().function, "inner");
+        }
+        assert_eq!(current_frame().unwrap().function, "outer");
+    }
+}

@@ -1,0 +1,429 @@
+//! Pool memory: tagged allocations in a slab whose slots carry generation counters, so a
+//! read, write or free through a stale handle is detected deterministically.
+//!
+//! A slot's generation is odd while allocated and even while free; a handle remembers the
+//! generation it was given. Reads check the generation before *and* after copying the data
+//! (seqlock style), so any access that overlaps a free is caught, not only later ones.
+
+use parking_lot::{Mutex, RwLock};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+
+/// Slots per slab segment.
+const SEGMENT: u32 = 4096;
+/// Distinct pool tags one boot can track.
+pub(crate) const MAX_TAGS: usize = 64;
+/// Distinct allocation owners (drivers) one boot can track.
+pub(crate) const MAX_OWNERS: usize = 64;
+/// Fake kernel VA of slot 0 (nonpaged pool region).
+const POOL_VA_BASE: u64 = 0xFFFF_B000_0000_0000;
+
+/// A reference to one pool allocation; stale once the allocation is freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PoolHandle {
+    index: u32,
+    generation: u32,
+}
+
+impl PoolHandle {
+    /// Packs the handle into a stored map value (a "pointer").
+    pub(crate) fn raw(self) -> u64 {
+        (u64::from(self.index) << 32) | u64::from(self.generation)
+    }
+
+    pub(crate) fn from_raw(v: u64) -> PoolHandle {
+        PoolHandle {
+            index: (v >> 32) as u32,
+            generation: v as u32,
+        }
+    }
+
+    /// The fake kernel address of the allocation (bugcheck parameters).
+    pub(crate) fn va(self) -> u64 {
+        POOL_VA_BASE + u64::from(self.index) * 0x40
+    }
+}
+
+/// Index of a registered pool tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TagId(u16);
+
+/// Which driver an allocation is charged to (Driver Verifier's pool tracking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct OwnerId(pub(crate) u16);
+
+/// What a stale or invalid pool access was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PoolFault {
+    /// Read (`write == false`) or write through a handle whose allocation was freed.
+    UseAfterFree { va: u64, write: bool },
+    /// Free of an allocation that is not allocated (double free or stale handle).
+    BadFree { va: u64, tag: [u8; 4] },
+    /// `epoch_free` of an allocation already on an epoch free list.
+    EpochDoubleFree { va: u64 },
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    generation: AtomicU32,
+    /// Tag index (low 16 bits) and owner (high 16 bits).
+    tag_owner: AtomicU32,
+    size: AtomicU32,
+    data: AtomicU64,
+    /// Epoch stamped by `epoch_free`, 0 while not retired.
+    freed_epoch: AtomicI64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    bytes: AtomicI64,
+    allocs: AtomicI64,
+}
+
+/// The slab and its per-tag / per-owner accounting.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    segments: Box<[OnceLock<Box<[Slot]>>]>,
+    capacity: u32,
+    fresh: AtomicU32,
+    /// Free slot indices, sharded per CPU so allocation does not serialise the machine.
+    free: Box<[Mutex<Vec<u32>>]>,
+    tags: RwLock<Vec<[u8; 4]>>,
+    tag_counters: Box<[Counters]>,
+    owner_counters: Box<[Counters]>,
+}
+
+impl Pool {
+    pub(crate) fn new(capacity: u32, shards: u32) -> Pool {
+        let capacity = capacity.max(SEGMENT);
+        let nseg = capacity.div_ceil(SEGMENT) as usize;
+        Pool {
+            segments: (0..nseg).map(|_| OnceLock::new()).collect(),
+            capacity: nseg as u32 * SEGMENT,
+            fresh: AtomicU32::new(0),
+            free: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            tags: RwLock::new(Vec::new()),
+            tag_counters: (0..MAX_TAGS).map(|_| Counters::default()).collect(),
+            owner_counters: (0..MAX_OWNERS).map(|_| Counters::default()).collect(),
+        }
+    }
+
+    /// Registers (or finds) a four-character tag.
+    pub(crate) fn tag(&self, tag: [u8; 4]) -> TagId {
+        if let Some(i) = self.tags.read().iter().position(|t| *t == tag) {
+            return TagId(i as u16);
+        }
+        let mut w = self.tags.write();
+        if let Some(i) = w.iter().position(|t| *t == tag) {
+            return TagId(i as u16);
+        }
+        // Past MAX_TAGS every further tag shares the last counter (never hit by this model).
+        let i = w.len().min(MAX_TAGS - 1);
+        if w.len() < MAX_TAGS {
+            w.push(tag);
+        }
+        TagId(i as u16)
+    }
+
+    fn slot(&self, index: u32) -> Option<&Slot> {
+        let seg = self.segments.get((index / SEGMENT) as usize)?.get()?;
+        seg.get((index % SEGMENT) as usize)
+    }
+
+    fn slot_or_init(&self, index: u32) -> &Slot {
+        let seg = self.segments[(index / SEGMENT) as usize]
+            .get_or_init(|| (0..SEGMENT).map(|_| Slot::default()).collect());
+        &seg[(index % SEGMENT) as usize]
+    }
+
+    fn take_index(&self, shard: usize) -> Option<u32> {
+        let n = self.free.len();
+        if let Some(i) = self.free[shard % n].lock().pop() {
+            return Some(i);
+        }
+        let i = self.fresh.fetch_add(1, Ordering::Relaxed);
+        if i < self.capacity {
+            return Some(i);
+        }
+        self.fresh.store(self.capacity, Ordering::Relaxed);
+        // Fresh slots are exhausted: take from other CPUs' shards before failing.
+        (1..n).find_map(|k| self.free[(shard + k) % n].lock().pop())
+    }
+
+    /// Allocates `size` bytes charged to `tag` and `owner`, holding `data`.
+    pub(crate) fn alloc(
+        &self,
+        tag: TagId,
+        owner: OwnerId,
+        size: u32,
+        data: u64,
+        shard: usize,
+    ) -> Option<PoolHandle> {
+        let index = self.take_index(shard)?;
+        let slot = self.slot_or_init(index);
+        let g = slot.generation.load(Ordering::Acquire);
+        debug_assert!(g % 2 == 0, "free list held an allocated slot");
+        slot.tag_owner.store(
+            u32::from(tag.0) | (u32::from(owner.0) << 16),
+            Ordering::Relaxed,
+        );
+        slot.size.store(size, Ordering::Relaxed);
+        slot.data.store(data, Ordering::Relaxed);
+        slot.freed_epoch.store(0, Ordering::Relaxed);
+        let generation = g.wrapping_add(1);
+        slot.generation.store(generation, Ordering::Release);
+        self.account(tag.0 as usize, owner.0 as usize, i64::from(size), 1);
+        Some(PoolHandle { index, generation })
+    }
+
+    fn account(&self, tag: usize, owner: usize, bytes: i64, allocs: i64) {
+        let t = &self.tag_counters[tag.min(MAX_TAGS - 1)];
+        t.bytes.fetch_add(bytes, Ordering::Relaxed);
+        t.allocs.fetch_add(allocs, Ordering::Relaxed);
+        let o = &self.owner_counters[owner.min(MAX_OWNERS - 1)];
+        o.bytes.fetch_add(bytes, Ordering::Relaxed);
+        o.allocs.fetch_add(allocs, Ordering::Relaxed);
+    }
+
+    /// Reads the allocation's data; a stale handle (or a free racing the read) is a fault.
+    #[inline]
+    pub(crate) fn read(&self, h: PoolHandle) -> Result<u64, PoolFault> {
+        let fault = PoolFault::UseAfterFree {
+            va: h.va(),
+            write: false,
+        };
+        let slot = self.slot(h.index).ok_or(fault)?;
+        if slot.generation.load(Ordering::Acquire) != h.generation {
+            return Err(fault);
+        }
+        let v = slot.data.load(Ordering::Acquire);
+        if slot.generation.load(Ordering::Acquire) != h.generation {
+            return Err(fault);
+        }
+        Ok(v)
+    }
+
+    /// Writes the allocation's data; a stale handle is a fault.
+    pub(crate) fn write(&self, h: PoolHandle, v: u64) -> Result<(), PoolFault> {
+        let fault = PoolFault::UseAfterFree {
+            va: h.va(),
+            write: true,
+        };
+        let slot = self.slot(h.index).ok_or(fault)?;
+        if slot.generation.load(Ordering::Acquire) != h.generation {
+            return Err(fault);
+        }
+        slot.data.store(v, Ordering::Release);
+        if slot.generation.load(Ordering::Acquire) != h.generation {
+            return Err(fault);
+        }
+        Ok(())
+    }
+
+    /// Size of a live allocation.
+    pub(crate) fn size(&self, h: PoolHandle) -> Result<u32, PoolFault> {
+        let fault = PoolFault::UseAfterFree {
+            va: h.va(),
+            write: false,
+        };
+        let slot = self.slot(h.index).ok_or(fault)?;
+        let s = slot.size.load(Ordering::Relaxed);
+        if slot.generation.load(Ordering::Acquire) != h.generation {
+            return Err(fault);
+        }
+        Ok(s)
+    }
+
+    /// Frees an allocation; freeing twice (or a stale handle) is a fault.
+    pub(crate) fn free(&self, h: PoolHandle, shard: usize) -> Result<u32, PoolFault> {
+        let Some(slot) = self.slot(h.index) else {
+            return Err(PoolFault::BadFree {
+                va: h.va(),
+                tag: *b"????",
+            });
+        };
+        let to = slot.tag_owner.load(Ordering::Relaxed);
+        let size = slot.size.load(Ordering::Relaxed);
+        if slot
+            .generation
+            .compare_exchange(
+                h.generation,
+                h.generation.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            let tag = self
+                .tags
+                .read()
+                .get((to & 0xFFFF) as usize)
+                .copied()
+                .unwrap_or(*b"????");
+            return Err(PoolFault::BadFree { va: h.va(), tag });
+        }
+        self.account(
+            (to & 0xFFFF) as usize,
+            (to >> 16) as usize,
+            -i64::from(size),
+            -1,
+        );
+        let n = self.free.len();
+        self.free[shard % n].lock().push(h.index);
+        Ok(size)
+    }
+
+    /// Stamps the allocation as retired in `epoch` (the `freed_epoch` header of
+    /// `ebpf_epoch_free`); a second stamp is the epoch double-free fail-fast.
+    pub(crate) fn stamp_freed(&self, h: PoolHandle, epoch: i64) -> Result<u32, PoolFault> {
+        let stale = PoolFault::BadFree {
+            va: h.va(),
+            tag: *b"????",
+        };
+        let slot = self.slot(h.index).ok_or(stale)?;
+        if slot.generation.load(Ordering::Acquire) != h.generation {
+            let to = slot.tag_owner.load(Ordering::Relaxed);
+            let tag = self
+                .tags
+                .read()
+                .get((to & 0xFFFF) as usize)
+                .copied()
+                .unwrap_or(*b"????");
+            return Err(PoolFault::BadFree { va: h.va(), tag });
+        }
+        if slot
+            .freed_epoch
+            .compare_exchange(0, epoch, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(PoolFault::EpochDoubleFree { va: h.va() });
+        }
+        Ok(slot.size.load(Ordering::Relaxed))
+    }
+
+    /// Outstanding (bytes, allocations) per registered tag.
+    pub(crate) fn tag_usage(&self) -> Vec<([u8; 4], i64, i64)> {
+        let tags = self.tags.read();
+        tags.iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let c = &self.tag_counters[i];
+                (
+                    *t,
+                    c.bytes.load(Ordering::Relaxed),
+                    c.allocs.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// Outstanding (bytes, allocations) charged to one owner.
+    pub(crate) fn owner_usage(&self, owner: OwnerId) -> (i64, i64) {
+        let c = &self.owner_counters[(owner.0 as usize).min(MAX_OWNERS - 1)];
+        (
+            c.bytes.load(Ordering::Relaxed),
+            c.allocs.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Renders a tag as text (non-printable bytes as `?`).
+pub(crate) fn tag_text(tag: [u8; 4]) -> String {
+    tag.iter()
+        .map(|b| {
+            if b.is_ascii_graphic() || *b == b' ' {
+                *b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Parses a four-character tag name.
+pub(crate) fn parse_tag(s: &str) -> Option<[u8; 4]> {
+    let b = s.as_bytes();
+    (b.len() == 4 && b.iter().all(|c| c.is_ascii_graphic() || *c == b' '))
+        .then(|| [b[0], b[1], b[2], b[3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> Pool {
+        Pool::new(1 << 14, 2)
+    }
+
+    #[test]
+    fn accounting_follows_alloc_and_free() {
+        let p = pool();
+        let t = p.tag(*b"Smpl");
+        let a = p.alloc(t, OwnerId(3), 16, 7, 0).unwrap();
+        let b = p.alloc(t, OwnerId(3), 32, 8, 1).unwrap();
+        assert_eq!(p.tag_usage(), vec![(*b"Smpl", 48, 2)]);
+        assert_eq!(p.owner_usage(OwnerId(3)), (48, 2));
+        assert_eq!(p.read(a), Ok(7));
+        p.free(a, 0).unwrap();
+        p.free(b, 0).unwrap();
+        assert_eq!(p.tag_usage(), vec![(*b"Smpl", 0, 0)]);
+    }
+
+    #[test]
+    fn stale_handle_is_detected_even_after_reuse() {
+        let p = pool();
+        let t = p.tag(*b"Smpl");
+        let a = p.alloc(t, OwnerId(0), 16, 1, 0).unwrap();
+        p.free(a, 0).unwrap();
+        assert!(matches!(
+            p.read(a),
+            Err(PoolFault::UseAfterFree { write: false, .. })
+        ));
+        let b = p.alloc(t, OwnerId(0), 16, 2, 0).unwrap();
+        assert_eq!(a.index, b.index, "the slot is reused");
+        assert!(matches!(p.read(a), Err(PoolFault::UseAfterFree { .. })));
+        assert!(matches!(
+            p.write(a, 5),
+            Err(PoolFault::UseAfterFree { write: true, .. })
+        ));
+        assert_eq!(p.read(b), Ok(2));
+    }
+
+    #[test]
+    fn double_free_and_double_epoch_stamp_are_detected() {
+        let p = pool();
+        let t = p.tag(*b"Smpl");
+        let a = p.alloc(t, OwnerId(0), 16, 1, 0).unwrap();
+        p.stamp_freed(a, 4).unwrap();
+        assert!(matches!(
+            p.stamp_freed(a, 5),
+            Err(PoolFault::EpochDoubleFree { .. })
+        ));
+        p.free(a, 0).unwrap();
+        assert!(matches!(p.free(a, 0), Err(PoolFault::BadFree { tag, .. }) if &tag == b"Smpl"));
+    }
+
+    #[test]
+    fn allocation_fails_at_capacity() {
+        let p = Pool::new(SEGMENT, 1);
+        let t = p.tag(*b"Tst ");
+        let hs: Vec<_> = (0..SEGMENT)
+            .map(|_| p.alloc(t, OwnerId(0), 8, 0, 0).unwrap())
+            .collect();
+        assert!(p.alloc(t, OwnerId(0), 8, 0, 0).is_none());
+        p.free(hs[0], 0).unwrap();
+        assert!(p.alloc(t, OwnerId(0), 8, 0, 0).is_some());
+    }
+
+    #[test]
+    fn handles_round_trip_through_raw() {
+        let h = PoolHandle {
+            index: 77,
+            generation: 9,
+        };
+        assert_eq!(PoolHandle::from_raw(h.raw()), h);
+        assert_eq!(parse_tag("Smpl"), Some(*b"Smpl"));
+        assert_eq!(parse_tag("toolong"), None);
+        assert_eq!(tag_text(*b"eMap"), "eMap");
+    }
+}
