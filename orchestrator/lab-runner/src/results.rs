@@ -286,7 +286,12 @@ mod tests {
         let id = RunId::generate(t0(), &mut StdRng::seed_from_u64(1));
         assert!(id.as_str().starts_with("20250304-050607-"), "{id}");
         assert_eq!(RunId::parse(id.as_str()).unwrap(), id);
-        for bad in ["", "20250304-050607", "20250304-050607-ABCD", "2025030x-050607-abcd"] {
+        for bad in [
+            "",
+            "20250304-050607",
+            "20250304-050607-ABCD",
+            "2025030x-050607-abcd",
+        ] {
             let e = RunId::parse(bad).unwrap_err().to_string();
             assert!(e.contains("YYYYMMDD-HHMMSS-xxxx"), "{e}");
         }
@@ -331,7 +336,10 @@ mod tests {
         assert_eq!(a.components().count(), 3, "{a:?}");
         let up = RunDir::unit_rel(&unit("..", "CON"));
         assert!(!up.to_string_lossy().contains("/../"), "{up:?}");
-        assert!(up.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+        assert!(
+            up.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        );
     }
 
     #[test]
@@ -355,7 +363,10 @@ mod tests {
         atomic_write(&p, b"one").unwrap();
         atomic_write(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("summary.json")]);
     }
 

@@ -7,7 +7,9 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use quick_junit::{DeserializeErrorKind, NonSuccessKind, Property, Report, TestCase, TestCaseStatus};
+use quick_junit::{
+    DeserializeErrorKind, NonSuccessKind, Property, Report, TestCase, TestCaseStatus,
+};
 
 /// Guest files larger than this are reported as failures instead of being parsed: a
 /// runaway tool must not blow up the orchestrator's memory.
@@ -26,7 +28,8 @@ pub fn load_cases(results_dir: &Path, rel: &Path, prefix: &str, classname: &str)
             let mut out = Vec::new();
             for suite in report.test_suites {
                 for mut case in suite.test_cases {
-                    case.name = format!("{prefix}/{}/{}", suite.name.as_str(), case.name.as_str()).into();
+                    case.name =
+                        format!("{prefix}/{}/{}", suite.name.as_str(), case.name.as_str()).into();
                     if let Some(guest_class) = case.classname.take() {
                         case.add_property(Property::new("guest-classname", guest_class));
                     }
@@ -40,7 +43,10 @@ pub fn load_cases(results_dir: &Path, rel: &Path, prefix: &str, classname: &str)
         Err(reason) => {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status
-                .set_message(format!("malformed guest junit file {}: {reason}", rel.display()))
+                .set_message(format!(
+                    "malformed guest junit file {}: {reason}",
+                    rel.display()
+                ))
                 .set_type("guest-junit");
             let mut case = TestCase::new(format!("{prefix}/guest-junit/{file_name}"), status);
             case.set_classname(classname);
@@ -164,7 +170,10 @@ mod tests {
         let rel = write(d.path(), "g.xml", CATCH2);
         let cases = load_cases(d.path(), &rel, "iter-1", "s@t");
         assert_eq!(cases.len(), 2);
-        assert_eq!(cases[0].name.as_str(), "iter-1/map_tests.exe/lookup after insert");
+        assert_eq!(
+            cases[0].name.as_str(),
+            "iter-1/map_tests.exe/lookup after insert"
+        );
         assert_eq!(cases[0].classname.as_ref().unwrap().as_str(), "s@t");
         assert!(matches!(cases[0].status, TestCaseStatus::Success { .. }));
         assert!(matches!(
@@ -188,9 +197,18 @@ mod tests {
     fn malformed_missing_and_foreign_files_become_one_failure_each() {
         let d = tempfile::tempdir().unwrap();
         let cases = [
-            (write(d.path(), "trunc.xml", &CATCH2[..200]), "malformed guest junit file trunc.xml"),
-            (write(d.path(), "text.xml", "all good!"), "no XML element found"),
-            (write(d.path(), "html.xml", "<html></html>"), "not <testsuites> or <testsuite>"),
+            (
+                write(d.path(), "trunc.xml", &CATCH2[..200]),
+                "malformed guest junit file trunc.xml",
+            ),
+            (
+                write(d.path(), "text.xml", "all good!"),
+                "no XML element found",
+            ),
+            (
+                write(d.path(), "html.xml", "<html></html>"),
+                "not <testsuites> or <testsuite>",
+            ),
             ("absent.xml".into(), "cannot open it"),
         ];
         for (rel, want) in cases {
@@ -199,7 +217,9 @@ mod tests {
             let name = rel.display().to_string();
             assert_eq!(got[0].name.as_str(), format!("iter-1/guest-junit/{name}"));
             match &got[0].status {
-                TestCaseStatus::NonSuccess { message: Some(m), .. } => {
+                TestCaseStatus::NonSuccess {
+                    message: Some(m), ..
+                } => {
                     assert!(m.as_str().contains(want), "{m:?} lacks {want:?}");
                     assert!(m.as_str().contains(&name), "{m:?}");
                 }

@@ -124,13 +124,20 @@ pub fn render(m: &RunModel) -> String {
                 text::exit_code_meaning(end.exit_code)
             );
         }
-        None => h.push_str("<p class=\"banner\">The run has not finished (still running, or killed).</p>\n"),
+        None => h.push_str(
+            "<p class=\"banner\">The run has not finished (still running, or killed).</p>\n",
+        ),
     }
     if m.interrupted() && m.end.is_some() {
-        h.push_str("<p class=\"banner\">The run was interrupted: unfinished units are marked SKIP.</p>\n");
+        h.push_str(
+            "<p class=\"banner\">The run was interrupted: unfinished units are marked SKIP.</p>\n",
+        );
     }
     for (vm, msg) in &m.infra_errors {
-        let vm = vm.as_deref().map(|v| format!("{}: ", escape(v))).unwrap_or_default();
+        let vm = vm
+            .as_deref()
+            .map(|v| format!("{}: ", escape(v)))
+            .unwrap_or_default();
         let _ = writeln!(h, "<p class=\"banner\">Lab error: {vm}{}</p>", escape(msg));
     }
     for (what, how) in &m.leftovers {
@@ -174,7 +181,12 @@ fn failures(h: &mut String, m: &RunModel) {
     let failed: Vec<&UnitRecord> = m
         .units
         .iter()
-        .filter(|u| matches!(u.outcome, Some(UnitOutcome::Failed { .. } | UnitOutcome::Errored { .. })))
+        .filter(|u| {
+            matches!(
+                u.outcome,
+                Some(UnitOutcome::Failed { .. } | UnitOutcome::Errored { .. })
+            )
+        })
         .collect();
     if failed.is_empty() {
         return;
@@ -188,7 +200,9 @@ fn failures(h: &mut String, m: &RunModel) {
             escape(&u.id.to_string()),
             escape(u.vm.as_deref().unwrap_or("?"))
         );
-        if let Some(UnitOutcome::Failed { message, .. } | UnitOutcome::Errored { message }) = &u.outcome {
+        if let Some(UnitOutcome::Failed { message, .. } | UnitOutcome::Errored { message }) =
+            &u.outcome
+        {
             let _ = writeln!(h, "<pre>{}</pre>", escape(message));
         }
         for c in &u.crashes {

@@ -51,7 +51,9 @@ impl Reporter for JunitReporter {
                 let prefix = format!("iter-{}", unit.iteration);
                 let cases = guest_junit
                     .iter()
-                    .flat_map(|rel| guest_junit::load_cases(&self.results_dir, rel, &prefix, &class))
+                    .flat_map(|rel| {
+                        guest_junit::load_cases(&self.results_dir, rel, &prefix, &class)
+                    })
                     .collect();
                 self.guest.insert(unit.clone(), cases);
                 self.write()
@@ -126,7 +128,10 @@ fn suite_properties(suite: &mut TestSuite, model: &RunModel, interrupted: bool) 
     suite.add_property(Property::new("lab", model.run.lab.as_str()));
     suite.add_property(Property::new("run-seed", model.run.seed.to_string()));
     suite.add_property(Property::new("interrupted", interrupted.to_string()));
-    suite.add_property(Property::new("run-complete", model.end.is_some().to_string()));
+    suite.add_property(Property::new(
+        "run-complete",
+        model.end.is_some().to_string(),
+    ));
 }
 
 /// The cases of one suite. Units that ran the same seed more than once (repro mode) are
@@ -173,8 +178,13 @@ fn suite_cases(
 }
 
 fn grouped_case(model: &RunModel, group: &[&UnitRecord], results_dir: &Path) -> TestCase {
-    let cases: Vec<TestCase> = group.iter().map(|u| unit_case(model, u, results_dir)).collect();
-    let passed = group.iter().position(|u| u.outcome == Some(UnitOutcome::Passed));
+    let cases: Vec<TestCase> = group
+        .iter()
+        .map(|u| unit_case(model, u, results_dir))
+        .collect();
+    let passed = group
+        .iter()
+        .position(|u| u.outcome == Some(UnitOutcome::Passed));
     let main_idx = passed.unwrap_or(cases.len() - 1);
     let mut main = cases[main_idx].clone();
     let reruns = cases

@@ -87,7 +87,8 @@ fn status(model: &RunModel, u: &UnitRecord) -> TestCaseStatus {
                     }
                 }
                 None => {
-                    s.set_message(text::first_line(message)).set_type("expectation");
+                    s.set_message(text::first_line(message))
+                        .set_type("expectation");
                 }
             }
             s.set_description(description);
@@ -126,7 +127,13 @@ fn timeline(u: &UnitRecord, attachments: &[String]) -> (String, String) {
             (Some(o), Some(d)) => format!("{} in {}", text::step_outcome(o), text::duration(d)),
             _ => "did not finish".to_owned(),
         };
-        let _ = writeln!(out, "[+{}] {} {}: {result}", text::duration(offset), s.path, s.label);
+        let _ = writeln!(
+            out,
+            "[+{}] {} {}: {result}",
+            text::duration(offset),
+            s.path,
+            s.label
+        );
         let failed = !matches!(s.outcome, Some(crate::events::StepOutcome::Passed));
         if let (true, Some(o)) = (failed, &s.output) {
             if let Some(code) = o.exit_code {

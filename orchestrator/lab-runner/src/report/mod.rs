@@ -10,6 +10,8 @@
 //! ```
 //! Reporters are plain sync code; a failing one never stops the others.
 
+#[cfg(test)]
+mod fixtures;
 mod guest_junit;
 mod html;
 mod jsonl;
@@ -125,6 +127,14 @@ impl Fanout {
     /// The standard set for a run: the terminal (human or JSON lines), `events.jsonl`,
     /// `junit.xml`, `summary.json` and `index.html` in `run_dir`.
     pub fn standard(run_dir: &RunDir, terminal: TerminalOptions) -> Result<Self, ReportError> {
+        Self::standard_with(run_dir, TerminalReporter::new(terminal))
+    }
+
+    /// [`Fanout::standard`] with a given terminal reporter (e.g. one writing to a buffer).
+    pub fn standard_with(
+        run_dir: &RunDir,
+        terminal: TerminalReporter,
+    ) -> Result<Self, ReportError> {
         let events_path = run_dir.join(RunDir::EVENTS);
         // create_new: a run never appends to (or truncates) another run's log.
         let file = OpenOptions::new()
@@ -136,7 +146,7 @@ impl Fanout {
                 source,
             })?;
         let mut f = Fanout::new();
-        f.push("terminal", TerminalReporter::new(terminal))
+        f.push("terminal", terminal)
             .push(
                 "events.jsonl",
                 JsonLinesReporter::new(BufWriter::new(file), events_path),
@@ -164,3 +174,5 @@ impl Reporter for Fanout {
     }
 }
 
+#[cfg(test)]
+mod tests;

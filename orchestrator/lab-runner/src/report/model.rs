@@ -194,7 +194,8 @@ impl RunModel {
                 let step = match step {
                     Some(s) => s,
                     None => {
-                        let started_at = at - chrono::Duration::from_std(*duration).unwrap_or_default();
+                        let started_at =
+                            at - chrono::Duration::from_std(*duration).unwrap_or_default();
                         r.steps.push(StepRecord {
                             path: path.clone(),
                             label: label.clone(),

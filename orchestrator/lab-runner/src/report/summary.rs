@@ -89,7 +89,9 @@ pub fn build_summary(model: &RunModel) -> Summary {
                 vm: u.vm.clone(),
                 seed: u.seed,
                 duration_secs: u.duration.map(|d| d.as_secs_f64()),
-                bucket: crash.as_ref().and_then(|c| c.bucket.as_ref().map(|b| b.id.clone())),
+                bucket: crash
+                    .as_ref()
+                    .and_then(|c| c.bucket.as_ref().map(|b| b.id.clone())),
                 crash,
                 dir: RunDir::unit_rel(&u.id),
             }
@@ -166,12 +168,13 @@ impl Reporter for SummaryReporter {
                 | Event::Interrupted { .. }
                 | Event::RunFinished { .. }
         ) {
-            let mut json = serde_json::to_vec_pretty(&build_summary(&self.model)).map_err(
-                |source| ReportError::Json {
-                    what: "summary.json",
-                    source,
-                },
-            )?;
+            let mut json =
+                serde_json::to_vec_pretty(&build_summary(&self.model)).map_err(|source| {
+                    ReportError::Json {
+                        what: "summary.json",
+                        source,
+                    }
+                })?;
             json.push(b'\n');
             atomic_write(&self.path, &json)?;
         }

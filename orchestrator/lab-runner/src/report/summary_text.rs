@@ -46,8 +46,15 @@ impl Paint {
 pub fn render_summary(m: &RunModel, paint: Paint) -> String {
     let mut s = String::new();
     let st = m.stats();
-    let _ = writeln!(s, "{}", paint.bold(&format!("──── hvlab run {} ────", m.run.run_id)));
-    let elapsed = m.end.map(|e| format!(" in {}", text::duration(e.elapsed))).unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "{}",
+        paint.bold(&format!("──── hvlab run {} ────", m.run.run_id))
+    );
+    let elapsed = m
+        .end
+        .map(|e| format!(" in {}", text::duration(e.elapsed)))
+        .unwrap_or_default();
     let _ = writeln!(
         s,
         "{} units: {} passed, {} failed, {} errored, {} cancelled; {} crash{}{elapsed}",
@@ -63,7 +70,12 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
     let failed: Vec<_> = m
         .units
         .iter()
-        .filter(|u| matches!(u.outcome, Some(UnitOutcome::Failed { .. } | UnitOutcome::Errored { .. })))
+        .filter(|u| {
+            matches!(
+                u.outcome,
+                Some(UnitOutcome::Failed { .. } | UnitOutcome::Errored { .. })
+            )
+        })
         .collect();
     if !failed.is_empty() {
         let _ = writeln!(s, "\nFailures:");
@@ -79,7 +91,11 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
             if let Some(b) = u.crash().and_then(|c| c.bucket.as_ref()) {
                 let _ = writeln!(s, "        crash {}", text::bucket(b));
             }
-            let _ = writeln!(s, "        {}", m.run.results_dir.join(RunDir::unit_rel(&u.id)).display());
+            let _ = writeln!(
+                s,
+                "        {}",
+                m.run.results_dir.join(RunDir::unit_rel(&u.id)).display()
+            );
         }
         if failed.len() > MAX_FAILURES_SHOWN {
             let _ = writeln!(
@@ -95,14 +111,25 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
         let _ = writeln!(s, "\nCrash buckets:");
         for b in &buckets {
             let new = if b.bucket.new { "  (new)" } else { "" };
-            let _ = writeln!(s, "  {}  x{}  {}{new}", b.bucket.id, b.count, b.bucket.title);
+            let _ = writeln!(
+                s,
+                "  {}  x{}  {}{new}",
+                b.bucket.id, b.count, b.bucket.title
+            );
         }
     }
 
     let not_done = m.unfinished().count()
-        + m.units.iter().filter(|u| u.outcome == Some(UnitOutcome::Cancelled)).count();
+        + m.units
+            .iter()
+            .filter(|u| u.outcome == Some(UnitOutcome::Cancelled))
+            .count();
     if m.interrupted() {
-        let _ = writeln!(s, "\nRun interrupted: {not_done} of {} units did not finish.", st.units);
+        let _ = writeln!(
+            s,
+            "\nRun interrupted: {not_done} of {} units did not finish.",
+            st.units
+        );
     }
     for (vm, msg) in &m.infra_errors {
         let vm = vm.as_deref().map(|v| format!("{v}: ")).unwrap_or_default();
@@ -129,4 +156,100 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::events::{Event, UnitOutcome};
+    use crate::report::fixtures::{Stream, stats, unit};
+
+    fn summary_of(s: &Stream) -> String {
+        let mut m = RunModel::new();
+        for ev in &s.events {
+            m.apply(ev);
+        }
+        render_summary(&m, Paint { color: false })
+    }
+
+    /// Durations, the results path and run ids vary between runs; the layout must not.
+    fn snapshot(name: &str, text: &str) {
+        insta::with_settings!({filters => vec![
+            (r"/results-root/\d{8}-\d{6}-[0-9a-f]{4}", "[RESULTS]"),
+            (r"\d{8}-\d{6}-[0-9a-f]{4}", "[RUN-ID]"),
+            (r"\d+m \d+\.\ds|\d+\.\d{3}s", "[DURATION]"),
+        ]}, {
+            insta::assert_snapshot!(name, text);
+        });
+    }
+
+    #[test]
+    fn summary_of_a_failing_run() {
+        let root = Path::new("/results-root/20250304-050607-beef");
+        let mut s = Stream::new(root);
+        let us = [
+            unit("stress", "win11", 1),
+            unit("stress", "win11", 2),
+            unit("unload", "win10", 1),
+        ];
+        s.start(&us)
+            .pass(&us[0], "vm-1")
+            .crash(&us[1], "vm-2")
+            .finish(
+                &us[2],
+                "vm-1",
+                UnitOutcome::Errored {
+                    message: "transport: connection refused\nretried 3 times".into(),
+                },
+                &[],
+            );
+        s.end(stats(3, 1, 1, 1, 0, 1), 1, false);
+        snapshot("failing_run", &summary_of(&s));
+    }
+
+    #[test]
+    fn summary_of_an_interrupted_run() {
+        let root = Path::new("/results-root/20250304-050607-beef");
+        let mut s = Stream::new(root);
+        let us = [
+            unit("stress", "win11", 1),
+            unit("stress", "win11", 2),
+            unit("stress", "win11", 3),
+        ];
+        s.start(&us)
+            .pass(&us[0], "vm-1")
+            .push(Event::Interrupted { count: 1 })
+            .finish(&us[1], "vm-1", UnitOutcome::Cancelled, &[])
+            .push(Event::Leftover {
+                what: "VM hvlab-20250304-050607-beef-1".into(),
+                how_to_remove: "hvlab lab gc".into(),
+            })
+            .end(stats(3, 1, 0, 0, 1, 0), 130, true);
+        snapshot("interrupted_run", &summary_of(&s));
+    }
+
+    #[test]
+    fn a_long_failure_list_is_cut_to_one_screen() {
+        let mut s = Stream::new(Path::new("/results-root/x"));
+        let us: Vec<_> = (1..=14).map(|i| unit("s", "t", i)).collect();
+        s.start(&us);
+        for u in &us {
+            s.finish(
+                u,
+                "vm",
+                UnitOutcome::Failed {
+                    message: "boom".into(),
+                    crash: None,
+                },
+                &[],
+            );
+        }
+        s.end(stats(14, 0, 14, 0, 0, 0), 1, false);
+        let text = summary_of(&s);
+        assert_eq!(text.matches(" FAIL ").count(), MAX_FAILURES_SHOWN, "{text}");
+        assert!(text.contains("... and 4 more (see index.html)"), "{text}");
+        assert!(!text.contains("interrupted"), "{text}");
+    }
 }

@@ -146,7 +146,9 @@ impl Human {
             }
             Event::UnitStarted { unit, vm, .. } => {
                 if let Some(b) = &mut self.bars {
-                    let bar = b.multi.add(ProgressBar::new_spinner().with_style(spinner_style()));
+                    let bar = b
+                        .multi
+                        .add(ProgressBar::new_spinner().with_style(spinner_style()));
                     bar.set_prefix(format!("{unit} on {vm}"));
                     bar.enable_steady_tick(Duration::from_millis(120));
                     b.units.insert(unit.clone(), bar);
@@ -164,7 +166,11 @@ impl Human {
                 }
             }
             Event::CrashDetected { unit, vm, crash } => {
-                let mut s = format!("{} {unit} on {vm}: {}", p.status("CRASH"), text::crash(crash));
+                let mut s = format!(
+                    "{} {unit} on {vm}: {}",
+                    p.status("CRASH"),
+                    text::crash(crash)
+                );
                 if let Some(b) = &crash.bucket {
                     s.push_str(&format!("\n        crash {}", text::bucket(b)));
                 }
@@ -207,7 +213,9 @@ impl Human {
             Event::Leftover {
                 what,
                 how_to_remove,
-            } => self.line(&format!("left behind: {what} (remove with: {how_to_remove})"))?,
+            } => self.line(&format!(
+                "left behind: {what} (remove with: {how_to_remove})"
+            ))?,
             Event::RunFinished { .. } => {
                 if let Some(b) = self.bars.take() {
                     for bar in b.units.values() {
@@ -244,5 +252,6 @@ fn start_bars(units: u64) -> Bars {
 }
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("  {spinner} {prefix}: {wide_msg} {elapsed}").expect("valid template")
+    ProgressStyle::with_template("  {spinner} {prefix}: {wide_msg} {elapsed}")
+        .expect("valid template")
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::events::{BugcheckInfo, Bucket, Crash, CrashKind, StepOutcome, UnitOutcome};
+use crate::events::{Bucket, BugcheckInfo, Crash, CrashKind, StepOutcome, UnitOutcome};
 
 /// `0x00000050`: the form WinDbg and the event log's hex fields use.
 pub fn bugcheck_code(code: u32) -> String {

@@ -1,0 +1,600 @@
+//! The standard reporter set fed synthetic runs; the files it writes are read back
+//! (junit.xml parsed with quick-junit) and their content checked.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{TimeZone, Utc};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use serde_json::Value;
+
+use super::fixtures::{Stream, stats, unit};
+use super::*;
+use crate::events::{Event, StepOutcome, UnitOutcome};
+
+/// A writer tests can read back.
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buf {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+struct Ran {
+    _root: tempfile::TempDir,
+    dir: RunDir,
+    term: Buf,
+}
+
+impl Ran {
+    fn junit(&self) -> Report {
+        let xml = fs::read_to_string(self.dir.join("junit.xml")).unwrap();
+        Report::deserialize_from_str(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"))
+    }
+    fn summary(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.dir.join("summary.json")).unwrap()).unwrap()
+    }
+    fn html(&self) -> String {
+        fs::read_to_string(self.dir.join("index.html")).unwrap()
+    }
+}
+
+fn new_run() -> (tempfile::TempDir, RunDir) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = RunDir::create(
+        root.path(),
+        Utc.with_ymd_and_hms(2025, 3, 4, 5, 6, 7).unwrap(),
+    )
+    .unwrap();
+    (root, dir)
+}
+
+/// Feeds `build`'s stream to the standard set (human terminal into a buffer).
+fn run(build: impl FnOnce(&mut Stream, &Path)) -> Ran {
+    let (root, dir) = new_run();
+    let mut s = Stream::new(dir.path());
+    build(&mut s, dir.path());
+    let term = Buf::default();
+    let opts = TerminalOptions {
+        format: OutputFormat::Human,
+        color: false,
+        progress: false,
+    };
+    let mut f = Fanout::standard_with(
+        &dir,
+        TerminalReporter::with_writer(opts, Box::new(term.clone())),
+    )
+    .unwrap();
+    for ev in &s.events {
+        f.event(ev).unwrap();
+    }
+    Ran {
+        _root: root,
+        dir,
+        term,
+    }
+}
+
+fn suite<'a>(r: &'a Report, name: &str) -> &'a TestSuite {
+    r.test_suites
+        .iter()
+        .find(|s| s.name.as_str() == name)
+        .unwrap_or_else(|| panic!("no suite {name}"))
+}
+
+fn case<'a>(s: &'a TestSuite, name: &str) -> &'a TestCase {
+    s.test_cases
+        .iter()
+        .find(|c| c.name.as_str() == name)
+        .unwrap_or_else(|| panic!("no case {name} in {}", s.name.as_str()))
+}
+
+fn prop<'a>(props: &'a [quick_junit::Property], name: &str) -> Option<&'a str> {
+    props
+        .iter()
+        .find(|p| p.name.as_str() == name)
+        .map(|p| p.value.as_str())
+}
+
+fn message(c: &TestCase) -> &str {
+    match &c.status {
+        TestCaseStatus::NonSuccess {
+            message: Some(m), ..
+        }
+        | TestCaseStatus::Skipped {
+            message: Some(m), ..
+        } => m.as_str(),
+        s => panic!("{} has no message: {s:?}", c.name.as_str()),
+    }
+}
+
+#[test]
+fn a_passing_run_writes_every_file() {
+    let units = [
+        unit("stress", "win11", 1),
+        unit("stress", "win11", 2),
+        unit("unload", "win11", 1),
+    ];
+    let r = run(|s, _| {
+        s.start(&units);
+        for u in &units {
+            s.pass(u, "hvlab-vm-1");
+        }
+        s.end(stats(3, 3, 0, 0, 0, 0), 0, false);
+    });
+    let j = r.junit();
+    assert_eq!((j.tests, j.failures, j.errors, j.skipped), (3, 0, 0, 0));
+    assert!(!j.name.as_ref().unwrap().as_str().contains("interrupted"));
+    let s = suite(&j, "stress@win11");
+    assert_eq!(prop(&s.properties, "interrupted"), Some("false"));
+    assert_eq!(prop(&s.properties, "run-complete"), Some("true"));
+    let c = case(s, "iter-2");
+    assert!(matches!(c.status, TestCaseStatus::Success { .. }));
+    assert_eq!(prop(&c.properties, "vm"), Some("hvlab-vm-1"));
+    assert_eq!(prop(&c.properties, "seed"), Some("1002"));
+    assert_eq!(prop(&c.properties, "iteration"), Some("2"));
+    let out = c.system_out.as_ref().unwrap().as_str();
+    assert!(
+        out.contains("[+1.500s] steps[0] install driver: passed in 1.500s"),
+        "{out}"
+    );
+    assert!(out.contains("steps[1] stress maps: passed"), "{out}");
+
+    let sum = r.summary();
+    assert_eq!(sum["run_id"], "20250304-050607-beef");
+    assert_eq!(sum["finished"], true);
+    assert_eq!(sum["exit_code"], 0);
+    assert_eq!(sum["stats"]["passed"], 3);
+    assert_eq!(sum["units"][2]["outcome"], "passed");
+    assert_eq!(sum["units"][2]["dir"], "unload/win11/iter-1");
+
+    let lines = fs::read_to_string(r.dir.join("events.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 3 * 6 + 2);
+    for l in lines.lines() {
+        let _: crate::events::Envelope = serde_json::from_str(l).unwrap();
+    }
+    assert!(r.html().contains("<td class=\"PASS\">PASS</td>"));
+    let term = r.term.text();
+    assert_eq!(term.matches(" PASS [").count(), 3, "{term}");
+    assert!(term.contains("Exit code 0: all passed"), "{term}");
+}
+
+#[test]
+fn a_crash_fails_the_unit_naming_bugcheck_bucket_and_dump() {
+    let (ok, bad) = (unit("stress", "win11", 1), unit("stress", "win11", 2));
+    let r = run(|s, _| {
+        s.start(&[ok.clone(), bad.clone()])
+            .pass(&ok, "vm-1")
+            .crash(&bad, "vm-2");
+        s.end(stats(2, 1, 1, 0, 0, 1), 1, false);
+    });
+    let j = r.junit();
+    assert_eq!((j.tests, j.failures), (2, 1));
+    let c = case(suite(&j, "stress@win11"), "iter-2");
+    let TestCaseStatus::NonSuccess {
+        kind,
+        ty,
+        description,
+        ..
+    } = &c.status
+    else {
+        panic!("{:?}", c.status)
+    };
+    assert_eq!(*kind, NonSuccessKind::Failure);
+    assert_eq!(ty.as_ref().unwrap().as_str(), "bugcheck");
+    let msg = message(c);
+    for want in [
+        "0x00000050",
+        "PAGE_FAULT_IN_NONPAGED_AREA",
+        "sample_ebpf_ext.sys",
+        "bucket 0x50-sample_ebpf_ext.sys-map_find_entry",
+    ] {
+        assert!(msg.contains(want), "{msg:?} lacks {want}");
+    }
+    assert!(
+        description
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .contains("0xFFFF8000DEAD0000")
+    );
+    assert_eq!(prop(&c.properties, "bugcheck"), Some("0x00000050"));
+    assert_eq!(
+        prop(&c.properties, "bucket"),
+        Some("0x50-sample_ebpf_ext.sys-map_find_entry")
+    );
+    let dump = r.dir.join("stress/win11/iter-2/MEMORY.DMP");
+    let out = c.system_out.as_ref().unwrap().as_str();
+    assert!(
+        out.contains(&format!("[[ATTACHMENT|{}]]", dump.display())),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("[[ATTACHMENT|").count(),
+        1,
+        "dump listed once: {out}"
+    );
+    assert!(
+        out.contains("steps[1] stress maps: crashed") && out.contains("  | lookup failed"),
+        "{out}"
+    );
+    assert!(
+        c.system_err
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .contains("key 7 missing")
+    );
+
+    let sum = r.summary();
+    assert_eq!(sum["exit_code"], 1);
+    assert_eq!(sum["units"][1]["outcome"], "failed");
+    assert_eq!(
+        sum["units"][1]["bucket"],
+        "0x50-sample_ebpf_ext.sys-map_find_entry"
+    );
+    assert_eq!(sum["units"][1]["crash"]["bugcheck"]["code"], 0x50);
+    let b = &sum["crash_buckets"][0];
+    assert_eq!(
+        (b["count"].as_u64(), b["units"][0]["iteration"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    let html = r.html();
+    assert!(
+        html.contains("href=\"stress/win11/iter-2/MEMORY.DMP\""),
+        "{html}"
+    );
+    assert!(html.contains("bugcheck 0x00000050 PAGE_FAULT_IN_NONPAGED_AREA"));
+    let term = r.term.text();
+    assert!(
+        term.contains(
+            "CRASH stress@win11#2 on vm-2: guest crashed in step steps[1]: bugcheck 0x00000050"
+        ),
+        "{term}"
+    );
+    assert!(
+        term.contains(" FAIL [   4.321s] stress@win11#2  bugcheck 0x00000050"),
+        "{term}"
+    );
+}
+
+#[test]
+fn expectation_failures_lab_errors_and_infra_errors_are_told_apart() {
+    let (a, b) = (unit("s", "t", 1), unit("s", "t", 2));
+    let r = run(|s, _| {
+        s.start(&[a.clone(), b.clone()])
+            .steps(
+                &a,
+                "vm",
+                &[(
+                    "check",
+                    StepOutcome::Failed {
+                        message: "count 3 != 4".into(),
+                    },
+                )],
+            )
+            .finish(
+                &a,
+                "vm",
+                UnitOutcome::Failed {
+                    message: "expected count 4, got 3".into(),
+                    crash: None,
+                },
+                &[],
+            )
+            .finish(
+                &b,
+                "vm",
+                UnitOutcome::Errored {
+                    message: "transport: connection refused".into(),
+                },
+                &[],
+            )
+            .push(Event::InfraError {
+                vm: Some("vm".into()),
+                message: "vm did not boot".into(),
+            })
+            .end(stats(2, 0, 1, 1, 0, 0), 3, false);
+    });
+    let j = r.junit();
+    let s = suite(&j, "s@t");
+    assert_eq!(message(case(s, "iter-1")), "expected count 4, got 3");
+    let TestCaseStatus::NonSuccess { kind, .. } = &case(s, "iter-2").status else {
+        panic!()
+    };
+    assert_eq!(*kind, NonSuccessKind::Error);
+    let lab = suite(&j, "hvlab@lab");
+    assert_eq!(message(case(lab, "infra-error-1")), "vm: vm did not boot");
+    assert_eq!((j.failures, j.errors), (1, 2));
+    assert_eq!(r.summary()["infra_errors"][0], "vm: vm did not boot");
+}
+
+#[test]
+fn an_interrupted_run_says_so_and_skips_what_did_not_run() {
+    let us = [unit("s", "t", 1), unit("s", "t", 2), unit("s", "t", 3)];
+    let r = run(|s, _| {
+        s.start(&us).pass(&us[0], "vm");
+        s.steps(&us[1], "vm", &[("stress", StepOutcome::Cancelled)])
+            .push(Event::Interrupted { count: 1 })
+            .finish(&us[1], "vm", UnitOutcome::Cancelled, &[])
+            .push(Event::Leftover {
+                what: "VM hvlab-x".into(),
+                how_to_remove: "hvlab lab gc".into(),
+            })
+            .end(stats(3, 1, 0, 0, 1, 0), 130, true);
+    });
+    let j = r.junit();
+    assert!(j.name.as_ref().unwrap().as_str().ends_with("(interrupted)"));
+    assert_eq!((j.tests, j.skipped), (3, 2));
+    let s = suite(&j, "s@t");
+    assert_eq!(prop(&s.properties, "interrupted"), Some("true"));
+    assert!(
+        s.system_out
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .contains("run interrupted: 1 of 3 units did not finish")
+    );
+    assert_eq!(message(case(s, "iter-2")), "run interrupted");
+    assert!(message(case(s, "iter-3")).starts_with("run interrupted"));
+    let sum = r.summary();
+    assert_eq!(
+        (sum["interrupted"].as_bool(), sum["exit_code"].as_i64()),
+        (Some(true), Some(130))
+    );
+    assert_eq!(sum["units"][2]["outcome"], "not_run");
+    assert_eq!(sum["leftovers"][0]["how_to_remove"], "hvlab lab gc");
+    let term = r.term.text();
+    assert!(
+        term.contains("interrupted: stopping after the current steps"),
+        "{term}"
+    );
+    assert!(term.contains("Exit code 130: interrupted"), "{term}");
+}
+
+#[test]
+fn a_killed_run_leaves_a_valid_junit_that_says_it_did_not_finish() {
+    let us = [unit("s", "t", 1), unit("s", "t", 2)];
+    // The stream stops after the first unit: nothing else is ever written.
+    let r = run(|s, _| {
+        s.start(&us)
+            .pass(&us[0], "vm")
+            .steps(&us[1], "vm", &[("stress", StepOutcome::Passed)]);
+    });
+    let j = r.junit();
+    assert!(j.name.as_ref().unwrap().as_str().contains("did not finish"));
+    let s = suite(&j, "s@t");
+    assert_eq!(prop(&s.properties, "run-complete"), Some("false"));
+    assert_eq!(prop(&s.properties, "interrupted"), Some("true"));
+    assert!(matches!(
+        case(s, "iter-1").status,
+        TestCaseStatus::Success { .. }
+    ));
+    assert!(message(case(s, "iter-2")).starts_with("run interrupted"));
+    assert_eq!(r.summary()["finished"], false);
+    assert!(r.html().contains("has not finished"));
+}
+
+#[test]
+fn guest_junit_files_are_merged_and_a_malformed_one_fails_a_case() {
+    let u = unit("catch2", "win11", 1);
+    let r = run(|s, dir| {
+        let rel = crate::results::RunDir::unit_rel(&u);
+        fs::create_dir_all(dir.join(&rel)).unwrap();
+        fs::write(
+            dir.join(rel.join("tests.xml")),
+            r#"<testsuites><testsuite name="maps" tests="2"><testcase classname="maps.global" name="insert"/>
+               <testcase name="delete"><failure message="REQUIRE( ok )"/></testcase></testsuite></testsuites>"#,
+        )
+        .unwrap();
+        fs::write(
+            dir.join(rel.join("broken.xml")),
+            "<testsuites><testsuite name=\"x\">",
+        )
+        .unwrap();
+        let g1 = rel.join("tests.xml").display().to_string();
+        let g2 = rel.join("broken.xml").display().to_string();
+        s.start(std::slice::from_ref(&u))
+            .steps(&u, "vm", &[("catch2", StepOutcome::Passed)])
+            .finish(&u, "vm", UnitOutcome::Passed, &[&g1, &g2])
+            .end(stats(1, 1, 0, 0, 0, 0), 0, false);
+    });
+    let j = r.junit();
+    let s = suite(&j, "catch2@win11");
+    assert_eq!(s.test_cases.len(), 4);
+    assert!(matches!(
+        case(s, "iter-1/maps/insert").status,
+        TestCaseStatus::Success { .. }
+    ));
+    assert_eq!(message(case(s, "iter-1/maps/delete")), "REQUIRE( ok )");
+    let broken = message(case(s, "iter-1/guest-junit/broken.xml"));
+    assert!(
+        broken.contains("malformed guest junit file catch2/win11/iter-1/broken.xml"),
+        "{broken}"
+    );
+    assert_eq!((j.tests, j.failures), (4, 2));
+}
+
+#[test]
+fn the_same_seed_passing_and_failing_is_flaky_and_failing_twice_is_a_rerun() {
+    let us = [
+        unit("flaky", "t", 1),
+        unit("flaky", "t", 2),
+        unit("bad", "t", 1),
+        unit("bad", "t", 2),
+    ];
+    let r = run(|s, _| {
+        s.fixed_seed = Some(7);
+        s.start(&us)
+            .crash(&us[0], "vm")
+            .pass(&us[1], "vm")
+            .crash(&us[2], "vm")
+            .crash(&us[3], "vm");
+        s.end(stats(4, 1, 3, 0, 0, 3), 1, false);
+    });
+    let j = r.junit();
+    let flaky = suite(&j, "flaky@t");
+    assert_eq!(flaky.test_cases.len(), 1);
+    let c = &flaky.test_cases[0];
+    assert_eq!(c.name.as_str(), "iter-2");
+    assert_eq!(prop(&c.properties, "runs"), Some("1,2"));
+    let TestCaseStatus::Success { flaky_runs } = &c.status else {
+        panic!("{:?}", c.status)
+    };
+    assert_eq!(flaky_runs.len(), 1);
+    assert!(
+        flaky_runs[0]
+            .message
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .contains("0x00000050")
+    );
+
+    let bad = &suite(&j, "bad@t").test_cases[0];
+    let TestCaseStatus::NonSuccess { reruns, .. } = &bad.status else {
+        panic!()
+    };
+    assert_eq!(
+        (reruns.kind, reruns.runs.len()),
+        (quick_junit::FlakyOrRerun::Rerun, 1)
+    );
+    let xml = fs::read_to_string(r.dir.join("junit.xml")).unwrap();
+    assert!(xml.contains("<flakyFailure") && xml.contains("<rerunFailure"));
+}
+
+#[test]
+fn html_escapes_every_string_from_the_run() {
+    let u = unit("<script>alert(1)</script>", "t&\"x\"", 1);
+    let r = run(|s, _| {
+        s.start(std::slice::from_ref(&u))
+            .finish(
+                &u,
+                "vm<1>",
+                UnitOutcome::Failed {
+                    message: "a < b & 'c'".into(),
+                    crash: None,
+                },
+                &[],
+            )
+            .end(stats(1, 0, 1, 0, 0, 0), 1, false);
+    });
+    let html = r.html();
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;@t&amp;&quot;x&quot;#1"));
+    assert!(html.contains("a &lt; b &amp; &#39;c&#39;"));
+    assert!(html.contains("vm&lt;1&gt;"));
+    // The folder link is percent-encoded, then escaped.
+    assert!(html.contains("href=\"_script_alert_1___script_-"), "{html}");
+}
+
+#[test]
+fn json_mode_writes_each_event_as_a_line_and_nothing_else() {
+    let out = Buf::default();
+    let opts = TerminalOptions {
+        format: OutputFormat::Json,
+        color: true,
+        progress: true,
+    };
+    let mut t = TerminalReporter::with_writer(opts, Box::new(out.clone()));
+    let (_root, dir) = new_run();
+    let mut s = Stream::new(dir.path());
+    let u = unit("s", "t", 1);
+    s.start(std::slice::from_ref(&u))
+        .pass(&u, "vm")
+        .end(stats(1, 1, 0, 0, 0, 0), 0, false);
+    for ev in &s.events {
+        t.event(ev).unwrap();
+    }
+    let text = out.text();
+    assert_eq!(text.lines().count(), s.events.len());
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "run_finished");
+    assert_eq!(last["exit_code"], 0);
+}
+
+#[test]
+fn human_mode_colours_only_when_asked() {
+    let run_with = |color| {
+        let out = Buf::default();
+        let opts = TerminalOptions {
+            format: OutputFormat::Human,
+            color,
+            progress: false,
+        };
+        let mut t = TerminalReporter::with_writer(opts, Box::new(out.clone()));
+        let mut s = Stream::new(Path::new("/r"));
+        let u = unit("s", "t", 1);
+        s.start(std::slice::from_ref(&u)).pass(&u, "vm");
+        for ev in &s.events {
+            t.event(ev).unwrap();
+        }
+        out.text()
+    };
+    assert!(run_with(true).contains("\x1b[32m PASS\x1b[0m"));
+    assert!(!run_with(false).contains('\x1b'));
+}
+
+struct Failing;
+impl Reporter for Failing {
+    fn event(&mut self, _: &Envelope) -> Result<(), ReportError> {
+        Err(ReportError::Terminal(io::Error::other("disk on fire")))
+    }
+}
+
+struct Count(Arc<Mutex<usize>>);
+impl Reporter for Count {
+    fn event(&mut self, _: &Envelope) -> Result<(), ReportError> {
+        *self.0.lock().unwrap() += 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn fanout_feeds_everyone_and_collects_the_failures() {
+    let n = Arc::new(Mutex::new(0));
+    let mut f = Fanout::new();
+    f.push("broken", Failing).push("count", Count(n.clone()));
+    let mut s = Stream::new(Path::new("/r"));
+    s.start(&[]).end(stats(0, 0, 0, 0, 0, 0), 0, false);
+    for ev in &s.events {
+        let e = f.event(ev).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "report to 1 of 2 reporters: broken: write to the terminal: disk on fire"
+        );
+    }
+    assert_eq!(*n.lock().unwrap(), 2);
+}
+
+#[test]
+fn the_standard_set_never_reuses_an_events_file() {
+    let (_root, dir) = new_run();
+    fs::write(dir.join("events.jsonl"), "old\n").unwrap();
+    let opts = TerminalOptions {
+        format: OutputFormat::Human,
+        color: false,
+        progress: false,
+    };
+    let e = Fanout::standard(&dir, opts).unwrap_err().to_string();
+    assert!(e.contains("events.jsonl"), "{e}");
+    assert_eq!(
+        fs::read_to_string(dir.join("events.jsonl")).unwrap(),
+        "old\n"
+    );
+}
