@@ -50,6 +50,11 @@ pub struct VmConfig {
     /// How long "firmware + boot loader" take before the kernel starts.
     #[serde(default)]
     pub boot_delay_ms: u64,
+    /// Resume from `memory.json` instead of booting cold: set by the hypervisor when it
+    /// restores a checkpoint (a standard checkpoint keeps memory, so nothing boots: no boot
+    /// events, the services that were running run again, boot options stay as they were).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume: bool,
     /// Free-form labels of the hypervisor (run id, owner); the guest ignores them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
@@ -111,6 +116,9 @@ impl Disk {
     }
     pub fn bootstat_path(&self) -> PathBuf {
         self.root.join("bootstat.json")
+    }
+    pub fn memory_json(&self) -> PathBuf {
+        self.root.join("memory.json")
     }
     pub fn eventlog_dir(&self) -> PathBuf {
         self.root.join("eventlog")
@@ -213,6 +221,7 @@ mod tests {
             cpus: 2,
             memory_mb: 512,
             boot_delay_ms: 0,
+            resume: false,
             tags: BTreeMap::new(),
         }
     }

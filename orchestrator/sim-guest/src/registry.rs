@@ -22,6 +22,9 @@ pub struct ServiceEntry {
     pub start_type: StartType,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// `sc delete` of a running service: removed once it stops (or at the next boot).
+    #[serde(default)]
+    pub delete_pending: bool,
 }
 
 /// Boot configuration (the BCD store's `testsigning`).

@@ -66,6 +66,8 @@ pub const ERROR_SERVICE_CANNOT_ACCEPT_CTRL: u32 = 1061;
 pub const ERROR_SERVICE_NOT_ACTIVE: u32 = 1062;
 /// The dependency service or group failed to start.
 pub const ERROR_SERVICE_DEPENDENCY_FAIL: u32 = 1068;
+/// Circular service dependency was specified.
+pub const ERROR_CIRCULAR_DEPENDENCY: u32 = 1059;
 /// The specified service has been marked for deletion.
 pub const ERROR_SERVICE_MARKED_FOR_DELETE: u32 = 1072;
 /// The specified service already exists.
@@ -78,3 +80,5 @@ pub const ERROR_SHUTDOWN_IN_PROGRESS: u32 = 1115;
 pub const ERROR_NOT_FOUND: u32 = 1168;
 /// An internal error in the guest (an I/O failure on its disk): should not happen.
 pub const ERROR_INTERNAL_ERROR: u32 = 1359;
+/// The specified channel could not be found (event logs other than `System`).
+pub const ERROR_EVT_CHANNEL_NOT_FOUND: u32 = 15007;
