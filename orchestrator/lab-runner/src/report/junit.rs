@@ -134,9 +134,10 @@ fn suite_properties(suite: &mut TestSuite, model: &RunModel, interrupted: bool) 
     ));
 }
 
-/// The cases of one suite. Units that ran the same seed more than once (repro mode) are
-/// folded into one case: passed at least once -> success with `flakyFailure`s; never
-/// passed -> the last failure with the earlier ones as `rerunFailure`s.
+/// The cases of one suite. Units that ran the same seed more than once (repro mode) and
+/// did not all pass are folded into one case: passed at least once -> success with
+/// `flakyFailure`s; never passed -> the last failure with the earlier ones as
+/// `rerunFailure`s. Same-seed units that all passed stay one case per iteration.
 fn suite_cases(
     model: &RunModel,
     units: &[&UnitRecord],
@@ -163,7 +164,8 @@ fn suite_cases(
             continue;
         }
         let group = same_seed(u);
-        if group.len() > 1 {
+        let any_failed = group.iter().any(|g| g.outcome != Some(UnitOutcome::Passed));
+        if group.len() > 1 && any_failed {
             done.extend(group.iter().map(|g| &g.id));
             out.push(grouped_case(model, &group, results_dir));
             for g in &group {

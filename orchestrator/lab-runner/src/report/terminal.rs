@@ -161,7 +161,7 @@ impl Human {
                 ..
             } => {
                 if let Some(bar) = self.bars.as_ref().and_then(|b| b.units.get(unit)) {
-                    bar.set_message(format!("{label} (timeout {})", text::duration(*timeout)));
+                    bar.set_message(format!("{label} (timeout {})", text::timeout(*timeout)));
                     bar.reset_elapsed();
                 }
             }
@@ -244,6 +244,8 @@ fn start_bars(units: u64) -> Bars {
     let style = ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} units")
         .expect("valid template");
     let overall = multi.add(ProgressBar::new(units).with_style(style));
+    // Ticks keep the elapsed time moving while no unit finishes.
+    overall.enable_steady_tick(Duration::from_millis(500));
     Bars {
         multi,
         overall,

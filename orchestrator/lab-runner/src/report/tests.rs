@@ -437,6 +437,8 @@ fn the_same_seed_passing_and_failing_is_flaky_and_failing_twice_is_a_rerun() {
         unit("flaky", "t", 2),
         unit("bad", "t", 1),
         unit("bad", "t", 2),
+        unit("good", "t", 1),
+        unit("good", "t", 2),
     ];
     let r = run(|s, _| {
         s.fixed_seed = Some(7);
@@ -444,10 +446,18 @@ fn the_same_seed_passing_and_failing_is_flaky_and_failing_twice_is_a_rerun() {
             .crash(&us[0], "vm")
             .pass(&us[1], "vm")
             .crash(&us[2], "vm")
-            .crash(&us[3], "vm");
-        s.end(stats(4, 1, 3, 0, 0, 3), 1, false);
+            .crash(&us[3], "vm")
+            .pass(&us[4], "vm")
+            .pass(&us[5], "vm");
+        s.end(stats(6, 3, 3, 0, 0, 3), 1, false);
     });
     let j = r.junit();
+    let good = suite(&j, "good@t");
+    assert_eq!(
+        good.test_cases.len(),
+        2,
+        "same-seed passes stay one case each"
+    );
     let flaky = suite(&j, "flaky@t");
     assert_eq!(flaky.test_cases.len(), 1);
     let c = &flaky.test_cases[0];

@@ -104,6 +104,20 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// `90s`, `5m`, `1m 30s`, `1.5s`: a configured limit, as a user would have written it.
+pub fn timeout(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        return format!("{}s", d.as_secs_f64());
+    }
+    match (secs / 3600, secs / 60 % 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, m, s) => format!("{h}h {m}m {s}s"),
+    }
+}
+
 /// What an exit code means (DEVELOPERS.md's table).
 pub fn exit_code_meaning(code: i32) -> &'static str {
     match code {
@@ -143,5 +157,10 @@ mod tests {
     fn durations_are_short() {
         assert_eq!(duration(Duration::from_millis(1234)), "1.234s");
         assert_eq!(duration(Duration::from_secs(123)), "2m 03.0s");
+        assert_eq!(timeout(Duration::from_secs(90)), "1m 30s");
+        assert_eq!(timeout(Duration::from_secs(300)), "5m");
+        assert_eq!(timeout(Duration::from_secs(45)), "45s");
+        assert_eq!(timeout(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(timeout(Duration::from_secs(3720)), "1h 2m 0s");
     }
 }
