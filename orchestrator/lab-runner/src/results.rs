@@ -131,7 +131,9 @@ impl RunDir {
             source,
         };
         fs::create_dir_all(root).map_err(create_root)?;
-        let root = fs::canonicalize(root).map_err(create_root)?;
+        // `absolute`, not `canonicalize`: no `\\?\` verbatim prefix on Windows hosts, whose
+        // paths end up in junit.xml attachments.
+        let root = std::path::absolute(root).map_err(create_root)?;
         for _ in 0..MAX_ID_ATTEMPTS {
             let id = RunId::generate(now, rng);
             let path = root.join(id.as_str());

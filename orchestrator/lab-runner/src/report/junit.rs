@@ -45,16 +45,25 @@ impl Reporter for JunitReporter {
         self.model.apply(ev);
         match &ev.event {
             Event::UnitFinished {
-                unit, guest_junit, ..
+                unit,
+                vm,
+                seed,
+                guest_junit,
+                ..
             } => {
                 let class = format!("{}@{}", unit.scenario, unit.template);
                 let prefix = format!("iter-{}", unit.iteration);
-                let cases = guest_junit
+                let mut cases: Vec<TestCase> = guest_junit
                     .iter()
                     .flat_map(|rel| {
                         guest_junit::load_cases(&self.results_dir, rel, &prefix, &class)
                     })
                     .collect();
+                for c in &mut cases {
+                    c.add_property(Property::new("vm", vm.as_str()));
+                    c.add_property(Property::new("seed", seed.to_string()));
+                    c.add_property(Property::new("iteration", unit.iteration.to_string()));
+                }
                 self.guest.insert(unit.clone(), cases);
                 self.write()
             }

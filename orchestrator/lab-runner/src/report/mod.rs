@@ -48,7 +48,7 @@ pub enum ReportError {
         #[source]
         source: io::Error,
     },
-    #[error("write the results file")]
+    #[error(transparent)]
     Results(#[from] ResultsError),
     #[error("serialize junit.xml")]
     Junit(#[source] quick_junit::SerializeError),

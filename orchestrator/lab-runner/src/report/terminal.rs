@@ -118,8 +118,9 @@ impl Human {
     /// One line above the bars (or plain when there are none).
     fn line(&mut self, s: &str) -> io::Result<()> {
         match &self.bars {
-            Some(b) => b.multi.println(s),
-            None => writeln!(self.out, "{s}"),
+            // println is a no-op on a hidden target: then write plainly.
+            Some(b) if !b.multi.is_hidden() => b.multi.println(s),
+            _ => writeln!(self.out, "{s}"),
         }
     }
 

@@ -422,6 +422,10 @@ fn guest_junit_files_are_merged_and_a_malformed_one_fails_a_case() {
         TestCaseStatus::Success { .. }
     ));
     assert_eq!(message(case(s, "iter-1/maps/delete")), "REQUIRE( ok )");
+    let insert = &case(s, "iter-1/maps/insert").properties;
+    assert_eq!(prop(insert, "guest-classname"), Some("maps.global"));
+    assert_eq!(prop(insert, "vm"), Some("vm"));
+    assert_eq!(prop(insert, "iteration"), Some("1"));
     let broken = message(case(s, "iter-1/guest-junit/broken.xml"));
     assert!(
         broken.contains("malformed guest junit file catch2/win11/iter-1/broken.xml"),
