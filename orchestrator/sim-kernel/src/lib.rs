@@ -60,6 +60,7 @@ pub use image::{DriverImage, Fault, ImageError, ImageKind, Signature};
 pub use kernel::Kernel;
 pub use maps::{Map, MapHandle};
 pub use modules::Module;
+pub use tools::TOOLS;
 pub use types::{
     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, CancelFlag, DriverState, EpochStats,
     KernelConfig, MapDefinition, MapInfo, PoolStats, TagUsage, ToolOutput, UpdateOption,

@@ -167,12 +167,18 @@ mod tests {
     #[test]
     fn readers_entering_after_the_retire_do_not_block_it() {
         let core = EpochCore::<u32>::new(2);
+        let early = core.enter(0);
         let stamped = core.retire_with(0, |_| 1);
-        core.compute(); // advances the epoch
+        assert!(core.compute().1.is_empty(), "the early reader pins it");
         let late = core.enter(1);
         assert!(late > stamped);
+        core.exit(0, early);
         let (_, out) = core.compute();
-        assert_eq!(out, vec![1]);
+        assert_eq!(
+            out,
+            vec![1],
+            "only the late reader is inside: it cannot hold the item"
+        );
         core.exit(1, late);
     }
 }

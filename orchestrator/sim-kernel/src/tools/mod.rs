@@ -1,15 +1,37 @@
 //! The sim tools (`map_stress`, `map_tool`, `ebpf_stats`): argument parsing per the sim
-//! contract and dispatch.
+//! contract and dispatch. Exit codes: 0 ok, 1 failure, 2 usage error, 130 cancelled.
+
+mod args;
+mod ebpf_stats;
+mod map_stress;
+mod map_tool;
 
 use crate::error::KernelError;
 use crate::kernel::Kernel;
 use crate::types::{CancelFlag, ToolOutput};
 
+/// Tool names the kernel implements.
+pub const TOOLS: [&str; 3] = ["map_stress", "map_tool", "ebpf_stats"];
+
 pub(crate) fn run(
-    _k: &Kernel,
+    k: &Kernel,
     name: &str,
-    _args: &[String],
-    _cancel: &CancelFlag,
+    args: &[String],
+    cancel: &CancelFlag,
 ) -> Result<ToolOutput, KernelError> {
-    Err(KernelError::UnknownTool(name.to_string()))
+    let name = name.strip_suffix(".exe").unwrap_or(name);
+    Ok(match name {
+        "map_stress" => map_stress::run(k, args, cancel),
+        "map_tool" => map_tool::run(k, args, cancel),
+        "ebpf_stats" => ebpf_stats::run(k, args),
+        _ => return Err(KernelError::UnknownTool(name.to_string())),
+    })
+}
+
+fn usage_error(tool: &str, msg: &str, usage: &str) -> ToolOutput {
+    ToolOutput {
+        exit_code: 2,
+        stdout: String::new(),
+        stderr: format!("{tool}: {msg}\n{usage}\n"),
+    }
 }
