@@ -15,7 +15,7 @@ const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.25em .6em;\
 text-align:left;vertical-align:top}th{background:#f3f3f3}code,pre{font:12px ui-monospace,monospace}\
 .PASS{color:#17692b}.FAIL,.ERROR{color:#b00020;font-weight:bold}.SKIP{color:#777}\
-.banner{background:#fff3cd;border:1px solid #e0c060;padding:.5em;margin:.5em 0}";
+td{white-space:nowrap}td.r{white-space:normal}.banner{background:#fff3cd;border:1px solid #e0c060;padding:.5em;margin:.5em 0}";
 
 /// Writes `<results_dir>/index.html`.
 #[derive(Debug)]
@@ -103,7 +103,7 @@ pub fn render(m: &RunModel) -> String {
     let _ = writeln!(
         h,
         "<p>Lab <code>{}</code> ({}), seed <code>{}</code>. {} units: {} passed, {} failed, \
-         {} errored, {} cancelled; {} crashes.</p>",
+         {} errored, {} cancelled; {} crash{}.</p>",
         escape(&run.lab),
         escape(&run.lab_kind),
         run.seed,
@@ -112,8 +112,14 @@ pub fn render(m: &RunModel) -> String {
         s.failed,
         s.errored,
         s.cancelled,
-        s.crashes
+        s.crashes,
+        if s.crashes == 1 { "" } else { "es" }
     );
+    let files: Vec<String> = [RunDir::JUNIT, RunDir::SUMMARY, RunDir::EVENTS, RunDir::LOG]
+        .iter()
+        .map(|f| link(Path::new(f)))
+        .collect();
+    let _ = writeln!(h, "<p>Files: {}</p>", files.join(", "));
     match m.end {
         Some(end) => {
             let _ = writeln!(
@@ -240,7 +246,7 @@ fn units(h: &mut String, m: &RunModel) {
         let _ = writeln!(
             h,
             "<tr><td class=\"{word}\">{word}</td><td><code>{}</code></td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td class=\"r\">{}</td><td>{}</td></tr>",
             escape(&u.id.to_string()),
             escape(u.vm.as_deref().unwrap_or("")),
             u.seed.map(|s| s.to_string()).unwrap_or_default(),
