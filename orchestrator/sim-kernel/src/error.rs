@@ -77,8 +77,6 @@ pub const ERROR_DEPENDENT_SERVICES_RUNNING: u32 = 1051;
 pub const ERROR_SERVICE_ALREADY_RUNNING: u32 = 1056;
 /// Windows error 1062.
 pub const ERROR_SERVICE_NOT_ACTIVE: u32 = 1062;
-/// Windows error 1060.
-pub const ERROR_SERVICE_DOES_NOT_EXIST: u32 = 1060;
 /// Windows error 183, what a failing `DriverEntry` with `STATUS_OBJECT_NAME_COLLISION` maps to.
 pub const ERROR_ALREADY_EXISTS: u32 = 183;
 

@@ -66,10 +66,6 @@ impl Event {
         *self.set.lock() = true;
         self.cv.notify_all();
     }
-
-    pub(crate) fn is_set(&self) -> bool {
-        *self.set.lock()
-    }
 }
 
 /// Unregisters a stuck frame when dropped.
@@ -170,7 +166,7 @@ impl KernelInner {
     /// Turns a pool fault into its bugcheck.
     pub(crate) fn pool_fault(&self, f: PoolFault) -> EbpfError {
         match f {
-            PoolFault::UseAfterFree { va, write } => self.raise(
+            PoolFault::StaleAccess { va, write } => self.raise(
                 bugcheck::PAGE_FAULT_IN_NONPAGED_AREA,
                 [va, u64::from(write), 0, 2],
                 None,
@@ -195,7 +191,7 @@ impl KernelInner {
                     crate::pool::tag_text(tag)
                 ),
             ),
-            PoolFault::EpochDoubleFree { va } => self.raise(
+            PoolFault::DoubleRetire { va } => self.raise(
                 bugcheck::KERNEL_SECURITY_CHECK_FAILURE,
                 [
                     bugcheck::FAST_FAIL_HEAP_METADATA_CORRUPTION,
@@ -287,10 +283,6 @@ impl KernelInner {
     #[inline]
     pub(crate) fn read(&self, h: PoolHandle) -> Result<u64, EbpfError> {
         self.pool.read(h).map_err(|f| self.pool_fault(f))
-    }
-
-    pub(crate) fn write(&self, h: PoolHandle, v: u64) -> Result<(), EbpfError> {
-        self.pool.write(h, v).map_err(|f| self.pool_fault(f))
     }
 
     /// `ebpf_epoch_synchronize`: returns once everything retired before the call is released.
@@ -398,10 +390,10 @@ impl KernelInner {
     }
 
     fn release_item(&self, it: Retired) {
-        if let Err(f) = self.pool.free(it.handle, 0) {
-            if !self.halt.stopped() {
-                self.pool_fault(f);
-            }
+        if let Err(f) = self.pool.free(it.handle, 0)
+            && !self.halt.stopped()
+        {
+            self.pool_fault(f);
         }
         self.epoch
             .pending_bytes

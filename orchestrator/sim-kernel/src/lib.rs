@@ -65,3 +65,6 @@ pub use types::{
     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, CancelFlag, DriverState, EpochStats,
     KernelConfig, MapDefinition, MapInfo, PoolStats, TagUsage, ToolOutput, UpdateOption,
 };
+
+#[cfg(test)]
+mod rule_tests;

@@ -96,14 +96,6 @@ impl ModuleTable {
             .map_or_else(|| Arc::new(AtomicBool::new(false)), |e| e.loaded.clone())
     }
 
-    #[inline]
-    pub(crate) fn is_loaded(&self, id: ModuleId) -> bool {
-        self.entries
-            .read()
-            .get(id.0 as usize)
-            .is_some_and(|e| e.loaded.load(Ordering::Acquire))
-    }
-
     pub(crate) fn get(&self, id: ModuleId) -> Module {
         let e = self.entries.read();
         e.get(id.0 as usize).unwrap_or(&e[0]).module.clone()

@@ -76,6 +76,7 @@ impl Rundown {
         self.drained.notify_all();
     }
 
+    #[cfg(test)]
     pub(crate) fn refs(&self) -> u64 {
         lock(&self.state).refs
     }
@@ -139,6 +140,7 @@ impl Nmr {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn get(&self, map_type: u32) -> Option<Arc<Registration>> {
         self.providers.lock().get(&map_type).cloned()
     }

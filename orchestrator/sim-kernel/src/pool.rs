@@ -56,11 +56,11 @@ pub(crate) struct OwnerId(pub(crate) u16);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PoolFault {
     /// Read (`write == false`) or write through a handle whose allocation was freed.
-    UseAfterFree { va: u64, write: bool },
+    StaleAccess { va: u64, write: bool },
     /// Free of an allocation that is not allocated (double free or stale handle).
     BadFree { va: u64, tag: [u8; 4] },
     /// `epoch_free` of an allocation already on an epoch free list.
-    EpochDoubleFree { va: u64 },
+    DoubleRetire { va: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -162,7 +162,7 @@ impl Pool {
         let index = self.take_index(shard)?;
         let slot = self.slot_or_init(index);
         let g = slot.generation.load(Ordering::Acquire);
-        debug_assert!(g % 2 == 0, "free list held an allocated slot");
+        debug_assert!(g.is_multiple_of(2), "free list held an allocated slot");
         slot.tag_owner.store(
             u32::from(tag.0) | (u32::from(owner.0) << 16),
             Ordering::Relaxed,
@@ -188,7 +188,7 @@ impl Pool {
     /// Reads the allocation's data; a stale handle (or a free racing the read) is a fault.
     #[inline]
     pub(crate) fn read(&self, h: PoolHandle) -> Result<u64, PoolFault> {
-        let fault = PoolFault::UseAfterFree {
+        let fault = PoolFault::StaleAccess {
             va: h.va(),
             write: false,
         };
@@ -204,8 +204,9 @@ impl Pool {
     }
 
     /// Writes the allocation's data; a stale handle is a fault.
+    #[cfg(test)]
     pub(crate) fn write(&self, h: PoolHandle, v: u64) -> Result<(), PoolFault> {
-        let fault = PoolFault::UseAfterFree {
+        let fault = PoolFault::StaleAccess {
             va: h.va(),
             write: true,
         };
@@ -218,20 +219,6 @@ impl Pool {
             return Err(fault);
         }
         Ok(())
-    }
-
-    /// Size of a live allocation.
-    pub(crate) fn size(&self, h: PoolHandle) -> Result<u32, PoolFault> {
-        let fault = PoolFault::UseAfterFree {
-            va: h.va(),
-            write: false,
-        };
-        let slot = self.slot(h.index).ok_or(fault)?;
-        let s = slot.size.load(Ordering::Relaxed);
-        if slot.generation.load(Ordering::Acquire) != h.generation {
-            return Err(fault);
-        }
-        Ok(s)
     }
 
     /// Frees an allocation; freeing twice (or a stale handle) is a fault.
@@ -296,7 +283,7 @@ impl Pool {
             .compare_exchange(0, epoch, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            return Err(PoolFault::EpochDoubleFree { va: h.va() });
+            return Err(PoolFault::DoubleRetire { va: h.va() });
         }
         Ok(slot.size.load(Ordering::Relaxed))
     }
@@ -377,14 +364,14 @@ mod tests {
         p.free(a, 0).unwrap();
         assert!(matches!(
             p.read(a),
-            Err(PoolFault::UseAfterFree { write: false, .. })
+            Err(PoolFault::StaleAccess { write: false, .. })
         ));
         let b = p.alloc(t, OwnerId(0), 16, 2, 0).unwrap();
         assert_eq!(a.index, b.index, "the slot is reused");
-        assert!(matches!(p.read(a), Err(PoolFault::UseAfterFree { .. })));
+        assert!(matches!(p.read(a), Err(PoolFault::StaleAccess { .. })));
         assert!(matches!(
             p.write(a, 5),
-            Err(PoolFault::UseAfterFree { write: true, .. })
+            Err(PoolFault::StaleAccess { write: true, .. })
         ));
         assert_eq!(p.read(b), Ok(2));
     }
@@ -397,7 +384,7 @@ mod tests {
         p.stamp_freed(a, 4).unwrap();
         assert!(matches!(
             p.stamp_freed(a, 5),
-            Err(PoolFault::EpochDoubleFree { .. })
+            Err(PoolFault::DoubleRetire { .. })
         ));
         p.free(a, 0).unwrap();
         assert!(matches!(p.free(a, 0), Err(PoolFault::BadFree { tag, .. }) if &tag == b"Smpl"));

@@ -8,7 +8,6 @@
 use crate::error::EbpfError;
 use crate::inner::KernelInner;
 use crate::maps::Map;
-use crate::modules::ModuleId;
 use crate::types::MapDefinition;
 use std::fmt::Debug;
 
@@ -22,8 +21,6 @@ pub(crate) const OP_MAP_CLEANUP: u32 = 0x04;
 
 /// A custom map provider (one registration per map type).
 pub(crate) trait MapProvider: Send + Sync + Debug {
-    /// The module whose code the callbacks are.
-    fn module(&self) -> ModuleId;
     /// The provider's own symbol for a dispatch-table slot (e.g. `postprocess_map_find_element`
     /// ⇒ `_sample_map_find_entry`), for bugcheck attribution.
     fn symbol(&self, slot: &'static str) -> &'static str;

@@ -161,10 +161,6 @@ impl SampleExt {
 }
 
 impl MapProvider for SampleExt {
-    fn module(&self) -> ModuleId {
-        self.module
-    }
-
     fn symbol(&self, slot: &'static str) -> &'static str {
         match slot {
             "preprocess_map_create" => "_sample_map_create",

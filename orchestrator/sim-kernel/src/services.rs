@@ -94,15 +94,6 @@ impl Services {
             let _ = t.join();
         }
     }
-
-    /// The driver code a stuck unload is running, for the NMI (none if no unload pends).
-    pub(crate) fn pending_unloads(&self) -> usize {
-        self.table
-            .lock()
-            .values()
-            .filter(|s| s.state == DriverState::StopPending)
-            .count()
-    }
 }
 
 fn key(service: &str) -> String {

@@ -59,10 +59,6 @@ impl<T> EpochCore<T> {
         }
     }
 
-    pub(crate) fn cpu_count(&self) -> usize {
-        self.cpus.len()
-    }
-
     /// Enters an epoch on `cpu`; returns the epoch to pass to [`EpochCore::exit`].
     #[inline]
     pub(crate) fn enter(&self, cpu: usize) -> i64 {
@@ -132,15 +128,6 @@ impl<T> EpochCore<T> {
     /// True if any CPU has retired items waiting.
     pub(crate) fn has_pending(&self) -> bool {
         self.cpus.iter().any(|c| !lock(c).free_list.is_empty())
-    }
-
-    /// Releases everything regardless of readers (kernel shutdown after every thread left).
-    pub(crate) fn drain_all(&self) -> Vec<T> {
-        let mut out = Vec::new();
-        for cpu in &self.cpus {
-            out.extend(lock(cpu).free_list.drain(..).map(|(_, t)| t));
-        }
-        out
     }
 }
 

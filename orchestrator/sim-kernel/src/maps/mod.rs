@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 /// Pool tag of the core's map objects.
 pub(crate) const MAP_TAG: [u8; 4] = *b"eMap";
 
+/// One hash bucket: (key, stored value) pairs under the bucket lock.
+type Bucket = Mutex<Vec<(u32, u64)>>;
+
 /// The binding of a custom map to its provider.
 #[derive(Debug)]
 pub(crate) struct Binding {
@@ -31,7 +34,7 @@ pub struct Map {
     pub(crate) id: u32,
     pub(crate) def: MapDefinition,
     pub(crate) binding: Option<Binding>,
-    buckets: Box<[Mutex<Vec<(u32, u64)>>]>,
+    buckets: Box<[Bucket]>,
     mask: usize,
     count: AtomicU32,
     /// The core's allocation for the map object (charged to ebpfcore).
@@ -42,7 +45,7 @@ pub struct Map {
 
 impl Map {
     #[inline]
-    fn bucket(&self, key: u32) -> &Mutex<Vec<(u32, u64)>> {
+    fn bucket(&self, key: u32) -> &Bucket {
         let h = (u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
         &self.buckets[h & self.mask]
     }
@@ -182,7 +185,7 @@ pub(crate) fn create(k: &Arc<KernelInner>, def: MapDefinition) -> Result<MapHand
     let nb = (def.max_entries as usize)
         .next_power_of_two()
         .clamp(16, 1 << 14);
-    let buckets: Box<[Mutex<Vec<(u32, u64)>>]> = (0..nb).map(|_| Mutex::new(Vec::new())).collect();
+    let buckets: Box<[Bucket]> = (0..nb).map(|_| Mutex::new(Vec::new())).collect();
     let obj_size = 256 + (nb as u32) * 16;
     let object = match k.allocate(k.maps.tag, core, obj_size, 0) {
         Ok(h) => Some(h),
