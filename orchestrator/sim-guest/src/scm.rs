@@ -294,12 +294,17 @@ impl GuestCore {
     fn load(&self, entry: &ServiceEntry) -> GuestResult<()> {
         let host = self.files.host_path(&entry.binary_path)?;
         let bytes = std::fs::read(&host).map_err(|e| {
-            GuestError::io(
-                "start service: read driver file",
+            let mut err = GuestError::io(
+                &format!("start service {}: read driver file", entry.name),
                 &entry.binary_path,
                 &host,
                 &e,
-            )
+            );
+            // StartService reports a missing image as 2 whether or not its folder exists.
+            if err.code == codes::ERROR_PATH_NOT_FOUND {
+                err.code = codes::ERROR_FILE_NOT_FOUND;
+            }
+            err
         })?;
         let image = DriverImage::parse(&bytes).map_err(|e| {
             GuestError::new(
