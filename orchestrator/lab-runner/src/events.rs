@@ -94,7 +94,11 @@ pub enum Event {
         output: Option<StepOutput>,
     },
     /// The guest crashed, hung or vanished while a unit ran.
-    CrashDetected { unit: UnitId, vm: String, crash: Crash },
+    CrashDetected {
+        unit: UnitId,
+        vm: String,
+        crash: Crash,
+    },
     /// A file was collected into the results directory.
     ArtifactCollected {
         unit: Option<UnitId>,
@@ -116,10 +120,7 @@ pub enum Event {
         guest_junit: Vec<PathBuf>,
     },
     /// The lab itself failed (not the code under test).
-    InfraError {
-        vm: Option<String>,
-        message: String,
-    },
+    InfraError { vm: Option<String>, message: String },
     /// A Ctrl-C (or SIGTERM) arrived; `count` is 1 for the graceful stop, 2 for force.
     Interrupted { count: u32 },
     /// Teardown could not remove something; named so the user can remove it.
@@ -141,7 +142,9 @@ pub enum Event {
 pub enum StepOutcome {
     Passed,
     /// An expectation did not hold; the message says which and with what values.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
     /// The step exceeded its timeout (treated as a hang of the guest).
     TimedOut,
     /// The guest crashed during the step.
@@ -150,7 +153,9 @@ pub enum StepOutcome {
     Skipped,
     Cancelled,
     /// The lab failed under the step (transport, VM) rather than the code under test.
-    Errored { message: String },
+    Errored {
+        message: String,
+    },
 }
 
 /// What a tool step produced, for reports.
@@ -225,6 +230,8 @@ pub enum ArtifactKind {
 }
 
 /// How a unit ended.
+// A few of these exist per run; boxing the crash would only complicate every reporter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum UnitOutcome {
@@ -235,7 +242,9 @@ pub enum UnitOutcome {
         crash: Option<Crash>,
     },
     /// The lab failed (provisioning, transport); says nothing about the code under test.
-    Errored { message: String },
+    Errored {
+        message: String,
+    },
     /// Not run or stopped because the run was interrupted.
     Cancelled,
 }

@@ -1,0 +1,193 @@
+//! The crash pipeline of one unit: notice that the guest rebooted (boot id changed), turn a
+//! hang into a dump with an NMI, wait for the guest to come back, collect the bugcheck events
+//! and dump files, and triage them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lab_backends::guest::{MEMORY_DMP, MINIDUMP_DIR};
+use lab_backends::{Guest, Hypervisor, VmState};
+
+use crate::events::{ArtifactKind, BugcheckInfo, Crash, CrashKind, Event};
+use crate::exec::UnitCtx;
+
+/// Whether the guest has rebooted since the unit last looked. An unreachable guest is
+/// waited for (it may be writing a dump and restarting) up to the boot timeout.
+pub async fn rebooted(ctx: &UnitCtx<'_>) -> Result<bool, String> {
+    let expected = ctx.boot_id.lock().expect("boot id lock").clone();
+    match ctx.guest.boot_id().await {
+        Ok(id) => Ok(id != expected),
+        Err(_) => {
+            let id = wait_back(ctx).await?;
+            Ok(id != expected)
+        }
+    }
+}
+
+/// Waits until the guest answers again, powering a halted VM back on (a bugcheck with
+/// AutoReboot off leaves it down), and returns the new boot id.
+async fn wait_back(ctx: &UnitCtx<'_>) -> Result<String, String> {
+    let deadline = Instant::now() + ctx.boot_timeout;
+    loop {
+        let state = ctx.hv.state(ctx.vm).await.map_err(|e| e.to_string())?;
+        if state == VmState::Off {
+            ctx.hv.start(ctx.vm).await.map_err(|e| e.to_string())?;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ctx
+            .hv
+            .wait_ready(ctx.vm, left.max(Duration::from_millis(50)))
+            .await
+        {
+            Ok(id) => return Ok(id),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("the guest did not come back: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// A step hung: inject an NMI so the guest bugchecks (0x80) with the stuck code in its dump,
+/// then collect like any crash.
+pub async fn hang(ctx: &UnitCtx<'_>, step: &str) -> Result<Crash, String> {
+    let before = ctx.boot_id.lock().expect("boot id lock").clone();
+    ctx.hv
+        .inject_nmi(ctx.vm)
+        .await
+        .map_err(|e| format!("inject NMI into the hung guest: {e}"))?;
+    let deadline = Instant::now() + ctx.boot_timeout;
+    loop {
+        if let Ok(id) = ctx.guest.boot_id().await
+            && id != before
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the guest hung in {step} and did not bugcheck after an NMI within {}",
+                humantime::format_duration(ctx.boot_timeout)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(collect(ctx, CrashKind::Hang, Some(step.to_owned())).await)
+}
+
+/// Collects the evidence of a crash that already happened: events 41/1001 and dumps.
+pub async fn collect(ctx: &UnitCtx<'_>, kind: CrashKind, step: Option<String>) -> Crash {
+    let mut crash = Crash {
+        kind,
+        step,
+        bugcheck: None,
+        dumps: Vec::new(),
+        bucket: None,
+        triage_error: None,
+    };
+    match wait_back(ctx).await {
+        Ok(id) => *ctx.boot_id.lock().expect("boot id lock") = id,
+        Err(e) => {
+            crash.triage_error = Some(e);
+            return crash;
+        }
+    }
+    let since = *ctx.event_mark.lock().expect("event mark lock");
+    match ctx.guest.events(since).await {
+        Ok(records) => {
+            if let Some(last) = records.iter().map(|r| r.record).max() {
+                *ctx.event_mark.lock().expect("event mark lock") = last;
+            }
+            if let Some(bc) = records.iter().rev().find_map(|r| r.bugcheck()) {
+                crash.bugcheck = Some(BugcheckInfo {
+                    code: bc.code,
+                    name: crash_triage::codes::bugcheck_name(bc.code).map(str::to_owned),
+                    params: bc.params,
+                    module: None,
+                    symbol: None,
+                });
+            }
+            let rel = ctx.unit_rel.join("system-events.json");
+            let body = serde_json::to_vec_pretty(&records).unwrap_or_default();
+            if crate::results::atomic_write(&ctx.unit_dir.join("system-events.json"), &body).is_ok()
+            {
+                artifact(ctx, ArtifactKind::EventLog, rel);
+            }
+        }
+        Err(e) => tracing::warn!(vm = ctx.vm, error = %e, "could not read the System event log"),
+    }
+    let dumps = collect_dumps(ctx).await;
+    for (local, rel) in dumps {
+        artifact(ctx, ArtifactKind::Dump, rel.clone());
+        crash.dumps.push(rel);
+        if crash.bugcheck.as_ref().is_none_or(|b| b.module.is_none()) {
+            match triage(&local).await {
+                Ok(t) => {
+                    crash.bugcheck = Some(BugcheckInfo {
+                        code: t.bugcheck.code,
+                        name: t.bugcheck.name.clone(),
+                        params: t.bugcheck.params,
+                        module: t.faulting_module.as_ref().map(|m| m.name.clone()),
+                        symbol: None,
+                    });
+                    crash.triage_error = None;
+                }
+                Err(e) => crash.triage_error = Some(e),
+            }
+        }
+    }
+    let _ = ctx.events.send(Event::CrashDetected {
+        unit: ctx.unit.clone(),
+        vm: ctx.vm.to_owned(),
+        crash: crash.clone(),
+    });
+    crash
+}
+
+fn artifact(ctx: &UnitCtx<'_>, kind: ArtifactKind, path: PathBuf) {
+    let _ = ctx.events.send(Event::ArtifactCollected {
+        unit: Some(ctx.unit.clone()),
+        vm: ctx.vm.to_owned(),
+        kind,
+        path,
+    });
+}
+
+/// Downloads `MEMORY.DMP` and `Minidump\*.dmp` into the unit folder and removes them from
+/// the guest, so the next crash on this VM is not mistaken for this one.
+async fn collect_dumps(ctx: &UnitCtx<'_>) -> Vec<(PathBuf, PathBuf)> {
+    let mut remote = Vec::new();
+    if let Ok(Some(_)) = ctx.guest.stat(MEMORY_DMP).await {
+        remote.push((MEMORY_DMP.to_owned(), "MEMORY.DMP".to_owned()));
+    }
+    if let Ok(entries) = ctx.guest.list_dir(MINIDUMP_DIR).await {
+        for e in entries.into_iter().filter(|e| !e.is_dir) {
+            remote.push((format!("{MINIDUMP_DIR}\\{}", e.name), e.name));
+        }
+    }
+    let dir = ctx.unit_dir.join("dumps");
+    let mut out = Vec::new();
+    if remote.is_empty() || std::fs::create_dir_all(&dir).is_err() {
+        return out;
+    }
+    for (path, name) in remote {
+        let name = crate::results::safe_name(&name);
+        let local = dir.join(&name);
+        match ctx.guest.download(&path, &local).await {
+            Ok(_) => {
+                let _ = ctx.guest.remove(&path).await;
+                out.push((local, ctx.unit_rel.join("dumps").join(name)));
+            }
+            Err(e) => tracing::warn!(vm = ctx.vm, dump = %path, error = %e, "dump not collected"),
+        }
+    }
+    out
+}
+
+/// Triage on a blocking thread: the dump parser is synchronous and not `Send`.
+async fn triage(path: &Path) -> Result<crash_triage::Triage, String> {
+    let p = path.to_owned();
+    tokio::task::spawn_blocking(move || crash_triage::triage_file(&p))
+        .await
+        .map_err(|e| format!("triage of {} stopped: {e}", path.display()))?
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,269 @@
+//! The dispatcher: one loop owns the run. It starts the VM workers, feeds every event to
+//! the reporters, and acts on Ctrl-C: the first stops scheduling and cancels steps (workers
+//! still collect and tear down), the second powers off and removes every VM at once.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use lab_backends::AnyHypervisor;
+use lab_config::Plan;
+use tokio_util::sync::CancellationToken;
+
+use crate::deploy::{DeployError, preflight};
+use crate::events::{Envelope, Event, RunStats, UnitId, UnitOutcome};
+use crate::report::{Fanout, Reporter};
+use crate::results::RunDir;
+use crate::signals::SignalSource;
+use crate::unit::UnitPlan;
+use crate::worker::{Shared, remove_vm, worker};
+use crate::{exit, seed};
+
+/// Everything a run needs, resolved from CLI, environment and files before any work starts.
+#[derive(Debug)]
+pub struct RunSettings {
+    /// The validated plan, already narrowed to the selected scenarios.
+    pub plan: Plan,
+    /// The lab backend to run on.
+    pub hypervisor: AnyHypervisor,
+    /// Overrides each scenario's iteration count.
+    pub iterations: Option<u32>,
+    /// The run seed (every unit seed derives from it).
+    pub seed: u64,
+    /// At most this many VMs at once (the lab's capacity when `None`).
+    pub max_vms: Option<usize>,
+    /// Only these units (repro/replay); `None` = the whole matrix.
+    pub only: Option<Vec<UnitId>>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub exit_code: i32,
+    pub stats: RunStats,
+    pub run_dir: PathBuf,
+    pub interrupted: bool,
+}
+
+/// Errors that stop a run before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("prepare the payload: {0}")]
+    Preflight(#[from] DeployError),
+    #[error("nothing to run: no scenario matches the selection")]
+    Empty,
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Preflight(DeployError::Guest { .. }) => exit::INFRA,
+            RunError::Preflight(_) | RunError::Empty => exit::CONFIG,
+        }
+    }
+}
+
+/// The units of a plan in schedule order.
+pub fn expand(plan: &Plan, iterations: Option<u32>, seed_: u64) -> Vec<UnitPlan> {
+    let mut units = Vec::new();
+    for (si, s) in plan.scenarios.iter().enumerate() {
+        for template in &s.vms {
+            for it in 1..=iterations.unwrap_or(s.iterations) {
+                let id = UnitId {
+                    scenario: s.name.clone(),
+                    template: template.clone(),
+                    iteration: it,
+                };
+                let unit_seed = seed::unit_seed(seed_, &id);
+                units.push(UnitPlan {
+                    id,
+                    scenario: si,
+                    seed: unit_seed,
+                });
+            }
+        }
+    }
+    units
+}
+
+fn capacity(plan: &Plan) -> usize {
+    match &plan.lab.backend {
+        lab_config::LabBackend::Sim(s) => s.capacity as usize,
+        lab_config::LabBackend::HyperV(h) => h.hosts.iter().map(|h| h.capacity as usize).sum(),
+    }
+}
+
+/// Runs the plan. The run directory must exist already (the CLI creates it first so its
+/// log file can live there); `reporters` receive every event.
+pub async fn run(
+    settings: RunSettings,
+    run_dir: RunDir,
+    mut reporters: Fanout,
+    mut signals: SignalSource,
+) -> Result<RunOutcome, RunError> {
+    let started = Instant::now();
+    let mut files = HashMap::new();
+    for p in &settings.plan.payloads {
+        files.insert(p.name.clone(), preflight(p)?);
+    }
+    let mut units = expand(&settings.plan, settings.iterations, settings.seed);
+    if let Some(only) = &settings.only {
+        units.retain(|u| only.contains(&u.id));
+    }
+    if units.is_empty() {
+        return Err(RunError::Empty);
+    }
+    let max_vms = settings
+        .max_vms
+        .unwrap_or_else(|| capacity(&settings.plan))
+        .clamp(1, units.len());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let all_units: Vec<UnitId> = units.iter().map(|u| u.id.clone()).collect();
+    let emit = |reporters: &mut Fanout, event: Event| {
+        let env = Envelope {
+            at: Utc::now(),
+            event,
+        };
+        if let Err(e) = reporters.event(&env) {
+            tracing::error!(error = %e, "a reporter failed");
+        }
+    };
+    emit(
+        &mut reporters,
+        Event::RunStarted {
+            run_id: run_dir.id().as_str().to_owned(),
+            lab: settings.plan.lab.file.display().to_string(),
+            lab_kind: match settings.plan.lab.backend {
+                lab_config::LabBackend::Sim(_) => "sim".into(),
+                lab_config::LabBackend::HyperV(_) => "hyperv".into(),
+            },
+            results_dir: run_dir.path().to_owned(),
+            units: all_units.clone(),
+            seed: settings.seed,
+            max_vms,
+        },
+    );
+    let shared = Arc::new(Shared {
+        plan: Arc::new(settings.plan),
+        hv: settings.hypervisor,
+        run_dir: run_dir.clone(),
+        events: tx,
+        cancel: cancel.clone(),
+        queue: Mutex::new(VecDeque::from(units)),
+        files,
+        vms: Mutex::new(BTreeSet::new()),
+        vm_counter: Default::default(),
+    });
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..max_vms {
+        workers.spawn(worker(shared.clone()));
+    }
+    // Only the workers hold senders now: the channel closes when they are all done.
+    let shared_for_force = shared.clone();
+    drop(shared);
+
+    let mut stats = RunStats {
+        units: all_units.len(),
+        ..RunStats::default()
+    };
+    let mut finished: BTreeSet<UnitId> = BTreeSet::new();
+    let mut errored_infra = false;
+    let mut interrupts = 0u32;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(event) => {
+                    match &event {
+                        Event::UnitFinished { unit, outcome, .. } => {
+                            finished.insert(unit.clone());
+                            match outcome {
+                                UnitOutcome::Passed => stats.passed += 1,
+                                UnitOutcome::Failed { crash, .. } => {
+                                    stats.failed += 1;
+                                    stats.crashes += usize::from(crash.is_some());
+                                }
+                                UnitOutcome::Errored { .. } => stats.errored += 1,
+                                UnitOutcome::Cancelled => stats.cancelled += 1,
+                            }
+                        }
+                        Event::InfraError { .. } => errored_infra = true,
+                        _ => {}
+                    }
+                    emit(&mut reporters, event);
+                }
+                None => break,
+            },
+            _ = signals.recv() => {
+                interrupts += 1;
+                emit(&mut reporters, Event::Interrupted { count: interrupts });
+                cancel.cancel();
+                if interrupts >= 2 {
+                    // Second Ctrl-C: stop waiting for workers, pull every plug.
+                    workers.abort_all();
+                    force_teardown(&shared_for_force).await;
+                    while let Ok(ev) = rx.try_recv() {
+                        emit(&mut reporters, ev);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    while workers.join_next().await.is_some() {}
+    for unit in all_units.iter().filter(|u| !finished.contains(*u)) {
+        stats.cancelled += 1;
+        emit(
+            &mut reporters,
+            Event::UnitFinished {
+                unit: unit.clone(),
+                vm: String::new(),
+                seed: seed::unit_seed(settings.seed, unit),
+                outcome: UnitOutcome::Cancelled,
+                duration: Duration::ZERO,
+                guest_junit: vec![],
+            },
+        );
+    }
+    let interrupted = interrupts > 0;
+    let exit_code = if interrupted {
+        exit::INTERRUPTED
+    } else if stats.errored > 0 || errored_infra {
+        exit::INFRA
+    } else if stats.failed > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    };
+    emit(
+        &mut reporters,
+        Event::RunFinished {
+            elapsed: started.elapsed(),
+            stats,
+            exit_code,
+            interrupted,
+        },
+    );
+    Ok(RunOutcome {
+        exit_code,
+        stats,
+        run_dir: run_dir.path().to_owned(),
+        interrupted,
+    })
+}
+
+/// Removes every VM the run still has, without waiting for workers.
+async fn force_teardown(shared: &Shared) {
+    let names: Vec<String> = shared
+        .vms
+        .lock()
+        .expect("vm set lock")
+        .iter()
+        .cloned()
+        .collect();
+    for name in names {
+        remove_vm(shared, &name).await;
+    }
+}

@@ -1,0 +1,327 @@
+//! One unit from start to verdict: restore the `deployed` checkpoint, run setup and steps,
+//! check for a reboot after every top-level step, turn hangs into dumps, and judge.
+//!
+//! A crash fails the unit unless a later top-level `expect_bugcheck` step expects it: then
+//! the steps in between are skipped and that step judges the crash's code.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lab_backends::{AnyGuest, AnyHypervisor, Guest};
+use lab_config::{Payload, Scenario, Step, StepKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::crash;
+use crate::deploy::LocalFile;
+use crate::events::{Crash, CrashKind, Event, StepOutcome, UnitId, UnitOutcome};
+use crate::exec::{EventTx, StepError, UnitCtx};
+
+/// One unit as scheduled.
+#[derive(Debug, Clone)]
+pub struct UnitPlan {
+    pub id: UnitId,
+    /// Index into the plan's scenarios.
+    pub scenario: usize,
+    pub seed: u64,
+}
+
+/// What a unit needs from its VM worker.
+#[derive(Debug)]
+pub struct UnitEnv<'a> {
+    pub hv: &'a AnyHypervisor,
+    pub vm: &'a str,
+    pub guest: AnyGuest,
+    pub scenario: &'a Scenario,
+    pub payload: &'a Payload,
+    pub files: &'a [LocalFile],
+    pub events: &'a EventTx,
+    pub cancel: &'a CancellationToken,
+    pub unit_dir: PathBuf,
+    pub unit_rel: PathBuf,
+    pub boot_timeout: Duration,
+}
+
+/// Runs a unit on a VM that is at its `deployed` state; returns the verdict and the guest
+/// JUnit files its tools wrote (relative to the run dir).
+pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<PathBuf>) {
+    let boot_id = match env.guest.boot_id().await {
+        Ok(id) => id,
+        Err(e) => {
+            let message = format!("read the boot id of {}: {e}", env.vm);
+            return (UnitOutcome::Errored { message }, vec![]);
+        }
+    };
+    let mark = match env.guest.events(0).await {
+        Ok(r) => r.iter().map(|r| r.record).max().unwrap_or(0),
+        Err(e) => {
+            let message = format!("read the event log of {}: {e}", env.vm);
+            return (UnitOutcome::Errored { message }, vec![]);
+        }
+    };
+    let ctx = UnitCtx {
+        hv: env.hv,
+        vm: env.vm,
+        guest: env.guest,
+        scenario: env.scenario,
+        payload: env.payload,
+        unit: &plan.id,
+        seed: plan.seed,
+        events: env.events,
+        cancel: env.cancel,
+        unit_dir: env.unit_dir,
+        unit_rel: env.unit_rel,
+        baselines: Mutex::new(HashMap::new()),
+        guest_junit: Mutex::new(Vec::new()),
+        boot_id: Mutex::new(boot_id),
+        boot_timeout: env.boot_timeout,
+        event_mark: Mutex::new(mark),
+        files: env.files,
+    };
+    let limit = env.scenario.timeout;
+    let outcome = match tokio::time::timeout(limit, judge(&ctx)).await {
+        Ok(o) => o,
+        Err(_) => {
+            let what = format!("the scenario (limit {})", humantime::format_duration(limit));
+            match crash::hang(&ctx, &what).await {
+                Ok(c) => failed_by_crash(c),
+                Err(e) => UnitOutcome::Failed {
+                    message: format!("hang: {e}"),
+                    crash: None,
+                },
+            }
+        }
+    };
+    let junit = ctx.guest_junit.lock().expect("junit lock").clone();
+    (outcome, junit)
+}
+
+async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
+    let steps: Vec<(String, &Step)> = ctx
+        .scenario
+        .setup
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("setup[{i}]"), s))
+        .chain(
+            ctx.scenario
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("steps[{i}]"), s)),
+        )
+        .collect();
+    let mut crash: Option<Crash> = None;
+    for (idx, (path, step)) in steps.iter().enumerate() {
+        if ctx.cancel.is_cancelled() {
+            return UnitOutcome::Cancelled;
+        }
+        match &step.kind {
+            StepKind::ExpectBugcheck { code, within } => {
+                if crash.is_none() {
+                    crash = wait_for_crash(ctx, path, *within).await;
+                }
+                let verdict = match (&crash, code) {
+                    (None, _) => Err(format!(
+                        "expected a bugcheck{} within {}, the guest did not crash",
+                        code.map(|c| format!(" {c:#x}")).unwrap_or_default(),
+                        humantime::format_duration(*within)
+                    )),
+                    (Some(c), Some(want)) if c.bugcheck.as_ref().map(|b| b.code) != Some(*want) => {
+                        Err(format!(
+                            "expected bugcheck {want:#x}, got {}",
+                            describe_crash(c)
+                        ))
+                    }
+                    (Some(_), _) => Ok(()),
+                };
+                instant_step(ctx, path, step, verdict.clone());
+                if let Err(m) = verdict {
+                    return UnitOutcome::Failed { message: m, crash };
+                }
+                // The crash was expected; later crashes are judged afresh.
+                crash = None;
+                continue;
+            }
+            StepKind::ExpectNoBugcheck => {
+                let verdict = match &crash {
+                    Some(c) => Err(format!("expected no bugcheck, got {}", describe_crash(c))),
+                    None => Ok(()),
+                };
+                instant_step(ctx, path, step, verdict);
+                if let Some(c) = crash {
+                    return failed_by_crash(c);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if crash.is_some() {
+            // Skipping ahead to the expect_bugcheck step found below.
+            instant_step_skipped(ctx, path, step);
+            continue;
+        }
+        let result = ctx.run_step(step, path.clone()).await;
+        let label = step.display_name();
+        let new_crash = match result {
+            Ok(()) => match crash::rebooted(ctx).await {
+                Ok(true) => {
+                    Some(crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone())).await)
+                }
+                Ok(false) => None,
+                Err(e) => {
+                    return UnitOutcome::Errored {
+                        message: format!("after {label}: {e}"),
+                    };
+                }
+            },
+            Err(StepError::Hang(_)) => match crash::hang(ctx, &label).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    return UnitOutcome::Failed {
+                        message: format!("hang in {label}: {e}"),
+                        crash: None,
+                    };
+                }
+            },
+            Err(StepError::Lost(m)) => match crash::rebooted(ctx).await {
+                Ok(true) => {
+                    Some(crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone())).await)
+                }
+                Ok(false) => return UnitOutcome::Errored { message: m },
+                Err(e) => {
+                    return UnitOutcome::Failed {
+                        message: format!("{m}; {e}"),
+                        crash: Some(Crash {
+                            kind: CrashKind::ConnectionLost,
+                            step: Some(label),
+                            bugcheck: None,
+                            dumps: vec![],
+                            bucket: None,
+                            triage_error: None,
+                        }),
+                    };
+                }
+            },
+            Err(StepError::Failed(m)) => {
+                // A failure can be the first sign of a crash (a tool that lost its maps).
+                if let Ok(true) = crash::rebooted(ctx).await {
+                    let c = crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone())).await;
+                    if !expects_crash_after(&steps, idx) {
+                        return failed_by_crash(c);
+                    }
+                    Some(c)
+                } else {
+                    return UnitOutcome::Failed {
+                        message: m,
+                        crash: None,
+                    };
+                }
+            }
+            Err(StepError::Infra(m)) => return UnitOutcome::Errored { message: m },
+            Err(StepError::Cancelled) => return UnitOutcome::Cancelled,
+        };
+        if let Some(c) = new_crash {
+            if !expects_crash_after(&steps, idx) {
+                return failed_by_crash(c);
+            }
+            crash = Some(c);
+        }
+    }
+    match crash {
+        Some(c) => failed_by_crash(c),
+        None => UnitOutcome::Passed,
+    }
+}
+
+fn expects_crash_after(steps: &[(String, &Step)], idx: usize) -> bool {
+    steps[idx + 1..]
+        .iter()
+        .any(|(_, s)| matches!(s.kind, StepKind::ExpectBugcheck { .. }))
+}
+
+/// Waits up to `within` for the guest to crash (for `expect_bugcheck` after a workload).
+async fn wait_for_crash(ctx: &UnitCtx<'_>, step: &str, within: Duration) -> Option<Crash> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(true) = crash::rebooted(ctx).await {
+            return Some(crash::collect(ctx, CrashKind::Bugcheck, Some(step.to_owned())).await);
+        }
+        if Instant::now() >= deadline || ctx.cancel.is_cancelled() {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn instant_step(ctx: &UnitCtx<'_>, path: &str, step: &Step, verdict: Result<(), String>) {
+    let outcome = match verdict {
+        Ok(()) => StepOutcome::Passed,
+        Err(message) => StepOutcome::Failed { message },
+    };
+    emit_step(ctx, path, step, outcome);
+}
+
+fn instant_step_skipped(ctx: &UnitCtx<'_>, path: &str, step: &Step) {
+    emit_step(ctx, path, step, StepOutcome::Skipped);
+}
+
+fn emit_step(ctx: &UnitCtx<'_>, path: &str, step: &Step, outcome: StepOutcome) {
+    let label = step.display_name();
+    let _ = ctx.events.send(Event::StepStarted {
+        unit: ctx.unit.clone(),
+        path: path.to_owned(),
+        label: label.clone(),
+        timeout: Duration::ZERO,
+    });
+    let _ = ctx.events.send(Event::StepFinished {
+        unit: ctx.unit.clone(),
+        path: path.to_owned(),
+        label,
+        outcome,
+        duration: Duration::ZERO,
+        output: None,
+    });
+}
+
+/// `bugcheck 0x50 PAGE_FAULT_IN_NONPAGED_AREA in sample_ebpf_ext.sys` or what is known.
+pub fn describe_crash(c: &Crash) -> String {
+    let what = match &c.bugcheck {
+        Some(b) => {
+            let mut s = format!("bugcheck {:#x}", b.code);
+            if let Some(n) = &b.name {
+                s.push_str(&format!(" {n}"));
+            }
+            if let Some(m) = &b.module {
+                s.push_str(&format!(" in {m}"));
+            }
+            s
+        }
+        None => "a crash without a bugcheck record".to_owned(),
+    };
+    let kind = match c.kind {
+        CrashKind::Hang => "hang: ",
+        CrashKind::ConnectionLost => "connection lost: ",
+        CrashKind::HeartbeatLost => "heartbeat lost: ",
+        CrashKind::Bugcheck => "",
+    };
+    let during = c
+        .step
+        .as_ref()
+        .map(|s| format!(" during {s}"))
+        .unwrap_or_default();
+    let bucket = c
+        .bucket
+        .as_ref()
+        .map(|b| format!(" [bucket {}]", b.id))
+        .unwrap_or_default();
+    format!("{kind}{what}{during}{bucket}")
+}
+
+fn failed_by_crash(c: Crash) -> UnitOutcome {
+    UnitOutcome::Failed {
+        message: describe_crash(&c),
+        crash: Some(c),
+    }
+}

@@ -1,0 +1,354 @@
+//! VM workers: each owns one VM at a time, provisions and deploys it once, then runs units
+//! from the shared queue on it, restoring the `deployed` checkpoint before each. Workers
+//! prefer units of their VM's template so VMs are reused, and remove their VM at the end,
+//! also when cancelled.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lab_backends::{
+    AnyHypervisor, CrashControl, DEPLOYED_CHECKPOINT, DumpKind, Guest, GuestSettings, Hypervisor,
+    Verifier, VmSpec,
+};
+use lab_config::{CrashDumpKind, GuestConfig, Plan, VerifierFlags};
+use tokio_util::sync::CancellationToken;
+
+use crate::deploy::LocalFile;
+use crate::events::{Event, UnitOutcome};
+use crate::exec::EventTx;
+use crate::results::RunDir;
+use crate::unit::{UnitEnv, UnitPlan, run_unit};
+
+/// What every worker shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub plan: Arc<Plan>,
+    pub hv: AnyHypervisor,
+    pub run_dir: RunDir,
+    pub events: EventTx,
+    pub cancel: CancellationToken,
+    pub queue: Mutex<VecDeque<UnitPlan>>,
+    /// Resolved files per payload name.
+    pub files: std::collections::HashMap<String, Vec<LocalFile>>,
+    /// Every VM created by this run and not yet removed (for force teardown).
+    pub vms: Mutex<BTreeSet<String>>,
+    pub vm_counter: std::sync::atomic::AtomicU32,
+}
+
+/// The VM a worker holds.
+struct Held {
+    name: String,
+    template: String,
+    payload: Option<String>,
+    boot_timeout: Duration,
+}
+
+/// Template facts the worker needs, whatever the backend.
+struct TemplateFacts {
+    vcpus: u32,
+    memory_mb: u64,
+    boot_delay: Duration,
+    boot_timeout: Duration,
+    guest: GuestConfig,
+}
+
+fn template_facts(plan: &Plan, name: &str) -> Option<TemplateFacts> {
+    match &plan.lab.backend {
+        lab_config::LabBackend::Sim(sim) => {
+            sim.templates
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| TemplateFacts {
+                    vcpus: t.vcpus,
+                    memory_mb: t.memory_bytes / (1024 * 1024),
+                    boot_delay: t.boot_delay,
+                    boot_timeout: t.boot_timeout,
+                    guest: t.guest.clone(),
+                })
+        }
+        lab_config::LabBackend::HyperV(hv) => {
+            hv.templates
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| TemplateFacts {
+                    vcpus: t.vcpus,
+                    memory_mb: t.memory_bytes / (1024 * 1024),
+                    boot_delay: Duration::ZERO,
+                    boot_timeout: t.boot_timeout,
+                    guest: t.guest.clone(),
+                })
+        }
+    }
+}
+
+fn guest_settings(g: &GuestConfig) -> GuestSettings {
+    GuestSettings {
+        test_signing: g.test_signing,
+        crash_control: CrashControl {
+            dump_kind: match g.crash_dump {
+                CrashDumpKind::None => DumpKind::None,
+                CrashDumpKind::Complete => DumpKind::Complete,
+                CrashDumpKind::Kernel => DumpKind::Kernel,
+                CrashDumpKind::Small => DumpKind::Small,
+                CrashDumpKind::Automatic => DumpKind::Automatic,
+            },
+            auto_reboot: g.auto_reboot,
+            // A test lab always wants the dump kept and NMIs to produce one.
+            always_keep_memory_dump: true,
+            nmi_crash_dump: true,
+        },
+        verifier: g
+            .verifier
+            .as_ref()
+            .map(|v| Verifier {
+                drivers: v.drivers.clone(),
+                flags: match v.flags {
+                    VerifierFlags::Standard => Verifier::STANDARD,
+                    VerifierFlags::Mask(m) => m,
+                },
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Runs units from the queue until it is empty or the run is cancelled.
+pub async fn worker(shared: Arc<Shared>) {
+    let mut held: Option<Held> = None;
+    while !shared.cancel.is_cancelled() {
+        let Some(unit) = next_unit(&shared, held.as_ref().map(|h| h.template.as_str())) else {
+            break;
+        };
+        let started = Instant::now();
+        let (outcome, junit, vm) = run_one(&shared, &mut held, &unit).await;
+        let _ = shared.events.send(Event::UnitFinished {
+            unit: unit.id.clone(),
+            vm,
+            seed: unit.seed,
+            outcome,
+            duration: started.elapsed(),
+            guest_junit: junit,
+        });
+    }
+    if let Some(h) = held {
+        remove_vm(&shared, &h.name).await;
+    }
+}
+
+fn next_unit(shared: &Shared, template: Option<&str>) -> Option<UnitPlan> {
+    let mut q = shared.queue.lock().expect("queue lock");
+    if let Some(t) = template
+        && let Some(pos) = q.iter().position(|u| u.id.template == t)
+    {
+        return q.remove(pos);
+    }
+    q.pop_front()
+}
+
+async fn run_one(
+    shared: &Shared,
+    held: &mut Option<Held>,
+    unit: &UnitPlan,
+) -> (UnitOutcome, Vec<std::path::PathBuf>, String) {
+    let scenario = &shared.plan.scenarios[unit.scenario];
+    let payload = &scenario.payload;
+    // A VM of another template is replaced.
+    if held
+        .as_ref()
+        .is_some_and(|h| h.template != unit.id.template)
+    {
+        let h = held.take().expect("held VM");
+        remove_vm(shared, &h.name).await;
+    }
+    if held.is_none() {
+        match provision(shared, &unit.id.template).await {
+            Ok(h) => *held = Some(h),
+            Err(message) => return (UnitOutcome::Errored { message }, vec![], String::new()),
+        }
+    }
+    let h = held.as_mut().expect("held VM");
+    let vm = h.name.clone();
+    let files = &shared.files[&payload.name];
+    let fresh = h.payload.as_deref() != Some(payload.name.as_str());
+    if fresh {
+        if let Err(message) = deploy_payload(shared, h, payload, files).await {
+            return (UnitOutcome::Errored { message }, vec![], vm);
+        }
+    } else if let Err(e) = shared.hv.restore(&vm, DEPLOYED_CHECKPOINT).await {
+        let message = format!("restore the deployed checkpoint of {vm}: {e}");
+        return (UnitOutcome::Errored { message }, vec![], vm);
+    }
+    let _ = shared.events.send(Event::UnitStarted {
+        unit: unit.id.clone(),
+        vm: vm.clone(),
+        seed: unit.seed,
+    });
+    let guest = match shared.hv.guest(&vm) {
+        Ok(g) => g,
+        Err(e) => {
+            return (
+                UnitOutcome::Errored {
+                    message: e.to_string(),
+                },
+                vec![],
+                vm,
+            );
+        }
+    };
+    let unit_rel = RunDir::unit_rel(&unit.id);
+    let unit_dir = match shared.run_dir.unit_dir(&unit.id) {
+        Ok(d) => d,
+        Err(e) => {
+            return (
+                UnitOutcome::Errored {
+                    message: e.to_string(),
+                },
+                vec![],
+                vm,
+            );
+        }
+    };
+    let env = UnitEnv {
+        hv: &shared.hv,
+        vm: &vm,
+        guest,
+        scenario,
+        payload,
+        files,
+        events: &shared.events,
+        cancel: &shared.cancel,
+        unit_dir,
+        unit_rel,
+        boot_timeout: h.boot_timeout,
+    };
+    let (outcome, junit) = run_unit(env, unit).await;
+    (outcome, junit, vm)
+}
+
+/// Creates, boots and configures a VM of `template` (test signing, CrashControl, verifier,
+/// then a reboot so they take effect), and takes no checkpoint yet.
+async fn provision(shared: &Shared, template: &str) -> Result<Held, String> {
+    let facts = template_facts(&shared.plan, template)
+        .ok_or_else(|| format!("template {template} is not in the lab"))?;
+    let n = shared
+        .vm_counter
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!(
+        "hvlab-{}-{}-{n}",
+        shared.run_dir.id().as_str(),
+        crate::results::safe_name(template)
+    );
+    let settings = guest_settings(&facts.guest);
+    let spec = VmSpec {
+        name: name.clone(),
+        run_id: shared.run_dir.id().as_str().to_owned(),
+        template: template.to_owned(),
+        vcpus: facts.vcpus,
+        memory_mb: facts.memory_mb,
+        boot_delay: facts.boot_delay,
+        guest: settings.clone(),
+    };
+    let _ = shared.events.send(Event::VmProvisioning {
+        vm: name.clone(),
+        template: template.to_owned(),
+    });
+    let started = Instant::now();
+    shared
+        .hv
+        .create(&spec)
+        .await
+        .map_err(|e| format!("create VM {name}: {e}"))?;
+    shared.vms.lock().expect("vm set lock").insert(name.clone());
+    let ctx = |what: &str, e: lab_backends::BackendError| format!("{what} {name}: {e}");
+    shared.hv.start(&name).await.map_err(|e| ctx("start", e))?;
+    let first_boot = shared
+        .hv
+        .wait_ready(&name, facts.boot_timeout)
+        .await
+        .map_err(|e| ctx("boot", e))?;
+    let guest = shared.hv.guest(&name).map_err(|e| ctx("connect to", e))?;
+    guest
+        .set_test_signing(settings.test_signing)
+        .await
+        .map_err(|e| ctx("configure test signing on", e))?;
+    guest
+        .set_crash_control(&settings.crash_control)
+        .await
+        .map_err(|e| ctx("configure CrashControl on", e))?;
+    guest
+        .set_verifier(&settings.verifier)
+        .await
+        .map_err(|e| ctx("configure Driver Verifier on", e))?;
+    // BCD and verifier settings apply at the next boot, as on Windows.
+    guest.reboot().await.map_err(|e| ctx("reboot", e))?;
+    let deadline = Instant::now() + facts.boot_timeout;
+    let boot_id = loop {
+        if let Ok(id) = shared
+            .hv
+            .wait_ready(&name, Duration::from_millis(200))
+            .await
+            && id != first_boot
+        {
+            break id;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{name} did not come back from its configuration reboot"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let _ = shared.events.send(Event::VmReady {
+        vm: name.clone(),
+        boot_id,
+        elapsed: started.elapsed(),
+    });
+    Ok(Held {
+        name,
+        template: template.to_owned(),
+        payload: None,
+        boot_timeout: facts.boot_timeout,
+    })
+}
+
+async fn deploy_payload(
+    shared: &Shared,
+    h: &mut Held,
+    payload: &lab_config::Payload,
+    files: &[LocalFile],
+) -> Result<(), String> {
+    let started = Instant::now();
+    let guest = shared.hv.guest(&h.name).map_err(|e| e.to_string())?;
+    crate::deploy::deploy(&guest, payload, files)
+        .await
+        .map_err(|e| e.to_string())?;
+    shared
+        .hv
+        .checkpoint(&h.name, DEPLOYED_CHECKPOINT)
+        .await
+        .map_err(|e| format!("checkpoint {}: {e}", h.name))?;
+    h.payload = Some(payload.name.clone());
+    let _ = shared.events.send(Event::VmDeployed {
+        vm: h.name.clone(),
+        elapsed: started.elapsed(),
+    });
+    Ok(())
+}
+
+/// Removes a VM, reporting what could not be removed.
+pub async fn remove_vm(shared: &Shared, name: &str) {
+    match shared.hv.delete(name).await {
+        Ok(()) => {
+            shared.vms.lock().expect("vm set lock").remove(name);
+            let _ = shared.events.send(Event::VmRemoved {
+                vm: name.to_owned(),
+            });
+        }
+        Err(e) => {
+            let _ = shared.events.send(Event::Leftover {
+                what: format!("VM {name} ({e})"),
+                how_to_remove: "hvlab lab gc".into(),
+            });
+        }
+    }
+}
