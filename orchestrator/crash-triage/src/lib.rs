@@ -9,12 +9,19 @@
 //! `hvlab triage PATH` ─► report::triage_paths + render_text / render_json (report.rs)
 //! ```
 
+pub mod analyze;
+pub mod bucket;
 pub mod codes;
 mod format;
+pub mod report;
+pub mod signature;
 pub mod spec;
 pub mod triage;
 pub mod writer;
 
+pub use analyze::{Analyze, DebuggerConfig, analyze_command, parse_analyze, run_analyze};
+pub use bucket::{BucketIndex, CrashRecord, Recorded};
+pub use signature::{Signature, signature};
 pub use spec::{DumpKind, DumpSpec, Module, OsVersion, PageEncoding, ProductType};
 pub use triage::{
     BugCheck, DumpFormat, FaultingModule, LoadedModule, SystemInfo, Triage, TriageError,

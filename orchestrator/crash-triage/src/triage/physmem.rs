@@ -39,6 +39,11 @@ impl PhysMap {
             .then(|| run.file_offset + (pfn - run.pfn) * PAGE_SIZE + gpa % PAGE_SIZE)
     }
 
+    /// Pages in the dump.
+    pub fn pages(&self) -> u64 {
+        self.runs.iter().map(|r| r.count).sum()
+    }
+
     /// One past the highest PFN in the dump.
     pub fn pfn_limit(&self) -> u64 {
         self.runs.last().map_or(0, |r| r.pfn + r.count)
@@ -183,7 +188,7 @@ fn bitmap(src: &Source, len: u64) -> Result<PhysMap, Fail> {
             )),
         ));
     }
-    if pages % 8 != 0
+    if !pages.is_multiple_of(8)
         && let Some(last) = bits.last_mut()
     {
         *last &= (1u8 << (pages % 8)) - 1;
@@ -261,7 +266,7 @@ fn rdmp(kind: u32, src: &Source, len: u64) -> Result<PhysMap, Fail> {
             ),
         ));
     }
-    if metadata_size % 16 != 0 {
+    if !metadata_size.is_multiple_of(16) {
         return Err(malformed(
             rdmp::METADATA_SIZE,
             format!("metadata size {metadata_size:#x} is not a multiple of 16"),

@@ -86,7 +86,7 @@ fn read_dump_string(src: &Source, at: u64, len: u64) -> Result<String, Fail> {
     let mut n = [0u8; 4];
     read(src, at, &mut n, len, "driver name")?;
     let bytes = u32::from_le_bytes(n);
-    if bytes > MAX_NAME || bytes % 2 != 0 {
+    if bytes > MAX_NAME || !bytes.is_multiple_of(2) {
         return Err(Fail::new(
             Some(at),
             K::Malformed(format!(

@@ -7,7 +7,7 @@
 //! (same translation rules, same stop conditions) with a cap, and says whether kdmp-parser
 //! can be shown the list.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
 use super::physmem::PhysMap;
@@ -34,6 +34,8 @@ pub struct VirtReader<'a> {
     phys: &'a PhysMap,
     dtb: u64,
     cache: RefCell<HashMap<u64, Box<[u8]>>>,
+    /// Set when a page could not be cached: the cache no longer holds every page read.
+    overflowed: Cell<bool>,
 }
 
 impl<'a> VirtReader<'a> {
@@ -43,6 +45,7 @@ impl<'a> VirtReader<'a> {
             phys,
             dtb,
             cache: RefCell::new(HashMap::new()),
+            overflowed: Cell::new(false),
         }
     }
 
@@ -61,8 +64,26 @@ impl<'a> VirtReader<'a> {
         let mut cache = self.cache.borrow_mut();
         if cache.len() < CACHE_PAGES {
             cache.insert(page, p);
+        } else {
+            self.overflowed.set(true);
         }
         Some(())
+    }
+
+    /// Every physical page read so far (address, contents) in address order, or `None`
+    /// when there were too many to keep.
+    pub fn touched_pages(&self) -> Option<Vec<(u64, Box<[u8]>)>> {
+        if self.overflowed.get() {
+            return None;
+        }
+        let mut pages: Vec<_> = self
+            .cache
+            .borrow()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        pages.sort_by_key(|p| p.0);
+        Some(pages)
     }
 
     fn read_pxe(&self, gpa: u64) -> Option<u64> {
@@ -128,7 +149,7 @@ enum Name {
 fn check_name(reader: &VirtReader<'_>, entry: &[u8], at: usize) -> Name {
     let length = get_u16(entry, at);
     let buffer = get_u64(entry, at + 8);
-    if length % 2 != 0 {
+    if !length.is_multiple_of(2) {
         return Name::Fatal(format!("a module name has an odd length ({length} bytes)"));
     }
     let mut bytes = vec![0u8; length as usize];

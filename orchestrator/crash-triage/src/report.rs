@@ -1,0 +1,377 @@
+//! The data and renderings behind `hvlab triage PATH...`: triage each dump (files, or
+//! `*.dmp` found under directories), sign and group them, and render text or JSON.
+//! The CLI verb only parses arguments, calls [`triage_paths`], prints one rendering and
+//! exits with [`Report::exit_code`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analyze::{Analyze, DebuggerConfig, run_analyze};
+use crate::bucket::{BUCKETS_FILE, Bucket, BucketIndex};
+use crate::signature::{Signature, signature};
+use crate::triage::{Triage, triage_file};
+
+/// Exit code when every dump was triaged.
+pub const EXIT_OK: i32 = 0;
+/// Exit code when an input was unreadable or not a dump (usage / input error).
+pub const EXIT_UNREADABLE: i32 = 2;
+
+/// How to triage.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    /// Run `!analyze -v` with this debugger on each dump.
+    pub debugger: Option<DebuggerConfig>,
+    /// Time allowed per debugger run (default 5 minutes).
+    pub debugger_timeout: Option<Duration>,
+}
+
+/// The result for one dump.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Outcome {
+    Triaged {
+        triage: Box<Triage>,
+        analyze: Option<Box<Analyze>>,
+        /// Why `!analyze` gave nothing, when a debugger was configured.
+        analyze_error: Option<String>,
+        signature: Signature,
+    },
+    Failed {
+        /// Machine-readable kind, e.g. `truncated`.
+        code: String,
+        offset: Option<u64>,
+        /// The full message (what, which file, where).
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportEntry {
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Dumps of one signature in this report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportBucket {
+    pub id: String,
+    pub title: String,
+    pub dumps: Vec<PathBuf>,
+    /// The bucket's history from a `buckets.json` next to the inputs, when there is one.
+    pub history: Option<Bucket>,
+}
+
+/// Everything `hvlab triage` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub entries: Vec<ReportEntry>,
+    pub buckets: Vec<ReportBucket>,
+}
+
+/// Why the inputs could not even be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Report {
+    /// 0 when every dump was triaged, 2 when any input was unreadable.
+    pub fn exit_code(&self) -> i32 {
+        let failed = self
+            .entries
+            .iter()
+            .any(|e| matches!(e.outcome, Outcome::Failed { .. }));
+        if failed { EXIT_UNREADABLE } else { EXIT_OK }
+    }
+}
+
+/// The dump files named by `paths`: files as given, directories searched recursively for
+/// `*.dmp` (any case), each directory's finds sorted by path.
+pub fn find_dumps(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReportError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|source| ReportError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(path, &mut found)?;
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ReportError> {
+    let read_err = |source| ReportError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(read_err)?;
+        if kind.is_dir() {
+            walk(&path, out)?;
+        } else if kind.is_file()
+            && path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("dmp"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Triage everything `paths` names. Unreadable dumps become `Failed` entries; only an
+/// input path that cannot be listed at all is an error.
+pub fn triage_paths(paths: &[PathBuf], options: &ReportOptions) -> Result<Report, ReportError> {
+    let dumps = find_dumps(paths)?;
+    let timeout = options.debugger_timeout.unwrap_or(Duration::from_secs(300));
+    let entries: Vec<ReportEntry> = dumps
+        .into_iter()
+        .map(|path| {
+            let outcome = match triage_file(&path) {
+                Ok(triage) => {
+                    let (analyze, analyze_error) = match &options.debugger {
+                        Some(d) => match run_analyze(d, &path, timeout) {
+                            Ok(a) => (Some(Box::new(a)), None),
+                            Err(e) => (None, Some(error_chain(&e))),
+                        },
+                        None => (None, None),
+                    };
+                    let signature = signature(&triage, analyze.as_deref());
+                    Outcome::Triaged {
+                        triage: Box::new(triage),
+                        analyze,
+                        analyze_error,
+                        signature,
+                    }
+                }
+                Err(e) => Outcome::Failed {
+                    code: e.kind.code().to_owned(),
+                    offset: e.offset,
+                    message: error_chain(&e),
+                },
+            };
+            ReportEntry { path, outcome }
+        })
+        .collect();
+
+    let history = history_for(paths);
+    let mut groups: BTreeMap<String, ReportBucket> = BTreeMap::new();
+    for e in &entries {
+        if let Outcome::Triaged { signature, .. } = &e.outcome {
+            groups
+                .entry(signature.id.clone())
+                .or_insert_with(|| ReportBucket {
+                    id: signature.id.clone(),
+                    title: signature.title.clone(),
+                    dumps: Vec::new(),
+                    history: history
+                        .as_ref()
+                        .and_then(|h| h.buckets.get(&signature.id).cloned()),
+                })
+                .dumps
+                .push(e.path.clone());
+        }
+    }
+    let mut buckets: Vec<ReportBucket> = groups.into_values().collect();
+    buckets.sort_by(|a, b| {
+        b.dumps
+            .len()
+            .cmp(&a.dumps.len())
+            .then(a.title.cmp(&b.title))
+    });
+    Ok(Report { entries, buckets })
+}
+
+/// The bucket index next to the inputs: in a given directory (a results root) or its
+/// parent (a run directory inside one).
+fn history_for(paths: &[PathBuf]) -> Option<BucketIndex> {
+    paths.iter().filter(|p| p.is_dir()).find_map(|dir| {
+        [Some(dir.as_path()), dir.parent()]
+            .into_iter()
+            .flatten()
+            .find(|d| d.join(BUCKETS_FILE).is_file())
+            .and_then(|d| BucketIndex::load(d).ok())
+    })
+}
+
+/// An error and its sources, joined with ": ".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let _ = write!(s, ": {cause}");
+        source = cause.source();
+    }
+    s
+}
+
+/// The report as pretty JSON (`--format json`).
+pub fn render_json(report: &Report) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// The report for people: one block per dump, then the bucket table.
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    for e in &report.entries {
+        let _ = writeln!(out, "{}", e.path.display());
+        match &e.outcome {
+            Outcome::Triaged {
+                triage,
+                analyze,
+                analyze_error,
+                signature,
+            } => render_triaged(
+                &mut out,
+                triage,
+                analyze.as_deref(),
+                analyze_error.as_deref(),
+                signature,
+            ),
+            Outcome::Failed { message, .. } => {
+                let _ = writeln!(out, "  error:     {message}");
+            }
+        }
+        out.push('\n');
+    }
+    let failed = report
+        .entries
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::Failed { .. }))
+        .count();
+    let _ = writeln!(
+        out,
+        "{} dump(s), {} triaged, {} unreadable, {} bucket(s)",
+        report.entries.len(),
+        report.entries.len() - failed,
+        failed,
+        report.buckets.len()
+    );
+    if !report.buckets.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<16}  {:>5}  {:>9}  TITLE",
+            "BUCKET", "DUMPS", "ALL RUNS"
+        );
+        for b in &report.buckets {
+            let history = b.history.as_ref().map_or_else(
+                || "-".to_owned(),
+                |h| format!("{}x/{}r", h.count, h.runs.len()),
+            );
+            let _ = writeln!(
+                out,
+                "{:<16}  {:>5}  {:>9}  {}",
+                b.id,
+                b.dumps.len(),
+                history,
+                b.title
+            );
+        }
+    }
+    out
+}
+
+fn render_triaged(
+    out: &mut String,
+    t: &Triage,
+    analyze: Option<&Analyze>,
+    analyze_error: Option<&str>,
+    signature: &Signature,
+) {
+    let b = &t.bugcheck;
+    let _ = writeln!(
+        out,
+        "  dump:      {}, {} bytes",
+        t.format.describe(),
+        t.file_size
+    );
+    let _ = writeln!(out, "  bugcheck:  {}", b.display_name());
+    let params: Vec<String> = b.params.iter().map(|p| format!("{p:016x}")).collect();
+    let _ = writeln!(out, "  params:    {}", params.join(" "));
+    if let Some(sub) = b.subcode {
+        let meaning = b.subcode_meaning.as_deref().unwrap_or("no description");
+        let _ = writeln!(out, "  subcode:   {sub:#x}: {meaning}");
+    }
+    let place = t.faulting_module.as_ref().map_or_else(
+        || "not in a listed module".to_owned(),
+        |m| format!("{}+{:#x}", m.name, m.offset),
+    );
+    let _ = writeln!(out, "  rip:       {:016x} ({place})", t.rip);
+    let time = t.system_time.map_or_else(
+        || "unknown".to_owned(),
+        |s| s.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    );
+    let up = t
+        .uptime
+        .map_or_else(String::new, |u| format!(", up {}", humanize(u)));
+    let _ = writeln!(out, "  time:      {time}{up}");
+    let s = &t.system;
+    let build = if s.major_version == 0xC {
+        "checked"
+    } else {
+        "free"
+    };
+    let product = s.product_type.map_or("unknown product", |p| match p {
+        crate::spec::ProductType::Workstation => "workstation",
+        crate::spec::ProductType::DomainController => "domain controller",
+        crate::spec::ProductType::Server => "server",
+    });
+    let machine = if s.machine == 0x8664 {
+        "x64".to_owned()
+    } else {
+        format!("machine {:#x}", s.machine)
+    };
+    let _ = writeln!(
+        out,
+        "  system:    Windows build {} ({build}, {product}), {machine}, {} processor(s), {} module(s)",
+        s.build,
+        s.processors,
+        t.modules.len()
+    );
+    if let Some(a) = analyze {
+        for (key, value) in [
+            ("FAILURE_BUCKET_ID", &a.failure_bucket_id),
+            ("SYMBOL_NAME", &a.symbol_name),
+            ("PROCESS_NAME", &a.process_name),
+        ] {
+            if let Some(v) = value {
+                let _ = writeln!(out, "  analyze:   {key} {v}");
+            }
+        }
+    }
+    if let Some(e) = analyze_error {
+        let _ = writeln!(out, "  analyze:   failed: {e}");
+    }
+    for w in &t.warnings {
+        let _ = writeln!(out, "  warning:   {w}");
+    }
+    let _ = writeln!(out, "  bucket:    {} {}", signature.id, signature.title);
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
