@@ -161,6 +161,9 @@ impl RunningGuest {
             thread::sleep(Duration::from_millis(vm.boot_delay_ms));
         }
         let boot_id = new_boot_id();
+        // Uploads in flight when the previous boot ended (or the checkpoint was taken) are
+        // lost, as an open file handle is across a reboot.
+        let _ = std::fs::remove_dir_all(disk.staging_dir());
         let registry = RegistryStore::load(disk.registry_path())?;
         let log_path = disk.eventlog_dir().join(format!("{SYSTEM_LOG}.jsonl"));
         let events = EventLog::open(log_path.clone()).map_err(|source| BootError::EventLog {
@@ -226,6 +229,8 @@ impl RunningGuest {
         });
         core.finish_pending_deletes()?;
         core.start_services_at_boot(saved.as_ref().map(|s| s.running_services.as_slice()));
+        // A checkpoint taken before any service control must still resume as this boot.
+        core.save_running_state();
 
         let crash_core = core.clone();
         let crash_thread = thread::Builder::new()

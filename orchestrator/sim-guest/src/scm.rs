@@ -500,7 +500,7 @@ impl GuestCore {
     }
 
     /// Writes `memory.json` (what a checkpoint restore resumes).
-    fn save_running_state(&self) {
+    pub(crate) fn save_running_state(&self) {
         let state = SavedState {
             test_signing: self.test_signing,
             verifier: self.verifier.clone(),
