@@ -78,10 +78,11 @@ pub fn signature_id(title: &str) -> String {
 }
 
 /// `sample_ebpf_ext!sample_find_element+0x1a3` -> `sample_find_element`.
+/// `module+0x3f10` (no symbols) and `module!unknown_function` name no function: `None`.
 fn symbol_function(symbol: &str) -> Option<String> {
-    let f = symbol.rsplit_once('!').map_or(symbol, |(_, f)| f);
+    let (_, f) = symbol.rsplit_once('!')?;
     let f = strip_offset(f.trim());
-    (!f.is_empty()).then(|| f.to_owned())
+    (!f.is_empty() && f != "unknown_function").then(|| f.to_owned())
 }
 
 /// Drop a trailing `+0x1a3`, `+1a3` or `+0x1a3/0x2b0` offset.

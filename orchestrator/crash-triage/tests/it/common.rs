@@ -28,3 +28,8 @@ pub fn page_fault(kind: DumpKind) -> DumpSpec {
         modules(),
     )
 }
+
+/// A spec for `code` with RIP at `offset` into `module_base`.
+pub fn fault(kind: DumpKind, code: u32, params: [u64; 4], rip: u64) -> DumpSpec {
+    DumpSpec::new(kind, code, params, rip, modules())
+}

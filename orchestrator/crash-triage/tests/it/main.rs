@@ -1,4 +1,10 @@
 //! Integration tests for crash-triage: one binary, one module per concern.
 
+mod analyze;
+mod broken;
+mod buckets;
 mod common;
+mod fuzz;
+mod report;
 mod roundtrip;
+mod small;
