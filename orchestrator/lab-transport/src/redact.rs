@@ -17,6 +17,12 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::RwLock;
 use tracing_subscriber::fmt::MakeWriter;
 
+/// Masks the globally registered secrets in text that goes into an error message (command
+/// lines, remote stderr, output snippets), which callers may write into results.
+pub fn scrub(text: &str) -> String {
+    Redactor::global().redact(text)
+}
+
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
 
@@ -47,8 +53,22 @@ impl Redactor {
     }
 
     /// Adds a value to mask. Empty values are ignored. Each line of a multi-line value is
-    /// also added, because loggers may split or re-indent lines.
+    /// also added, because loggers may split or re-indent lines, and so are its base64
+    /// spellings (UTF-8 and UTF-16LE, at each alignment): a secret inside an encoded
+    /// PowerShell command or an HTTP Basic header is masked too.
     pub fn add(&self, secret: &str) {
+        let utf16: Vec<u8> = secret.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let encoded: Vec<String> = base64_cores(secret.as_bytes())
+            .into_iter()
+            .chain(base64_cores(&utf16))
+            .collect();
+        self.add_plain(secret);
+        for e in encoded {
+            self.add_plain(&e);
+        }
+    }
+
+    fn add_plain(&self, secret: &str) {
         let mut set = self.secrets.write();
         let mut push = |v: &str| {
             if !v.is_empty() && !set.iter().any(|s| s == v.as_bytes()) {
@@ -89,6 +109,26 @@ impl Redactor {
             redactor: self.clone(),
         }
     }
+}
+
+/// The parts of `base64(bytes)` that do not depend on neighbouring bytes, for each of the
+/// three positions `bytes` can take relative to base64's 3-byte groups. Parts shorter than
+/// 8 characters are left out: they would mask unrelated text.
+fn base64_cores(bytes: &[u8]) -> Vec<String> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    for lead in 0..3usize {
+        let mut padded = vec![0u8; lead];
+        padded.extend_from_slice(bytes);
+        let full_groups = padded.len() / 3;
+        let text = base64::engine::general_purpose::STANDARD.encode(&padded[..full_groups * 3]);
+        // Characters that mix in the leading filler bytes: 0, 2 or 3.
+        let skip = [0, 2, 3][lead];
+        if text.len() >= skip + 8 {
+            out.push(text[skip..].to_owned());
+        }
+    }
+    out
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -211,6 +251,29 @@ mod tests {
             w.write_all(b"cr3t\n").unwrap();
         }
         assert_eq!(out, b"pass=***\n");
+    }
+
+    #[test]
+    fn base64_spellings_are_masked_at_every_alignment() {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let r = Redactor::new();
+        r.add("Corr3ct-Horse-Battery");
+        for prefix in ["", "u", "us", "user:"] {
+            let basic = b64(format!("{prefix}Corr3ct-Horse-Battery").as_bytes());
+            let masked = r.redact(&basic);
+            assert!(masked.contains(MASK), "{prefix:?}: {masked}");
+            let utf16: Vec<u8> = format!("{prefix}Write 'Corr3ct-Horse-Battery'")
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect();
+            let masked = r.redact(&b64(&utf16));
+            assert!(masked.contains(MASK), "{prefix:?}: {masked}");
+        }
+        // Short secrets get no base64 variants (they would mask random text).
+        let r = Redactor::new();
+        r.add("abc");
+        assert_eq!(r.redact("YWJj"), "YWJj");
     }
 
     #[test]

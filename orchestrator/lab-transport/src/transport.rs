@@ -40,7 +40,7 @@ impl PsOutput {
                 target: target.to_owned(),
                 what: "run a powershell script".into(),
                 exit_code: self.exit_code,
-                stderr: self.stderr.trim().to_owned(),
+                stderr: crate::redact::scrub(self.stderr.trim()),
             });
         }
         let text = self.stdout.trim();
@@ -48,7 +48,7 @@ impl PsOutput {
         serde_json::from_str(text).map_err(|source| TransportError::Json {
             target: target.to_owned(),
             what: "a powershell script".into(),
-            snippet: text.chars().take(200).collect(),
+            snippet: crate::redact::scrub(&text.chars().take(200).collect::<String>()),
             source,
         })
     }

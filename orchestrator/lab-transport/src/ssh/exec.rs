@@ -122,7 +122,7 @@ pub(crate) fn exec(
         Err(ReadEnd::TimedOut { pid }) => {
             let err = TransportError::Timeout {
                 target: target.to_owned(),
-                what: format!("run `{}`", first_line(req.line)),
+                what: crate::redact::scrub(&format!("run `{}`", first_line(req.line))),
                 after: req.timeout,
                 transient: false,
             };

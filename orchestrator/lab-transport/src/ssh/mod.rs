@@ -220,7 +220,7 @@ impl SshTransport {
                 target: self.pool.target.clone(),
                 what: format!("hash remote file {remote:?}"),
                 exit_code: out.exit_code,
-                stderr: out.stderr_text().trim().to_owned(),
+                stderr: crate::redact::scrub(out.stderr_text().trim()),
             });
         }
         Ok(hash.to_ascii_lowercase())
@@ -360,7 +360,7 @@ impl Transport for SshTransport {
                 target: self.pool.target.clone(),
                 what: "run a health check".into(),
                 exit_code: out.exit_code,
-                stderr: out.stderr_text(),
+                stderr: crate::redact::scrub(&out.stderr_text()),
             });
         }
         Ok(())

@@ -374,7 +374,7 @@ impl Transport for WinrmTransport {
                 target: self.target().to_owned(),
                 what: "run a health check".into(),
                 exit_code: out.exit_code,
-                stderr: out.stderr_text(),
+                stderr: crate::redact::scrub(&out.stderr_text()),
             });
         }
         Ok(())

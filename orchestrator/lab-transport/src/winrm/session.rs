@@ -363,7 +363,11 @@ impl WinrmSessions {
             Ok(Received::TimedOut) => {
                 flight.state.shell_id = None;
                 abandon(&client, &host, &flight.shell_id, &flight.command_id).await;
-                Err(self.timeout(&format!("run `{}`", short(&inv.program)), timeout, false))
+                Err(self.timeout(
+                    &crate::redact::scrub(&format!("run `{}`", short(&inv.program))),
+                    timeout,
+                    false,
+                ))
             }
             Err(e) => {
                 flight.state.shell_id = None;
@@ -445,9 +449,11 @@ impl WinrmSessions {
         let _ = tokio::time::timeout(CLEANUP_TIMEOUT, shell.close()).await;
         match received? {
             Received::Done(out) => Ok(out),
-            Received::TimedOut => {
-                Err(self.timeout(&format!("run `{}`", short(&inv.program)), timeout, false))
-            }
+            Received::TimedOut => Err(self.timeout(
+                &crate::redact::scrub(&format!("run `{}`", short(&inv.program))),
+                timeout,
+                false,
+            )),
         }
     }
 
