@@ -101,6 +101,7 @@ async fn a_known_secret_appears_in_no_file_the_run_wrote() {
             )
             .await
             .unwrap_err();
+        assert!(!err.to_string().contains(&secret), "{err}");
         tracing::error!("command failed: {err}; {err:?}");
     }
 
