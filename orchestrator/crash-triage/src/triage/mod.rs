@@ -128,6 +128,12 @@ impl BugCheck {
         }
     }
 
+    /// Whether the code says the system hung rather than faulted: 0x80 (the NMI the host
+    /// injects into a hung guest), 0x133 and 0x101 (watchdogs), 0x9F (a power IRP stuck).
+    pub fn is_hang(&self) -> bool {
+        matches!(self.code, 0x80 | 0x133 | 0x101 | 0x9F)
+    }
+
     /// `NAME (0x50)`, or `BUGCHECK_0x1234 (0x1234)` for unknown codes.
     pub fn display_name(&self) -> String {
         match &self.name {

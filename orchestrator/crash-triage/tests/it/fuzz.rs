@@ -75,6 +75,24 @@ proptest! {
         triage(b);
     }
 
+    /// Pointers in the page tables and loader entries replaced: hostile module lists.
+    #[test]
+    fn mutated_memory_pages_never_panic(
+        which in 0usize..3,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u64>(), any::<bool>()), 1..8),
+    ) {
+        let mut b = VALID[which].clone();
+        let pages_at = 0x3000;
+        let words = (b.len() - pages_at) / 8;
+        for (at, value, small) in edits {
+            let i = pages_at + at.index(words) * 8;
+            // Small values hit lengths and flags; large ones hit pointers.
+            let value = if small { value % 0x200 } else { value };
+            b[i..i + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        triage(b);
+    }
+
     #[test]
     fn mutations_in_the_structures_never_panic(
         which in 0usize..5,
