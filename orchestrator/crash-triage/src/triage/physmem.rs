@@ -199,6 +199,16 @@ fn bitmap(src: &Source, len: u64) -> Result<PhysMap, Fail> {
         if byte == 0 {
             continue;
         }
+        // Complete dumps are all ones: extend the run a byte at a time.
+        let pfn = byte_idx as u64 * 8;
+        if byte == 0xFF
+            && let Some(r) = runs.last_mut()
+            && r.pfn + r.count == pfn
+        {
+            r.count += 8;
+            offset = offset.saturating_add(8 * PAGE_SIZE);
+            continue;
+        }
         for bit in 0..8 {
             if byte & (1 << bit) == 0 {
                 continue;
