@@ -38,9 +38,9 @@ pub(crate) struct KernelInner {
     stuck_ids: AtomicU64,
 }
 
-/// Leaves the epoch when dropped.
+/// Being inside an epoch (as a program invocation is); leaves it when dropped.
 #[derive(Debug)]
-pub(crate) struct EpochGuard<'a> {
+pub struct EpochGuard<'a> {
     k: &'a KernelInner,
     cpu: usize,
     epoch: i64,
@@ -258,24 +258,28 @@ impl KernelInner {
         let cpu = self.cpu();
         let mut fault = None;
         let mut size = 0;
-        self.epoch.core.retire_with(cpu, |e| {
-            match self.pool.stamp_freed(h, e) {
-                Ok(s) => size = s,
-                Err(f) => fault = Some(f),
-            }
-            Retired {
-                handle: h,
-                size: if fault.is_some() { 0 } else { size },
-            }
-        });
+        self.epoch
+            .core
+            .retire_with(cpu, |e| match self.pool.stamp_freed(h, e) {
+                Ok(s) => {
+                    size = s;
+                    Some(Retired {
+                        handle: h,
+                        size,
+                        cpu,
+                    })
+                }
+                Err(f) => {
+                    fault = Some(f);
+                    None
+                }
+            });
         if let Some(f) = fault {
             return Err(self.pool_fault(f));
         }
-        self.epoch.retired.fetch_add(1, Ordering::Relaxed);
-        self.epoch
-            .pending_bytes
-            .fetch_add(i64::from(size), Ordering::Relaxed);
-        self.epoch.pending_items.fetch_add(1, Ordering::Relaxed);
+        self.epoch.retired.add(cpu, 1);
+        self.epoch.pending_bytes.add(cpu, i64::from(size));
+        self.epoch.pending_items.add(cpu, 1);
         self.epoch.arm();
         Ok(())
     }
@@ -390,16 +394,14 @@ impl KernelInner {
     }
 
     fn release_item(&self, it: Retired) {
-        if let Err(f) = self.pool.free(it.handle, 0)
+        if let Err(f) = self.pool.free(it.handle, it.cpu)
             && !self.halt.stopped()
         {
             self.pool_fault(f);
         }
-        self.epoch
-            .pending_bytes
-            .fetch_sub(i64::from(it.size), Ordering::Relaxed);
-        self.epoch.pending_items.fetch_sub(1, Ordering::Relaxed);
-        self.epoch.released_count.fetch_add(1, Ordering::Relaxed);
+        self.epoch.pending_bytes.add(it.cpu, -i64::from(it.size));
+        self.epoch.pending_items.add(it.cpu, -1);
+        self.epoch.released_count.add(it.cpu, 1);
     }
 
     /// Shutdown: stop the timer; release what is left on free lists.

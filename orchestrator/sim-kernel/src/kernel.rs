@@ -112,6 +112,12 @@ impl Kernel {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// `ebpf_epoch_enter` on the calling thread's CPU: memory retired while the guard lives
+    /// is not released until it drops (what a program invocation holds).
+    pub fn enter_epoch(&self) -> crate::inner::EpochGuard<'_> {
+        self.inner.epoch_enter()
+    }
+
     /// `ebpf_epoch_synchronize`: waits until everything retired so far is released.
     pub fn synchronize(&self) -> Result<(), EbpfError> {
         self.inner.synchronize()

@@ -57,6 +57,7 @@ pub use bugcheck::{
 };
 pub use error::{EbpfError, KernelError};
 pub use image::{DriverImage, Fault, ImageError, ImageKind, Signature};
+pub use inner::EpochGuard;
 pub use kernel::Kernel;
 pub use maps::{Map, MapHandle};
 pub use modules::Module;

@@ -74,7 +74,10 @@ struct Slot {
     freed_epoch: AtomicI64,
 }
 
+/// One CPU's share of a tag's or owner's usage, on its own cache line so CPUs do not
+/// bounce a shared counter on every allocation.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 struct Counters {
     bytes: AtomicI64,
     allocs: AtomicI64,
@@ -89,8 +92,10 @@ pub(crate) struct Pool {
     /// Free slot indices, sharded per CPU so allocation does not serialise the machine.
     free: Box<[Mutex<Vec<u32>>]>,
     tags: RwLock<Vec<[u8; 4]>>,
+    /// `[tag][shard]` and `[owner][shard]`; readers sum the shards.
     tag_counters: Box<[Counters]>,
     owner_counters: Box<[Counters]>,
+    shards: usize,
 }
 
 impl Pool {
@@ -103,8 +108,13 @@ impl Pool {
             fresh: AtomicU32::new(0),
             free: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             tags: RwLock::new(Vec::new()),
-            tag_counters: (0..MAX_TAGS).map(|_| Counters::default()).collect(),
-            owner_counters: (0..MAX_OWNERS).map(|_| Counters::default()).collect(),
+            tag_counters: (0..MAX_TAGS * shards.max(1) as usize)
+                .map(|_| Counters::default())
+                .collect(),
+            owner_counters: (0..MAX_OWNERS * shards.max(1) as usize)
+                .map(|_| Counters::default())
+                .collect(),
+            shards: shards.max(1) as usize,
         }
     }
 
@@ -172,15 +182,16 @@ impl Pool {
         slot.freed_epoch.store(0, Ordering::Relaxed);
         let generation = g.wrapping_add(1);
         slot.generation.store(generation, Ordering::Release);
-        self.account(tag.0 as usize, owner.0 as usize, i64::from(size), 1);
+        self.account(shard, tag.0 as usize, owner.0 as usize, i64::from(size), 1);
         Some(PoolHandle { index, generation })
     }
 
-    fn account(&self, tag: usize, owner: usize, bytes: i64, allocs: i64) {
-        let t = &self.tag_counters[tag.min(MAX_TAGS - 1)];
+    fn account(&self, shard: usize, tag: usize, owner: usize, bytes: i64, allocs: i64) {
+        let shard = shard % self.shards;
+        let t = &self.tag_counters[tag.min(MAX_TAGS - 1) * self.shards + shard];
         t.bytes.fetch_add(bytes, Ordering::Relaxed);
         t.allocs.fetch_add(allocs, Ordering::Relaxed);
-        let o = &self.owner_counters[owner.min(MAX_OWNERS - 1)];
+        let o = &self.owner_counters[owner.min(MAX_OWNERS - 1) * self.shards + shard];
         o.bytes.fetch_add(bytes, Ordering::Relaxed);
         o.allocs.fetch_add(allocs, Ordering::Relaxed);
     }
@@ -250,6 +261,7 @@ impl Pool {
             return Err(PoolFault::BadFree { va: h.va(), tag });
         }
         self.account(
+            shard,
             (to & 0xFFFF) as usize,
             (to >> 16) as usize,
             -i64::from(size),
@@ -294,23 +306,25 @@ impl Pool {
         tags.iter()
             .enumerate()
             .map(|(i, t)| {
-                let c = &self.tag_counters[i];
-                (
-                    *t,
-                    c.bytes.load(Ordering::Relaxed),
-                    c.allocs.load(Ordering::Relaxed),
-                )
+                let (b, a) = Self::sum(&self.tag_counters[i * self.shards..(i + 1) * self.shards]);
+                (*t, b, a)
             })
             .collect()
     }
 
+    fn sum(cs: &[Counters]) -> (i64, i64) {
+        cs.iter().fold((0, 0), |(b, a), c| {
+            (
+                b + c.bytes.load(Ordering::Relaxed),
+                a + c.allocs.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     /// Outstanding (bytes, allocations) charged to one owner.
     pub(crate) fn owner_usage(&self, owner: OwnerId) -> (i64, i64) {
-        let c = &self.owner_counters[(owner.0 as usize).min(MAX_OWNERS - 1)];
-        (
-            c.bytes.load(Ordering::Relaxed),
-            c.allocs.load(Ordering::Relaxed),
-        )
+        let o = (owner.0 as usize).min(MAX_OWNERS - 1);
+        Self::sum(&self.owner_counters[o * self.shards..(o + 1) * self.shards])
     }
 }
 

@@ -19,11 +19,22 @@ pub(crate) const OP_UPDATE: u32 = 0x02;
 /// `EBPF_MAP_OPERATION_MAP_CLEANUP`: the map is being deleted.
 pub(crate) const OP_MAP_CLEANUP: u32 = 0x04;
 
+/// A slot of the provider dispatch table (names a callback for attribution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    PreprocessMapCreate,
+    PostprocessMapDelete,
+    PostprocessMapFindElement,
+    PreprocessMapUpdateElement,
+    PostprocessMapDeleteElement,
+    HelperMapGetValue,
+}
+
 /// A custom map provider (one registration per map type).
 pub(crate) trait MapProvider: Send + Sync + Debug {
-    /// The provider's own symbol for a dispatch-table slot (e.g. `postprocess_map_find_element`
+    /// The provider's own symbol for a dispatch-table slot (e.g. `PostprocessMapFindElement`
     /// ⇒ `_sample_map_find_entry`), for bugcheck attribution.
-    fn symbol(&self, slot: &'static str) -> &'static str;
+    fn symbol(&self, slot: Slot) -> &'static str;
     /// `base_properties.updates_original_value`: an object map.
     fn updates_original_value(&self) -> bool;
     /// Validates the definition; returns (actual value size, map context).

@@ -24,7 +24,7 @@ use crate::maps::Map;
 use crate::modules::ModuleId;
 use crate::nmr::{Cancelled, Registration, Rundown};
 use crate::pool::{OwnerId, PoolHandle, TagId};
-use crate::provider::{MapProvider, OP_HELPER, OP_UPDATE};
+use crate::provider::{MapProvider, OP_HELPER, OP_UPDATE, Slot};
 use crate::types::{BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -161,15 +161,14 @@ impl SampleExt {
 }
 
 impl MapProvider for SampleExt {
-    fn symbol(&self, slot: &'static str) -> &'static str {
+    fn symbol(&self, slot: Slot) -> &'static str {
         match slot {
-            "preprocess_map_create" => "_sample_map_create",
-            "postprocess_map_delete" => "_sample_map_delete",
-            "postprocess_map_find_element" => "_sample_map_find_entry",
-            "preprocess_map_update_element" => "_sample_map_update_entry",
-            "postprocess_map_delete_element" => "_sample_map_delete_entry",
-            "helper_map_get_value" => "_sample_ext_helper_map_get_value",
-            other => other,
+            Slot::PreprocessMapCreate => "_sample_map_create",
+            Slot::PostprocessMapDelete => "_sample_map_delete",
+            Slot::PostprocessMapFindElement => "_sample_map_find_entry",
+            Slot::PreprocessMapUpdateElement => "_sample_map_update_entry",
+            Slot::PostprocessMapDeleteElement => "_sample_map_delete_entry",
+            Slot::HelperMapGetValue => "_sample_ext_helper_map_get_value",
         }
     }
 

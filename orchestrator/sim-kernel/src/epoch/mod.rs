@@ -15,6 +15,31 @@ use std::time::Duration;
 pub(crate) struct Retired {
     pub(crate) handle: PoolHandle,
     pub(crate) size: u32,
+    /// The CPU whose free list held it: its slot goes back to that CPU's pool shard.
+    pub(crate) cpu: usize,
+}
+
+/// A counter split per CPU (each on its own cache line); readers sum it.
+#[derive(Debug)]
+pub(crate) struct PerCpu(Box<[Padded]>);
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded(AtomicI64);
+
+impl PerCpu {
+    fn new(cpus: usize) -> Self {
+        PerCpu((0..cpus.max(1)).map(|_| Padded::default()).collect())
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, cpu: usize, v: i64) {
+        self.0[cpu % self.0.len()].0.fetch_add(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> i64 {
+        self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// Delay between arming the flush timer and the computation (`EBPF_EPOCH_FLUSH_DELAY`).
@@ -58,10 +83,10 @@ pub(crate) struct EpochManager {
     wake_cv: Condvar,
     done: Mutex<()>,
     done_cv: Condvar,
-    pub(crate) retired: AtomicU64,
-    pub(crate) released_count: AtomicU64,
-    pub(crate) pending_bytes: AtomicI64,
-    pub(crate) pending_items: AtomicI64,
+    pub(crate) retired: PerCpu,
+    pub(crate) released_count: PerCpu,
+    pub(crate) pending_bytes: PerCpu,
+    pub(crate) pending_items: PerCpu,
     pub(crate) cycles: AtomicU64,
 }
 
@@ -75,10 +100,10 @@ impl EpochManager {
             wake_cv: Condvar::new(),
             done: Mutex::new(()),
             done_cv: Condvar::new(),
-            retired: AtomicU64::new(0),
-            released_count: AtomicU64::new(0),
-            pending_bytes: AtomicI64::new(0),
-            pending_items: AtomicI64::new(0),
+            retired: PerCpu::new(cpus),
+            released_count: PerCpu::new(cpus),
+            pending_bytes: PerCpu::new(cpus),
+            pending_items: PerCpu::new(cpus),
             cycles: AtomicU64::new(0),
         }
     }
@@ -134,10 +159,10 @@ impl EpochManager {
         EpochStats {
             current: self.core.published(),
             released: self.core.released(),
-            retired: self.retired.load(Ordering::Relaxed),
-            released_count: self.released_count.load(Ordering::Relaxed),
-            pending_bytes: self.pending_bytes.load(Ordering::Relaxed),
-            pending_items: self.pending_items.load(Ordering::Relaxed),
+            retired: self.retired.sum() as u64,
+            released_count: self.released_count.sum() as u64,
+            pending_bytes: self.pending_bytes.sum(),
+            pending_items: self.pending_items.sum(),
             cycles: self.cycles.load(Ordering::Relaxed),
         }
     }

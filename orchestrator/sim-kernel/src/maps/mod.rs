@@ -8,6 +8,7 @@ use crate::error::EbpfError;
 use crate::inner::KernelInner;
 use crate::nmr::Registration;
 use crate::pool::{Pool, PoolHandle, TagId};
+use crate::provider::Slot;
 use crate::types::{MapDefinition, MapInfo};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -160,7 +161,7 @@ pub(crate) fn create(k: &Arc<KernelInner>, def: MapDefinition) -> Result<MapHand
         let created = k.call_driver(
             reg.module,
             &reg.module_loaded,
-            "preprocess_map_create",
+            p.symbol(Slot::PreprocessMapCreate),
             || p.preprocess_map_create(k, &def),
         );
         match created {
@@ -195,7 +196,7 @@ pub(crate) fn create(k: &Arc<KernelInner>, def: MapDefinition) -> Result<MapHand
                 let _ = k.call_driver(
                     b.reg.module,
                     &b.reg.module_loaded,
-                    "postprocess_map_delete",
+                    p.symbol(Slot::PostprocessMapDelete),
                     || p.postprocess_map_delete(k, b.map_ctx),
                 );
                 b.reg.rundown.release();

@@ -4,7 +4,7 @@
 use super::Map;
 use crate::error::EbpfError;
 use crate::inner::KernelInner;
-use crate::provider::{OP_HELPER, OP_MAP_CLEANUP, OP_UPDATE};
+use crate::provider::{OP_HELPER, OP_MAP_CLEANUP, OP_UPDATE, Slot};
 use crate::types::UpdateOption;
 use std::sync::atomic::Ordering;
 
@@ -34,7 +34,7 @@ fn notify_delete(
     k.call_driver(
         b.reg.module,
         &b.reg.module_loaded,
-        p.symbol("postprocess_map_delete_element"),
+        p.symbol(Slot::PostprocessMapDeleteElement),
         || p.postprocess_map_delete_element(k, b.map_ctx, key, stored, flags),
     )
 }
@@ -51,7 +51,7 @@ pub(crate) fn find(k: &KernelInner, map: &Map, key: u32, flags: u32) -> Result<u
             k.call_driver(
                 b.reg.module,
                 &b.reg.module_loaded,
-                p.symbol("postprocess_map_find_element"),
+                p.symbol(Slot::PostprocessMapFindElement),
                 || {
                     p.postprocess_map_find_element(
                         k,
@@ -84,7 +84,7 @@ pub(crate) fn update(
             k.call_driver(
                 b.reg.module,
                 &b.reg.module_loaded,
-                p.symbol("preprocess_map_update_element"),
+                p.symbol(Slot::PreprocessMapUpdateElement),
                 || {
                     p.preprocess_map_update_element(
                         k,
@@ -187,7 +187,7 @@ pub(crate) fn helper_get_value(k: &KernelInner, map: &Map, key: u32) -> Result<u
             k.call_driver(
                 b.reg.module,
                 &b.reg.module_loaded,
-                p.symbol("helper_map_get_value"),
+                p.symbol(Slot::HelperMapGetValue),
                 || p.helper_map_get_value(k, map, key),
             )
         }
@@ -214,7 +214,7 @@ pub(crate) fn destroy(k: &KernelInner, map: &Map) -> Result<(), EbpfError> {
             k.call_driver(
                 b.reg.module,
                 &b.reg.module_loaded,
-                p.symbol("postprocess_map_delete"),
+                p.symbol(Slot::PostprocessMapDelete),
                 || p.postprocess_map_delete(k, b.map_ctx),
             )?;
             b.reg.rundown.release();
