@@ -1,6 +1,7 @@
 //! The System event log: `eventlog/System.jsonl`, one [`EventRecord`] per line.
 //!
-//! Records are appended and synced before `append` returns (the crash path relies on that).
+//! Each record is written with one `write` before `append` returns (the crash path relies
+//! on that; see [`crate::disk`] for why nothing is fsynced).
 //! A torn last line (power-off in the middle of a write) is skipped when reading, and
 //! record ids continue after the highest one found.
 
@@ -62,7 +63,7 @@ impl EventLog {
         })
     }
 
-    /// Appends one record and syncs it to disk; returns it.
+    /// Appends one record; returns it.
     pub fn append(&self, event: NewEvent) -> io::Result<EventRecord> {
         let mut next = self.next_id.lock();
         let record = EventRecord {
@@ -81,7 +82,6 @@ impl EventLog {
             .append(true)
             .open(&self.path)?;
         file.write_all(&line)?;
-        file.sync_data()?;
         *next += 1;
         Ok(record)
     }

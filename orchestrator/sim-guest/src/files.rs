@@ -207,7 +207,6 @@ impl Files {
         let io_err = |e: &std::io::Error| {
             GuestError::io("store upload to", &upload.win_path, &upload.target, e)
         };
-        upload.staged.as_file().sync_all().map_err(|e| io_err(&e))?;
         if let Some(parent) = upload.target.parent() {
             fs::create_dir_all(parent).map_err(|e| io_err(&e))?;
         }

@@ -31,8 +31,8 @@ pub const DRAIN_LIMIT: u64 = 4 * MAX_FRAME_LEN as u64;
 /// What answers requests.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: Request) -> Response;
-    /// Called after the response to `req` was written (power transitions happen here, so
-    /// the client gets its `Ok` before the guest goes away).
+    /// Called after the response to a `Reboot` or `Shutdown` was written (power transitions
+    /// happen here, so the client gets its `Ok` before the guest goes away).
     fn after_response(&self, _req: &Request) {}
 }
 
@@ -143,11 +143,17 @@ fn serve_connection<H: Handler>(mut stream: TcpStream, handler: &H, shared: &Sha
         let reply = match read_body(&mut stream) {
             Ok(Body::Frame(body)) => match decode_request_body(&body) {
                 Ok(req) => {
-                    let resp = handler.handle(req.clone());
+                    // Only power requests need a look after the reply; cloning every request
+                    // would copy each upload chunk once more.
+                    let power =
+                        matches!(req, Request::Reboot | Request::Shutdown).then(|| req.clone());
+                    let resp = handler.handle(req);
                     if write_response(&mut stream, &resp).is_err() {
                         return;
                     }
-                    handler.after_response(&req);
+                    if let Some(req) = power {
+                        handler.after_response(&req);
+                    }
                     continue;
                 }
                 Err(e) => Next::Reply(Response::error(
