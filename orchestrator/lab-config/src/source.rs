@@ -1,0 +1,281 @@
+//! Reading one YAML file safely: size limit before reading, UTF-8 and indentation checks with
+//! exact positions, then strict deserialization under a budget (alias bombs, deep nesting,
+//! multiple documents), turning any failure into a located [`Diagnostic`].
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::values::Loc;
+use crate::yaml_path::{Prefer, path_at};
+
+/// Config files larger than this are refused before they are read.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Deepest nesting of YAML collections accepted (also bounds recursion in validation).
+pub const MAX_DEPTH: usize = 48;
+
+/// The text of one configuration file and the name it is reported under.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The path as given (relative paths stay relative so messages stay short).
+    pub path: PathBuf,
+    /// The whole text (UTF-8, BOM removed).
+    pub text: Arc<str>,
+}
+
+fn file_diag(path: &Path, loc: Option<Loc>, message: impl Into<String>) -> Diagnostic {
+    Diagnostic::new("file", path, loc, "", message)
+}
+
+/// Reads `path` with the size, encoding and indentation checks.
+pub fn read_source(path: &Path) -> Result<SourceFile, Diagnostics> {
+    let fail = |d: Diagnostic| {
+        let mut ds = Diagnostics::new();
+        ds.push(d);
+        ds
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| fail(file_diag(path, None, format!("cannot open file: {e}"))))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > MAX_FILE_BYTES {
+        return Err(fail(
+            file_diag(
+                path,
+                Some(Loc::at(1, 1)),
+                format!(
+                    "file is too large ({:.1} MiB): configuration files are limited to {} MiB",
+                    len as f64 / (1024.0 * 1024.0),
+                    MAX_FILE_BYTES / (1024 * 1024)
+                ),
+            )
+            .with_help("is this really a lab, payload or scenario file?"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // `take` guards against a file that grows between the size check and the read.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(file_diag(path, None, format!("cannot read file: {e}"))))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(file_diag(
+            path,
+            Some(Loc::at(1, 1)),
+            "file is too large: configuration files are limited to 4 MiB",
+        )));
+    }
+    source_from_bytes(path, bytes).map_err(|d| fail(*d))
+}
+
+/// Checks already-read bytes (used by `read_source` and by the fuzz tests).
+pub fn source_from_bytes(path: &Path, mut bytes: Vec<u8>) -> Result<SourceFile, Box<Diagnostic>> {
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        bytes.drain(..3);
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let at = e.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(&bytes[..at]);
+            let line = prefix.matches('\n').count() + 1;
+            let column = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Err(Box::new(file_diag(
+                path,
+                Some(Loc::at(to_u32(line), to_u32(column))),
+                format!("file is not valid UTF-8: invalid byte 0x{:02X} at line {line}, column {column}", bytes[at]),
+            )
+            .with_help("save the file as UTF-8")));
+        }
+    };
+    if let Some((line, column)) = tab_in_indentation(&text) {
+        return Err(Box::new(Diagnostic::new(
+            "tab",
+            path,
+            Some(Loc::at(line, column)),
+            "",
+            format!("tab character in indentation at line {line}, column {column}: YAML indents with spaces only"),
+        )
+        .with_help("replace the tab with spaces")));
+    }
+    Ok(SourceFile {
+        path: path.to_path_buf(),
+        text: Arc::from(text),
+    })
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The first tab inside a line's leading whitespace (1-based line and column).
+fn tab_in_indentation(text: &str) -> Option<(u32, u32)> {
+    for (i, line) in text.lines().enumerate() {
+        for (j, c) in line.chars().enumerate() {
+            match c {
+                '\t' => return Some((to_u32(i + 1), to_u32(j + 1))),
+                ' ' | '-' => continue,
+                _ => break,
+            }
+        }
+    }
+    None
+}
+
+/// True when the text holds nothing but whitespace, comments and document markers.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+    })
+}
+
+fn options() -> serde_saphyr::Options {
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 100_000;
+    alias_limits.max_replay_stack_depth = 16;
+    alias_limits.max_alias_expansions_per_anchor = 1_000;
+    serde_saphyr::options! {
+        with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_documents: 1,
+            max_nodes: 200_000,
+        },
+        alias_limits: alias_limits,
+    }
+}
+
+/// Deserializes the whole file as `T` (one document, strict). `what` names the kind of file
+/// for messages ("lab file", "payload manifest", "scenario").
+pub(crate) fn parse<T: DeserializeOwned>(
+    src: &SourceFile,
+    what: &str,
+) -> Result<T, Box<Diagnostic>> {
+    if is_blank(&src.text) {
+        return Err(Box::new(
+            Diagnostic::new(
+                "empty",
+                &src.path,
+                Some(Loc::at(1, 1)),
+                "",
+                format!("file is empty: expected a {what}"),
+            )
+            .with_help("see docs/scenarios.md for the file formats"),
+        ));
+    }
+    serde_saphyr::from_str_with_options::<T>(&src.text, options())
+        .map_err(|e| Box::new(parse_diag(src, &e)))
+}
+
+/// Turns a serde-saphyr error into a diagnostic with the YAML path of its position.
+fn parse_diag(src: &SourceFile, e: &serde_saphyr::Error) -> Diagnostic {
+    let loc = e
+        .location()
+        .map(|l| Loc::from_saphyr(&l))
+        .filter(|l| l.line > 0);
+    let raw = e.without_snippet().to_string();
+    let message = clean_message(&raw, loc);
+    let prefer = if message.starts_with("missing field") {
+        Prefer::Outer
+    } else {
+        Prefer::Inner
+    };
+    let yaml_path = loc
+        .map(|l| path_at(&src.text, l.line, l.column, prefer))
+        .unwrap_or_default();
+    let mut d = Diagnostic::new("parse", &src.path, loc, yaml_path, message.clone());
+    if message.contains("more than one YAML document") {
+        d.code = "multiple-documents";
+    } else if message.contains("budget") || message.contains("alias") || message.contains("nesting")
+    {
+        d.code = "limits";
+    }
+    d
+}
+
+/// Drops serde-saphyr's " at line X, column Y" suffix (the location is shown separately) and
+/// rewrites messages that would otherwise name Rust types or APIs.
+fn clean_message(raw: &str, loc: Option<Loc>) -> String {
+    let mut msg = raw.to_owned();
+    if let Some(l) = loc {
+        let suffix = format!(" at line {}, column {}", l.line, l.column);
+        if let Some(stripped) = msg.strip_suffix(&suffix) {
+            msg = stripped.to_owned();
+        }
+    }
+    if msg.starts_with("multiple YAML documents detected") {
+        return "file contains more than one YAML document (`---`): put each lab, payload or scenario in its own file".to_owned();
+    }
+    for (ty, range) in [
+        ("u8", "0 to 255"),
+        ("u16", "0 to 65535"),
+        ("u32", "0 to 4294967295"),
+        ("u64", "0 to 18446744073709551615"),
+        ("usize", "0 to 18446744073709551615"),
+        ("i64", "-9223372036854775808 to 9223372036854775807"),
+    ] {
+        if msg == format!("invalid {ty}") {
+            return format!("invalid number: expected a whole number from {range}");
+        }
+    }
+    if msg.starts_with("duplicate mapping key") {
+        // "duplicate mapping key: name, set DuplicateKeyPolicy in Options if acceptable"
+        let key = msg
+            .trim_start_matches("duplicate mapping key:")
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        return format!("duplicate key `{key}`: each key may appear once in a mapping");
+    }
+    if let Some(rest) = msg.strip_prefix("unknown field `")
+        && let Some((name, expected)) = rest.split_once("`, expected one of ")
+    {
+        let list: Vec<String> = expected.split(", ").map(|s| format!("`{s}`")).collect();
+        return format!(
+            "unknown field `{name}`, expected one of {}",
+            list.join(", ")
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("unknown field `")
+        && let Some((name, _)) = rest.split_once("`, expected one of")
+    {
+        return format!("unknown field `{name}`: this mapping takes no fields");
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `")
+        && let Some((name, expected)) = rest.split_once("`, expected one of ")
+    {
+        let list: Vec<String> = expected.split(", ").map(|s| format!("`{s}`")).collect();
+        return format!(
+            "unknown value `{name}`, expected one of {}",
+            list.join(", ")
+        );
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tabs_are_found_in_indentation_only() {
+        assert_eq!(tab_in_indentation("a: 1\n\tb: 2\n"), Some((2, 1)));
+        assert_eq!(tab_in_indentation("a: \"x\ty\"\n"), None);
+        assert_eq!(tab_in_indentation("- \tb\n"), Some((1, 3)));
+    }
+
+    #[test]
+    fn non_utf8_names_line_and_column() {
+        let d = source_from_bytes(Path::new("x.yaml"), b"a: 1\nbb: \xff\n".to_vec()).unwrap_err();
+        assert_eq!(d.loc, Some(Loc::at(2, 5)));
+        assert!(d.message.contains("0xFF"), "{}", d.message);
+    }
+}

@@ -1,0 +1,546 @@
+//! Lab file validation: sim or Hyper-V, templates, hosts, connections and secret references.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Cx, list, sha256_hex};
+use crate::model::{
+    Connection, Credentials, GuestConfig, GuestTransport, Host, HyperVLab, HyperVTemplate, Lab,
+    LabBackend, SecretRef, SimLab, SimTemplate, Verifier, VerifierFlags,
+};
+use crate::values::{ByteSize, SecretRefWire, Sp};
+use crate::wire::lab::{
+    CheckpointType, ConnectionKind, CrashDumpKind, CredentialsWire, GuestTransportKind,
+    HyperVLabWire, SimLabWire, VerifierWire,
+};
+
+const MIN_MEMORY: u64 = 64 << 20;
+
+fn memory(cx: &mut Cx<'_>, m: Option<&Sp<ByteSize>>, path: &str, default: u64) -> u64 {
+    match m {
+        None => default,
+        Some(m) if m.value.0 < MIN_MEMORY => {
+            cx.error(
+                "range",
+                m.loc,
+                path,
+                format!("memory must be at least 64MiB, got {} bytes", m.value.0),
+            );
+            default
+        }
+        Some(m) => m.value.0,
+    }
+}
+
+fn verifier(cx: &mut Cx<'_>, v: Option<&Sp<VerifierWire>>, path: &str) -> Option<Verifier> {
+    let v = v?;
+    if v.drivers.is_empty() {
+        cx.error(
+            "empty",
+            v.drivers.loc,
+            format!("{path}.drivers"),
+            "verifier needs at least one driver",
+        );
+    }
+    for (i, d) in v.drivers.iter().enumerate() {
+        if !d.to_ascii_lowercase().ends_with(".sys") {
+            cx.error(
+                "invalid-value",
+                d.loc,
+                format!("{path}.drivers[{i}]"),
+                format!(
+                    "verifier driver `{}` is not a driver image name (`name.sys`)",
+                    d.value
+                ),
+            );
+        }
+    }
+    let flags = match &v.flags {
+        None => VerifierFlags::Standard,
+        Some(f) if f.value == "standard" => VerifierFlags::Standard,
+        Some(f) => {
+            let t = f.trim();
+            let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(h) => u32::from_str_radix(h, 16).ok(),
+                None => t.parse().ok(),
+            };
+            match parsed {
+                Some(m) if m != 0 => VerifierFlags::Mask(m),
+                _ => {
+                    cx.error("invalid-value", f.loc, format!("{path}.flags"), format!("invalid verifier flags `{}`: expected `standard` or a non-zero mask such as `0x209BB`", f.value));
+                    VerifierFlags::Standard
+                }
+            }
+        }
+    };
+    Some(Verifier {
+        drivers: v.drivers.iter().map(|d| d.value.clone()).collect(),
+        flags,
+    })
+}
+
+fn guest_config(
+    cx: &mut Cx<'_>,
+    test_signing: Option<bool>,
+    crash: Option<CrashDumpKind>,
+    auto_reboot: Option<bool>,
+    v: Option<&Sp<VerifierWire>>,
+    path: &str,
+) -> GuestConfig {
+    GuestConfig {
+        test_signing: test_signing.unwrap_or(true),
+        crash_dump: crash.unwrap_or(CrashDumpKind::Kernel),
+        auto_reboot: auto_reboot.unwrap_or(true),
+        verifier: verifier(cx, v, &format!("{path}.verifier")),
+    }
+}
+
+/// Validates a sim lab.
+pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
+    cx.name(&w.name, "name", "lab");
+    let capacity = w
+        .capacity
+        .as_ref()
+        .map_or(2, |c| cx.range_u32(c, "capacity", "capacity", 1, 64));
+    if w.templates.is_empty() {
+        cx.error(
+            "empty",
+            w.templates.loc,
+            "templates",
+            "a lab needs at least one VM template",
+        );
+    }
+    let mut seen = HashMap::new();
+    let mut templates = Vec::new();
+    for (i, t) in w.templates.value.iter().enumerate() {
+        let p = format!("templates[{i}]");
+        if cx.name(&t.name, &format!("{p}.name"), "template") {
+            cx.unique(&mut seen, &t.name, &format!("{p}.name"), "template");
+        }
+        let vcpus = t.vcpus.as_ref().map_or(2, |v| {
+            cx.range_u32(v, &format!("{p}.vcpus"), "vcpus", 1, 64)
+        });
+        let boot_delay = t
+            .boot_delay
+            .as_ref()
+            .map_or(Duration::from_millis(100), |d| d.value.0);
+        let boot_timeout = cx.positive_duration(
+            t.boot_timeout.as_ref(),
+            &format!("{p}.boot_timeout"),
+            "boot_timeout",
+            Duration::from_secs(30),
+        );
+        if boot_delay >= boot_timeout
+            && let Some(d) = &t.boot_delay
+        {
+            cx.error(
+                "range",
+                d.loc,
+                format!("{p}.boot_delay"),
+                "boot_delay must be shorter than boot_timeout (the boot would always time out)",
+            );
+        }
+        templates.push(SimTemplate {
+            name: t.name.value.clone(),
+            vcpus,
+            memory_bytes: memory(cx, t.memory.as_ref(), &format!("{p}.memory"), 2 << 30),
+            boot_delay,
+            boot_timeout,
+            guest: guest_config(
+                cx,
+                t.test_signing,
+                t.crash_dump,
+                t.auto_reboot,
+                t.verifier.as_ref(),
+                &p,
+            ),
+            origin: cx.origin(t.name.loc),
+        });
+    }
+    cx.clean().then(|| Lab {
+        name: w.name.value,
+        description: w.description,
+        file: cx.file.clone(),
+        backend: LabBackend::Sim(SimLab {
+            capacity,
+            templates,
+        }),
+    })
+}
+
+fn secret(cx: &mut Cx<'_>, s: &Sp<SecretRefWire>, path: &str) -> SecretRef {
+    match &s.value {
+        SecretRefWire::Env(var) => {
+            if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                cx.error(
+                    "invalid-value",
+                    s.loc,
+                    path,
+                    format!("invalid environment variable name `{var}`"),
+                );
+            }
+            SecretRef::Env(var.clone())
+        }
+        SecretRefWire::File(f) => {
+            let p = Path::new(f);
+            // Relative secret files are relative to the lab file, not to the working directory.
+            let base = cx.file.parent().unwrap_or(Path::new("."));
+            SecretRef::File(if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            })
+        }
+    }
+}
+
+fn credentials(cx: &mut Cx<'_>, c: &Sp<CredentialsWire>, path: &str) -> Credentials {
+    if c.user.trim().is_empty() {
+        cx.error(
+            "invalid-value",
+            c.user.loc,
+            format!("{path}.user"),
+            "user name is empty",
+        );
+    }
+    Credentials {
+        user: c.user.value.clone(),
+        password: c
+            .password
+            .as_ref()
+            .map(|s| secret(cx, s, &format!("{path}.password"))),
+        private_key: c
+            .private_key
+            .as_ref()
+            .map(|s| secret(cx, s, &format!("{path}.private_key"))),
+    }
+}
+
+/// Validates a Hyper-V lab.
+pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
+    cx.name(&w.name, "name", "lab");
+    if w.hosts.is_empty() {
+        cx.error(
+            "empty",
+            w.hosts.loc,
+            "hosts",
+            "a Hyper-V lab needs at least one host",
+        );
+    }
+    let mut seen = HashMap::new();
+    let mut hosts = Vec::new();
+    for (i, h) in w.hosts.value.iter().enumerate() {
+        let p = format!("hosts[{i}]");
+        if cx.name(&h.name, &format!("{p}.name"), "host") {
+            cx.unique(&mut seen, &h.name, &format!("{p}.name"), "host");
+        }
+        let capacity = h.capacity.as_ref().map_or(1, |c| {
+            cx.range_u32(c, &format!("{p}.capacity"), "capacity", 1, 256)
+        });
+        let connection = match &h.connection {
+            None => Connection::Local,
+            Some(c) => connection(cx, c, &format!("{p}.connection")),
+        };
+        if !matches!(connection, Connection::Local) && h.address.is_none() {
+            cx.error(
+                "missing",
+                h.name.loc,
+                format!("{p}.address"),
+                format!(
+                    "host `{}` is reached over the network but has no `address`",
+                    h.name.value
+                ),
+            );
+        }
+        hosts.push(Host {
+            name: h.name.value.clone(),
+            address: h.address.as_ref().map(|a| a.value.clone()),
+            connection,
+            capacity,
+            vm_dir: h
+                .vm_dir
+                .as_ref()
+                .map_or_else(|| r"C:\hvlab\vms".to_owned(), |d| d.value.clone()),
+            switch: h.switch.as_ref().map(|s| s.value.clone()),
+            origin: cx.origin(h.name.loc),
+        });
+    }
+    if w.templates.is_empty() {
+        cx.error(
+            "empty",
+            w.templates.loc,
+            "templates",
+            "a lab needs at least one VM template",
+        );
+    }
+    let mut seen = HashMap::new();
+    let mut templates = Vec::new();
+    for (i, t) in w.templates.value.iter().enumerate() {
+        let p = format!("templates[{i}]");
+        if cx.name(&t.name, &format!("{p}.name"), "template") {
+            cx.unique(&mut seen, &t.name, &format!("{p}.name"), "template");
+        }
+        if !t.base_vhdx.to_ascii_lowercase().ends_with(".vhdx") {
+            cx.error(
+                "invalid-value",
+                t.base_vhdx.loc,
+                format!("{p}.base_vhdx"),
+                format!("base disk `{}` is not a .vhdx file", t.base_vhdx.value),
+            );
+        }
+        let generation = match &t.generation {
+            None => 2,
+            Some(g) if g.value == 1 || g.value == 2 => g.value,
+            Some(g) => {
+                cx.error(
+                    "range",
+                    g.loc,
+                    format!("{p}.generation"),
+                    format!("VM generation must be 1 or 2, got {}", g.value),
+                );
+                2
+            }
+        };
+        let guest = guest_config(
+            cx,
+            t.test_signing,
+            t.crash_dump,
+            t.auto_reboot,
+            t.verifier.as_ref(),
+            &p,
+        );
+        let secure_boot = t.secure_boot.as_ref().is_some_and(|s| s.value);
+        if secure_boot
+            && guest.test_signing
+            && let Some(sb) = &t.secure_boot
+        {
+            cx.error("conflict", sb.loc, format!("{p}.secure_boot"), "Secure Boot must be off when test signing is on (test-signed drivers would not load)");
+        }
+        if secure_boot && generation == 1 {
+            cx.error(
+                "conflict",
+                t.name.loc,
+                format!("{p}.secure_boot"),
+                "Secure Boot needs a generation 2 VM",
+            );
+        }
+        templates.push(HyperVTemplate {
+            name: t.name.value.clone(),
+            base_vhdx: t.base_vhdx.value.clone(),
+            generation,
+            vcpus: t.vcpus.as_ref().map_or(4, |v| {
+                cx.range_u32(v, &format!("{p}.vcpus"), "vcpus", 1, 240)
+            }),
+            memory_bytes: memory(cx, t.memory.as_ref(), &format!("{p}.memory"), 4 << 30),
+            secure_boot,
+            checkpoint_type: t.checkpoint_type.unwrap_or(CheckpointType::Standard),
+            boot_timeout: cx.positive_duration(
+                t.boot_timeout.as_ref(),
+                &format!("{p}.boot_timeout"),
+                "boot_timeout",
+                Duration::from_secs(300),
+            ),
+            guest,
+            transport: guest_transport(cx, &t.guest, &format!("{p}.guest")),
+            origin: cx.origin(t.name.loc),
+        });
+    }
+    cx.clean().then(|| Lab {
+        name: w.name.value,
+        description: w.description,
+        file: cx.file.clone(),
+        backend: LabBackend::HyperV(HyperVLab { hosts, templates }),
+    })
+}
+
+fn connection(cx: &mut Cx<'_>, c: &Sp<crate::wire::lab::ConnectionWire>, p: &str) -> Connection {
+    let kind = c.kind.value;
+    let only =
+        |cx: &mut Cx<'_>, present: Option<crate::values::Loc>, field: &str, allowed: &str| {
+            if let Some(loc) = present {
+                cx.error(
+                    "conflict",
+                    loc,
+                    format!("{p}.{field}"),
+                    format!("`{field}` only applies to {allowed} connections"),
+                );
+            }
+        };
+    if kind != ConnectionKind::Winrm {
+        only(cx, c.https.as_ref().map(|x| x.loc), "https", "winrm");
+        only(
+            cx,
+            c.cert_sha256.as_ref().map(|x| x.loc),
+            "cert_sha256",
+            "winrm",
+        );
+    }
+    if kind != ConnectionKind::Ssh {
+        only(
+            cx,
+            c.host_key_sha256.as_ref().map(|x| x.loc),
+            "host_key_sha256",
+            "ssh",
+        );
+    }
+    if kind == ConnectionKind::Local {
+        only(cx, c.port.as_ref().map(|x| x.loc), "port", "winrm and ssh");
+        only(
+            cx,
+            c.credentials.as_ref().map(|x| x.loc),
+            "credentials",
+            "winrm and ssh",
+        );
+        return Connection::Local;
+    }
+    let creds = match &c.credentials {
+        Some(cr) => credentials(cx, cr, &format!("{p}.credentials")),
+        None => {
+            cx.error(
+                "missing",
+                c.kind.loc,
+                format!("{p}.credentials"),
+                format!(
+                    "a {} connection needs `credentials` (user and a secret reference)",
+                    if kind == ConnectionKind::Ssh {
+                        "ssh"
+                    } else {
+                        "winrm"
+                    }
+                ),
+            );
+            Credentials {
+                user: String::new(),
+                password: None,
+                private_key: None,
+            }
+        }
+    };
+    if let Some(port) = &c.port
+        && port.value == 0
+    {
+        cx.error(
+            "range",
+            port.loc,
+            format!("{p}.port"),
+            "port must be from 1 to 65535",
+        );
+    }
+    if kind == ConnectionKind::Winrm {
+        let https = c.https.as_ref().is_none_or(|h| h.value);
+        if let Some(cr) = &c.credentials
+            && cr.password.is_none()
+        {
+            cx.error(
+                "missing",
+                cr.loc,
+                format!("{p}.credentials.password"),
+                "winrm needs a password reference (`password: {env: VAR}`)",
+            );
+        }
+        let cert = c.cert_sha256.as_ref().and_then(|s| {
+            if !https {
+                cx.error(
+                    "conflict",
+                    s.loc,
+                    format!("{p}.cert_sha256"),
+                    "`cert_sha256` needs `https: true`",
+                );
+            }
+            let hex = sha256_hex(s);
+            if hex.is_none() {
+                cx.error(
+                    "invalid-value",
+                    s.loc,
+                    format!("{p}.cert_sha256"),
+                    "certificate fingerprint must be 64 hex digits (SHA-256)",
+                );
+            }
+            hex
+        });
+        Connection::WinRm {
+            port: c
+                .port
+                .as_ref()
+                .map_or(if https { 5986 } else { 5985 }, |x| x.value),
+            https,
+            cert_sha256: cert,
+            credentials: creds,
+        }
+    } else {
+        if let Some(cr) = &c.credentials
+            && cr.password.is_none()
+            && cr.private_key.is_none()
+        {
+            cx.error(
+                "missing",
+                cr.loc,
+                format!("{p}.credentials"),
+                "ssh needs `password` or `private_key` (as `{env: VAR}` or `{file: path}`)",
+            );
+        }
+        Connection::Ssh {
+            port: c.port.as_ref().map_or(22, |x| x.value),
+            host_key_sha256: c.host_key_sha256.as_ref().map(|h| h.value.clone()),
+            credentials: creds,
+        }
+    }
+}
+
+fn guest_transport(
+    cx: &mut Cx<'_>,
+    g: &Sp<crate::wire::lab::GuestWire>,
+    p: &str,
+) -> GuestTransport {
+    let kind = g
+        .transport
+        .as_ref()
+        .map_or(GuestTransportKind::PowershellDirect, |t| t.value);
+    let creds = credentials(cx, &g.credentials, &format!("{p}.credentials"));
+    if kind == GuestTransportKind::PowershellDirect
+        && let Some(port) = &g.port
+    {
+        cx.error(
+            "conflict",
+            port.loc,
+            format!("{p}.port"),
+            "`port` only applies to winrm and ssh guest transports",
+        );
+    }
+    let has_secret = creds.password.is_some()
+        || (kind == GuestTransportKind::Ssh && creds.private_key.is_some());
+    if !has_secret {
+        let need = if kind == GuestTransportKind::Ssh {
+            "`password` or `private_key`"
+        } else {
+            "`password`"
+        };
+        cx.error(
+            "missing",
+            g.credentials.loc,
+            format!("{p}.credentials"),
+            format!(
+                "guest credentials need {need} as a reference (`{{env: VAR}}` or `{{file: path}}`)"
+            ),
+        );
+    }
+    if kind != GuestTransportKind::Ssh
+        && let Some(k) = &g.credentials.private_key
+    {
+        cx.error(
+            "conflict",
+            k.loc,
+            format!("{p}.credentials.private_key"),
+            format!(
+                "`private_key` only applies to ssh; allowed here: {}",
+                list(&["user", "password"])
+            ),
+        );
+    }
+    GuestTransport {
+        kind,
+        port: g.port.as_ref().map(|p| p.value),
+        credentials: creds,
+    }
+}
