@@ -1,5 +1,5 @@
 //! The `hvlab` binary: parses the command line and hands off to one command per verb.
 
-fn main() {
-    std::process::exit(0);
+fn main() -> std::process::ExitCode {
+    hvlab::run()
 }

@@ -1,0 +1,36 @@
+//! The hvlab command-line program as a library: `main.rs` calls [`run`]. One module per
+//! verb under `commands/`; errors map to the documented exit codes of [`exit`].
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod exit;
+pub mod root;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::error::{CliError, print_error};
+
+/// Parses the process arguments, runs the command and returns its exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(&e);
+            e.exit_code()
+        }
+    })
+}
+
+/// Runs one parsed command; `Ok` carries the exit code of a command that ran to the end.
+pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    let root = root::find(cli.root.as_deref())?;
+    match cli.command {
+        Command::Validate(args) => commands::validate::run(&root, &args),
+        Command::Schema(args) => commands::schema::run(&root, &args),
+    }
+}
