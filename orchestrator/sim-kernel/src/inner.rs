@@ -382,8 +382,16 @@ impl KernelInner {
                 .services
                 .core_module()
                 .map(|f| modules::push_frame(f, "_ebpf_epoch_release_free_list"));
+            let mut slots: Vec<Vec<u32>> = vec![Vec::new(); self.cpus];
             for it in items {
-                self.release_item(it);
+                if self.release_item(&it) {
+                    slots[it.cpu % self.cpus].push(it.handle.index());
+                }
+            }
+            for (cpu, s) in slots.iter_mut().enumerate() {
+                if !s.is_empty() {
+                    self.pool.recycle(cpu, s);
+                }
             }
             if self.epoch.core.has_pending() {
                 self.epoch.arm();
@@ -393,15 +401,21 @@ impl KernelInner {
         self.epoch.cycle_done();
     }
 
-    fn release_item(&self, it: Retired) {
-        if let Err(f) = self.pool.free(it.handle, it.cpu)
-            && !self.halt.stopped()
-        {
-            self.pool_fault(f);
-        }
+    /// Releases one retired item; true if its slot can be recycled.
+    fn release_item(&self, it: &Retired) -> bool {
+        let ok = match self.pool.invalidate(it.handle, it.cpu) {
+            Ok(_) => true,
+            Err(f) => {
+                if !self.halt.stopped() {
+                    self.pool_fault(f);
+                }
+                false
+            }
+        };
         self.epoch.pending_bytes.add(it.cpu, -i64::from(it.size));
         self.epoch.pending_items.add(it.cpu, -1);
         self.epoch.released_count.add(it.cpu, 1);
+        ok
     }
 
     /// Shutdown: stop the timer; release what is left on free lists.

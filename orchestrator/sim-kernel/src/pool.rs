@@ -5,6 +5,7 @@
 //! generation it was given. Reads check the generation before *and* after copying the data
 //! (seqlock style), so any access that overlaps a free is caught, not only later ones.
 
+use crate::sync::CacheLine;
 use parking_lot::{Mutex, RwLock};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -26,6 +27,11 @@ pub(crate) struct PoolHandle {
 }
 
 impl PoolHandle {
+    /// The slot index (for [`Pool::recycle`]).
+    pub(crate) fn index(self) -> u32 {
+        self.index
+    }
+
     /// Packs the handle into a stored map value (a "pointer").
     pub(crate) fn raw(self) -> u64 {
         (u64::from(self.index) << 32) | u64::from(self.generation)
@@ -90,7 +96,7 @@ pub(crate) struct Pool {
     capacity: u32,
     fresh: AtomicU32,
     /// Free slot indices, sharded per CPU so allocation does not serialise the machine.
-    free: Box<[Mutex<Vec<u32>>]>,
+    free: Box<[CacheLine<Mutex<Vec<u32>>>]>,
     tags: RwLock<Vec<[u8; 4]>>,
     /// `[tag][shard]` and `[owner][shard]`; readers sum the shards.
     tag_counters: Box<[Counters]>,
@@ -106,7 +112,9 @@ impl Pool {
             segments: (0..nseg).map(|_| OnceLock::new()).collect(),
             capacity: nseg as u32 * SEGMENT,
             fresh: AtomicU32::new(0),
-            free: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            free: (0..shards.max(1))
+                .map(|_| CacheLine(Mutex::new(Vec::new())))
+                .collect(),
             tags: RwLock::new(Vec::new()),
             tag_counters: (0..MAX_TAGS * shards.max(1) as usize)
                 .map(|_| Counters::default())
@@ -234,6 +242,21 @@ impl Pool {
 
     /// Frees an allocation; freeing twice (or a stale handle) is a fault.
     pub(crate) fn free(&self, h: PoolHandle, shard: usize) -> Result<u32, PoolFault> {
+        let size = self.invalidate(h, shard)?;
+        let n = self.free.len();
+        self.free[shard % n].lock().push(h.index);
+        Ok(size)
+    }
+
+    /// Returns freed slots (see [`Pool::invalidate`]) to a shard's free list in one lock.
+    pub(crate) fn recycle(&self, shard: usize, indices: &mut Vec<u32>) {
+        let n = self.free.len();
+        self.free[shard % n].lock().append(indices);
+    }
+
+    /// The checked half of a free: ends the allocation (its handles go stale) and its
+    /// accounting, without returning the slot; the caller passes `h.index` to `recycle`.
+    pub(crate) fn invalidate(&self, h: PoolHandle, shard: usize) -> Result<u32, PoolFault> {
         let Some(slot) = self.slot(h.index) else {
             return Err(PoolFault::BadFree {
                 va: h.va(),
@@ -267,8 +290,6 @@ impl Pool {
             -i64::from(size),
             -1,
         );
-        let n = self.free.len();
-        self.free[shard % n].lock().push(h.index);
         Ok(size)
     }
 

@@ -12,12 +12,14 @@
 //! the CPU's own `current_epoch`, which the proposal updates CPU by CPU; that leaves a window
 //! where a reader entering on an already-visited CPU (epoch N+1) can still see an item a
 //! not-yet-visited CPU retires with epoch N, and the commit (N) releases it under the reader.
-//! Reading the single published epoch closes it; the loom model checks the rule below.
+//! Reading the single published epoch closes it; the loom model checks the rule below (and
+//! fails, with a reader on CPU 0 and the retire on CPU 1, if enter/retire read the per-CPU
+//! epoch instead, as upstream does).
 //!
 //! Rule: an item is released only after every thread that entered before it was retired has
 //! exited.
 
-use crate::sync::{AtomicI64, Mutex, Ordering, lock};
+use crate::sync::{AtomicI64, CacheLine, Mutex, Ordering, lock};
 use std::collections::VecDeque;
 
 #[derive(Debug)]
@@ -35,7 +37,7 @@ struct CpuEpoch<T> {
 pub(crate) struct EpochCore<T> {
     published: AtomicI64,
     released: AtomicI64,
-    cpus: Vec<Mutex<CpuEpoch<T>>>,
+    cpus: Vec<CacheLine<Mutex<CpuEpoch<T>>>>,
     /// Serialises computations (upstream: `epoch_computation_in_progress`).
     computing: Mutex<()>,
 }
@@ -47,12 +49,12 @@ impl<T> EpochCore<T> {
             released: AtomicI64::new(0),
             cpus: (0..cpus.max(1))
                 .map(|_| {
-                    Mutex::new(CpuEpoch {
+                    CacheLine(Mutex::new(CpuEpoch {
                         active: Vec::new(),
                         free_list: VecDeque::new(),
                         current: 1,
                         released: 0,
-                    })
+                    }))
                 })
                 .collect(),
             computing: Mutex::new(()),
@@ -186,11 +188,19 @@ mod loom_tests {
     /// the published epoch), not on a SeqCst total order, which loom models as AcqRel.
     #[test]
     fn loom_epoch_never_releases_under_a_reader() {
+        // Both placements: the proposal visits CPU 0 first, so a reader on the CPU visited
+        // first and a retire on the CPU visited last is the shape of the per-CPU stamp window.
+        for (reader_cpu, writer_cpu) in [(1, 0), (0, 1)] {
+            model(reader_cpu, writer_cpu);
+        }
+    }
+
+    fn model(reader_cpu: usize, writer_cpu: usize) {
         // Bounded preemptions keep the run short; the violating schedules of this shape
         // need at most two (enter/lookup vs unlink/retire vs propose).
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(3);
-        b.check(|| {
+        b.check(move || {
             let core = Arc::new(EpochCore::<u8>::new(2));
             let linked = Arc::new(Mutex::new(true));
             let released = Arc::new(AtomicBool::new(false));
@@ -198,19 +208,19 @@ mod loom_tests {
             let r = {
                 let (core, linked, released) = (core.clone(), linked.clone(), released.clone());
                 loom::thread::spawn(move || {
-                    let e = core.enter(1);
+                    let e = core.enter(reader_cpu);
                     if *lock(&linked) {
                         // The reader holds a reference: it must still be alive.
                         assert!(!released.load(Ordering::SeqCst), "released under a reader");
                     }
-                    core.exit(1, e);
+                    core.exit(reader_cpu, e);
                 })
             };
             let w = {
                 let (core, linked) = (core.clone(), linked.clone());
                 loom::thread::spawn(move || {
                     *lock(&linked) = false;
-                    core.retire_with(0, |_| Some(1u8));
+                    core.retire_with(writer_cpu, |_| Some(1u8));
                 })
             };
             // The timer DPC: two cycles, releasing whatever commit allows.
