@@ -190,3 +190,18 @@ fn a_cancelled_stress_run_stops_promptly() {
     assert_eq!(out.exit_code, 130);
     k.shutdown();
 }
+
+#[test]
+fn usage_texts_are_stable() {
+    let (k, _) = boot();
+    let text: String = ["map_stress --threads", "map_tool", "ebpf_stats x"]
+        .iter()
+        .map(|line| {
+            let (tool, a) = line.split_once(' ').unwrap_or((line, ""));
+            let out = run(&k, tool, a);
+            format!("$ {line}\nexit {}\n{}", out.exit_code, out.stderr)
+        })
+        .collect();
+    insta::assert_snapshot!(text);
+    k.shutdown();
+}
