@@ -171,15 +171,15 @@ impl Diagnostics {
         let at = if d.yaml_path.is_empty() {
             String::new()
         } else {
-            format!(" at `{}`", d.yaml_path)
+            format!(" at `{}`", short_path(&d.yaml_path))
         };
         writeln!(f, "  --> {}{at}", d.location_text())?;
         if let Some(loc) = d.loc
             && let Some(line) = self.source_line(&d.file, loc.line)
         {
             // Long lines (a 50 MB one-liner) are cut so the report stays readable.
-            let shown: String = line.chars().take(120).collect();
-            let ellipsis = if line.chars().count() > 120 {
+            let shown: String = line.chars().take(SHOWN).collect();
+            let ellipsis = if line.chars().count() > SHOWN {
                 " ..."
             } else {
                 ""
@@ -189,8 +189,9 @@ impl Diagnostics {
             writeln!(f, "{pad} |")?;
             writeln!(f, "{num} | {}{ellipsis}", shown.replace('\t', " "))?;
             let col = usize::try_from(loc.column).unwrap_or(1).max(1);
-            if col <= 121 {
-                let width = caret_width(d, line, col);
+            if col <= SHOWN {
+                // Never underline past the part of the line that is shown.
+                let width = caret_width(d, line, col).min(SHOWN + 1 - col);
                 writeln!(f, "{pad} | {}{}", " ".repeat(col - 1), "^".repeat(width))?;
             }
         }
@@ -218,6 +219,20 @@ impl Diagnostics {
         )
     }
 }
+
+/// A YAML path cut in the middle when it is very long (deeply nested input).
+fn short_path(p: &str) -> String {
+    const MAX: usize = 100;
+    if p.chars().count() <= MAX {
+        return p.to_owned();
+    }
+    let head: String = p.chars().take(40).collect();
+    let tail: Vec<char> = p.chars().rev().take(50).collect();
+    format!("{head}...{}", tail.into_iter().rev().collect::<String>())
+}
+
+/// Characters of a source line shown in a snippet.
+const SHOWN: usize = 120;
 
 /// Width of the caret under a node: its scalar text when known, else one character.
 fn caret_width(d: &Diagnostic, line: &str, col: usize) -> usize {

@@ -153,7 +153,7 @@ fn options() -> serde_saphyr::Options {
 
 /// Deserializes the whole file as `T` (one document, strict). `what` names the kind of file
 /// for messages ("lab file", "payload manifest", "scenario").
-pub(crate) fn parse<T: DeserializeOwned>(
+pub(crate) fn parse<T: DeserializeOwned + Send>(
     src: &SourceFile,
     what: &str,
 ) -> Result<T, Box<Diagnostic>> {
@@ -169,9 +169,35 @@ pub(crate) fn parse<T: DeserializeOwned>(
             .with_help("see docs/scenarios.md for the file formats"),
         ));
     }
-    serde_saphyr::from_str_with_options::<T>(&src.text, options())
-        .map_err(|e| Box::new(parse_diag(src, &e)))
+    let run = || {
+        serde_saphyr::from_str_with_options::<T>(&src.text, options())
+            .map_err(|e| Box::new(parse_diag(src, &e)))
+    };
+    // serde's derived deserializers recurse once per YAML level; in debug builds a step
+    // level costs tens of KiB of stack, so MAX_DEPTH levels would overflow a 2 MiB test
+    // thread. Parse on a thread whose stack is sized for the depth limit (reserved, not
+    // committed, memory).
+    let spawned = std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("yaml-parse".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, run)
+            .ok()?;
+        Some(handle.join().unwrap_or_else(|_| {
+            Err(Box::new(Diagnostic::new(
+                "internal",
+                &src.path,
+                Some(Loc::at(1, 1)),
+                "",
+                format!("the YAML parser failed on this {what}"),
+            )))
+        }))
+    });
+    spawned.unwrap_or_else(run)
 }
+
+/// Stack of the parsing thread: ample for [`MAX_DEPTH`] nested steps in a debug build.
+const PARSE_STACK: usize = 64 * 1024 * 1024;
 
 /// Turns a serde-saphyr error into a diagnostic with the YAML path of its position.
 fn parse_diag(src: &SourceFile, e: &serde_saphyr::Error) -> Diagnostic {
@@ -180,7 +206,7 @@ fn parse_diag(src: &SourceFile, e: &serde_saphyr::Error) -> Diagnostic {
         .map(|l| Loc::from_saphyr(&l))
         .filter(|l| l.line > 0);
     let raw = e.without_snippet().to_string();
-    let message = clean_message(&raw, loc);
+    let message = limit_message(e).unwrap_or_else(|| clean_message(&raw, loc));
     let prefer = if message.starts_with("missing field") {
         Prefer::Outer
     } else {
@@ -192,11 +218,48 @@ fn parse_diag(src: &SourceFile, e: &serde_saphyr::Error) -> Diagnostic {
     let mut d = Diagnostic::new("parse", &src.path, loc, yaml_path, message.clone());
     if message.contains("more than one YAML document") {
         d.code = "multiple-documents";
-    } else if message.contains("budget") || message.contains("alias") || message.contains("nesting")
-    {
+        d.yaml_path.clear();
+    } else if limit_message(e).is_some() {
         d.code = "limits";
     }
     d
+}
+
+/// A plain-words message for the parser's safety limits (alias bombs, deep nesting, size).
+fn limit_message(e: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::Error as E;
+    use serde_saphyr::budget::BudgetBreach as B;
+    let bomb = "this looks like an alias bomb (\"billion laughs\"); write the values out instead";
+    Some(match e.without_snippet() {
+        E::Budget { breach, .. } => match breach {
+            B::Depth { .. } => format!("nesting is deeper than {MAX_DEPTH} levels"),
+            B::Documents { .. } => "file contains more than one YAML document (`---`): put each lab, payload or scenario in its own file".to_owned(),
+            B::Aliases { aliases } => format!("too many aliases (`*name`, {aliases}): {bomb}"),
+            B::AliasAnchorRatio { aliases, anchors } => {
+                format!("too many aliases per anchor ({aliases} aliases, {anchors} anchors): {bomb}")
+            }
+            B::Anchors { anchors } => format!("too many anchors (`&name`, {anchors})"),
+            B::Nodes { .. } | B::Events { .. } | B::ScalarBytes { .. } => {
+                "document is too large or too complex for a configuration file".to_owned()
+            }
+            other => format!("document exceeds a parser limit ({other:?})"),
+        },
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. }
+        | E::AliasReplayCounterOverflow { .. } => format!("aliases expand to too much data: {bomb}"),
+        other => {
+            // Alias errors may arrive wrapped with their locations; match on the text.
+            let text = other.to_string();
+            if text.starts_with("recursion limit exceeded") {
+                format!("nesting is deeper than {MAX_DEPTH} levels")
+            } else if text.starts_with("alias replay") || text.starts_with("alias expansion") {
+                format!("aliases expand to too much data: {bomb}")
+            } else {
+                return None;
+            }
+        }
+    })
 }
 
 /// Drops serde-saphyr's " at line X, column Y" suffix (the location is shown separately) and
@@ -209,6 +272,16 @@ fn clean_message(raw: &str, loc: Option<Loc>) -> String {
             msg = stripped.to_owned();
         }
     }
+    match msg.as_str() {
+        "expected sequence start" => {
+            return "expected a list (`- item` lines or `[a, b]`)".to_owned();
+        }
+        "expected mapping start" => {
+            return "expected a mapping (`key: value` lines or `{key: value}`)".to_owned();
+        }
+        "expected string scalar" => return "expected a text value".to_owned(),
+        _ => {}
+    }
     if msg.starts_with("multiple YAML documents detected") {
         return "file contains more than one YAML document (`---`): put each lab, payload or scenario in its own file".to_owned();
     }
@@ -218,11 +291,13 @@ fn clean_message(raw: &str, loc: Option<Loc>) -> String {
         ("u32", "0 to 4294967295"),
         ("u64", "0 to 18446744073709551615"),
         ("usize", "0 to 18446744073709551615"),
-        ("i64", "-9223372036854775808 to 9223372036854775807"),
     ] {
         if msg == format!("invalid {ty}") {
             return format!("invalid number: expected a whole number from {range}");
         }
+    }
+    if msg == "invalid i64" {
+        return "invalid number: expected a whole number".to_owned();
     }
     if msg.starts_with("duplicate mapping key") {
         // "duplicate mapping key: name, set DuplicateKeyPolicy in Options if acceptable"

@@ -87,7 +87,12 @@ pub(crate) fn path_at(text: &str, line: u32, column: u32, prefer: Prefer) -> Str
                 Prefer::Outer => pos > best_pos,
             };
             if take {
-                best = path;
+                // "Outer" wants the mapping a key belongs to, not the key.
+                best = if prefer == Prefer::Outer && as_key.is_some() {
+                    render(&stack, None)
+                } else {
+                    path
+                };
                 best_pos = pos;
             }
         }

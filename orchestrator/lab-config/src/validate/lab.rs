@@ -402,11 +402,11 @@ fn connection(cx: &mut Cx<'_>, c: &Sp<crate::wire::lab::ConnectionWire>, p: &str
                 c.kind.loc,
                 format!("{p}.credentials"),
                 format!(
-                    "a {} connection needs `credentials` (user and a secret reference)",
+                    "{} connection needs `credentials` (user and a secret reference)",
                     if kind == ConnectionKind::Ssh {
-                        "ssh"
+                        "an ssh"
                     } else {
-                        "winrm"
+                        "a winrm"
                     }
                 ),
             );

@@ -264,8 +264,12 @@ fn build_dir(cx: &mut Cx<'_>, w: &PayloadWire) {
         return;
     }
     for (i, f) in w.files.iter().enumerate() {
-        if f.source.is_empty() || Path::new(f.source.as_str()).is_absolute() {
-            continue;
+        let src = f.source.as_str();
+        if src.is_empty()
+            || Path::new(src).is_absolute()
+            || src.split(['/', '\\']).any(|c| c == "..")
+        {
+            continue; // reported as an invalid source
         }
         let path = dir.join(f.source.as_str());
         if !path.is_file() {
