@@ -31,6 +31,93 @@ pub enum Command {
     /// Write (or check) the JSON Schemas of the three file kinds.
     #[command(after_help = exit::HELP)]
     Schema(SchemaArgs),
+    /// Run scenarios on a lab (default: every shipped scenario not tagged `fault`, on the
+    /// simulated lab) and write results/<run-id>/.
+    #[command(after_help = exit::HELP)]
+    Run(RunArgs),
+    /// Inspect or clean up the VMs hvlab created (simulated lab).
+    #[command(after_help = exit::HELP)]
+    Lab(LabArgs),
+    /// The process a simulated VM runs (started by the lab, not by users).
+    #[command(name = "__sim-guest", hide = true)]
+    SimGuest(GuestArgs),
+}
+
+/// Output on stdout / stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Progress and a summary for people, on stderr.
+    Human,
+    /// One JSON event per line on stdout, for machines.
+    Json,
+}
+
+/// `hvlab run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario files or names (default: all shipped, minus those tagged `fault`).
+    #[arg(value_name = "SCENARIOS")]
+    pub scenarios: Vec<String>,
+
+    /// Run the scenarios carrying this tag (repeatable), e.g. `--tag fault`.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+
+    /// Lab file (default: vm-configs/local-sim.yaml).
+    #[arg(long, value_name = "LAB_FILE")]
+    pub lab: Option<PathBuf>,
+
+    /// At most this many VMs at once (default: the lab's capacity).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub vms: Option<u64>,
+
+    /// Iterations per scenario and VM template (overrides the scenario files).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub iterations: Option<u32>,
+
+    /// Run seed; every random choice of every unit derives from it (default: random,
+    /// recorded in the results).
+    #[arg(long, value_name = "SEED")]
+    pub seed: Option<u64>,
+
+    /// Results root (default: <root>/results); the run writes <DIR>/<run-id>/.
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+
+    /// Terminal output.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// `hvlab lab`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+/// `hvlab lab` verbs.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// List the VMs hvlab created and whether their run is still alive.
+    Status,
+    /// Remove VMs whose run has ended (a killed or crashed orchestrator's leftovers).
+    Gc {
+        /// Also remove VMs of runs that are still in progress.
+        #[arg(long)]
+        all: bool,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `hvlab __sim-guest`.
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// The VM's disk directory.
+    #[arg(long, value_name = "DIR")]
+    pub disk: PathBuf,
 }
 
 /// `hvlab validate`.

@@ -17,6 +17,12 @@ pub enum CliError {
     /// Configuration files have problems (printed as diagnostics, not as a chain).
     #[error("validate configuration: {}", .0.summary())]
     Config(Diagnostics),
+    /// The lab or the results directory failed (not the code under test).
+    #[error("{0}")]
+    Infra(String),
+    /// A run could not start.
+    #[error("run: {0}")]
+    Run(Box<lab_runner::run::RunError>),
     /// A file-system operation failed.
     #[error("{action}")]
     Io {
@@ -33,7 +39,8 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => exit::CONFIG_ERROR,
-            CliError::Io { .. } => exit::INFRA_ERROR,
+            CliError::Io { .. } | CliError::Infra(_) => exit::INFRA_ERROR,
+            CliError::Run(e) => e.exit_code() as u8,
         }
     }
 }

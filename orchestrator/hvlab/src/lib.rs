@@ -1,10 +1,12 @@
 //! The hvlab command-line program as a library: `main.rs` calls [`run`]. One module per
 //! verb under `commands/`; errors map to the documented exit codes of [`exit`].
 
+pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod exit;
+pub mod logging;
 pub mod root;
 
 use std::process::ExitCode;
@@ -28,9 +30,15 @@ pub fn run() -> ExitCode {
 
 /// Runs one parsed command; `Ok` carries the exit code of a command that ran to the end.
 pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
+    if let Command::SimGuest(args) = &cli.command {
+        return Ok(commands::guest::run(args));
+    }
     let root = root::find(cli.root.as_deref())?;
     match cli.command {
         Command::Validate(args) => commands::validate::run(&root, &args),
         Command::Schema(args) => commands::schema::run(&root, &args),
+        Command::Run(args) => commands::run::run_cmd(&root, &args),
+        Command::Lab(args) => commands::lab::run(&args),
+        Command::SimGuest(_) => unreachable!("handled above"),
     }
 }

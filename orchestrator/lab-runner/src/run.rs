@@ -18,7 +18,7 @@ use crate::report::{Fanout, Reporter};
 use crate::results::RunDir;
 use crate::signals::SignalSource;
 use crate::unit::UnitPlan;
-use crate::worker::{Shared, remove_vm, worker};
+use crate::worker::{Shared, delete_vm, worker};
 use crate::{exit, seed};
 
 /// Everything a run needs, resolved from CLI, environment and files before any work starts.
@@ -146,6 +146,8 @@ pub async fn run(
             max_vms,
         },
     );
+    let vms = Arc::new(Mutex::new(BTreeSet::new()));
+    let hv_for_force = settings.hypervisor.clone();
     let shared = Arc::new(Shared {
         plan: Arc::new(settings.plan),
         hv: settings.hypervisor,
@@ -154,7 +156,7 @@ pub async fn run(
         cancel: cancel.clone(),
         queue: Mutex::new(VecDeque::from(units)),
         files,
-        vms: Mutex::new(BTreeSet::new()),
+        vms: vms.clone(),
         vm_counter: Default::default(),
     });
     let mut workers = tokio::task::JoinSet::new();
@@ -162,7 +164,6 @@ pub async fn run(
         workers.spawn(worker(shared.clone()));
     }
     // Only the workers hold senders now: the channel closes when they are all done.
-    let shared_for_force = shared.clone();
     drop(shared);
 
     let mut stats = RunStats {
@@ -203,9 +204,12 @@ pub async fn run(
                 if interrupts >= 2 {
                     // Second Ctrl-C: stop waiting for workers, pull every plug.
                     workers.abort_all();
-                    force_teardown(&shared_for_force).await;
                     while let Ok(ev) = rx.try_recv() {
                         emit(&mut reporters, ev);
+                    }
+                    let names: Vec<String> = vms.lock().expect("vm set lock").iter().cloned().collect();
+                    for name in names {
+                        emit(&mut reporters, delete_vm(&hv_for_force, &vms, &name).await);
                     }
                     break;
                 }
@@ -252,18 +256,4 @@ pub async fn run(
         run_dir: run_dir.path().to_owned(),
         interrupted,
     })
-}
-
-/// Removes every VM the run still has, without waiting for workers.
-async fn force_teardown(shared: &Shared) {
-    let names: Vec<String> = shared
-        .vms
-        .lock()
-        .expect("vm set lock")
-        .iter()
-        .cloned()
-        .collect();
-    for name in names {
-        remove_vm(shared, &name).await;
-    }
 }

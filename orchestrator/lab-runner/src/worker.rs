@@ -31,8 +31,9 @@ pub struct Shared {
     pub queue: Mutex<VecDeque<UnitPlan>>,
     /// Resolved files per payload name.
     pub files: std::collections::HashMap<String, Vec<LocalFile>>,
-    /// Every VM created by this run and not yet removed (for force teardown).
-    pub vms: Mutex<BTreeSet<String>>,
+    /// Every VM created by this run and not yet removed (shared with the dispatcher for
+    /// force teardown, which must not hold `events` or the channel would never close).
+    pub vms: Arc<Mutex<BTreeSet<String>>>,
     pub vm_counter: std::sync::atomic::AtomicU32,
 }
 
@@ -337,18 +338,23 @@ async fn deploy_payload(
 
 /// Removes a VM, reporting what could not be removed.
 pub async fn remove_vm(shared: &Shared, name: &str) {
-    match shared.hv.delete(name).await {
+    let _ = shared
+        .events
+        .send(delete_vm(&shared.hv, &shared.vms, name).await);
+}
+
+/// Deletes a VM and says how it went: removed, or left over with how to remove it.
+pub async fn delete_vm(hv: &AnyHypervisor, vms: &Mutex<BTreeSet<String>>, name: &str) -> Event {
+    match hv.delete(name).await {
         Ok(()) => {
-            shared.vms.lock().expect("vm set lock").remove(name);
-            let _ = shared.events.send(Event::VmRemoved {
+            vms.lock().expect("vm set lock").remove(name);
+            Event::VmRemoved {
                 vm: name.to_owned(),
-            });
+            }
         }
-        Err(e) => {
-            let _ = shared.events.send(Event::Leftover {
-                what: format!("VM {name} ({e})"),
-                how_to_remove: "hvlab lab gc".into(),
-            });
-        }
+        Err(e) => Event::Leftover {
+            what: format!("VM {name} ({e})"),
+            how_to_remove: "hvlab lab gc".into(),
+        },
     }
 }

@@ -1,4 +1,7 @@
 //! One module per verb. Each exposes `run(root, args) -> Result<exit code, CliError>`.
 
+pub mod guest;
+pub mod lab;
+pub mod run;
 pub mod schema;
 pub mod validate;

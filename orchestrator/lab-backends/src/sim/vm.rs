@@ -50,6 +50,9 @@ struct VmJson<'a> {
     cpus: u32,
     memory_mb: u64,
     boot_delay_ms: u64,
+    /// A checkpoint restore: the guest resumes the services that ran at checkpoint time
+    /// and logs no boot events (a standard checkpoint keeps memory; nothing booted).
+    resume: bool,
 }
 
 /// A simulated VM: its directory, its spec and its running monitor, if powered on.
@@ -115,7 +118,7 @@ impl SimVm {
         } else {
             Duration::ZERO
         };
-        let child = self.spawn_guest(launcher, delay)?;
+        let child = self.spawn_guest(launcher, delay, !cold)?;
         let (ctl, rx) = mpsc::unbounded_channel();
         let monitor = tokio::spawn(monitor(
             self.name.clone(),
@@ -164,13 +167,19 @@ impl SimVm {
         }
     }
 
-    fn spawn_guest(&self, launcher: &GuestLauncher, delay: Duration) -> Result<Supervised> {
+    fn spawn_guest(
+        &self,
+        launcher: &GuestLauncher,
+        delay: Duration,
+        resume: bool,
+    ) -> Result<Supervised> {
         spawn_guest(
             &self.name,
             &self.dir,
             &self.spec,
             launcher,
             delay,
+            resume,
             &self.status,
         )
     }
@@ -182,6 +191,7 @@ fn spawn_guest(
     spec: &VmSpec,
     launcher: &GuestLauncher,
     delay: Duration,
+    resume: bool,
     status: &watch::Sender<Status>,
 ) -> Result<Supervised> {
     let disk = dir.join(disk::DISK_DIR);
@@ -190,6 +200,7 @@ fn spawn_guest(
         cpus: spec.vcpus,
         memory_mb: spec.memory_mb,
         boot_delay_ms: delay.as_millis() as u64,
+        resume,
     };
     let bytes = serde_json::to_vec_pretty(&vm_json).expect("vm.json serialises");
     disk::write_atomic(&disk.join("vm.json"), &bytes)?;
@@ -242,7 +253,7 @@ async fn monitor(
                 if !restart {
                     return;
                 }
-                match spawn_guest(&name, &dir, &spec, &launcher, spec.boot_delay, &status) {
+                match spawn_guest(&name, &dir, &spec, &launcher, spec.boot_delay, false, &status) {
                     Ok(c) => child = c,
                     Err(e) => {
                         tracing::error!(vm = %name, error = %e, "could not restart the guest");
