@@ -35,6 +35,9 @@ pub enum Command {
     /// simulated lab) and write results/<run-id>/.
     #[command(after_help = exit::HELP)]
     Run(RunArgs),
+    /// Triage kernel dumps (files or results directories): bugcheck, faulting driver, bucket.
+    #[command(after_help = TRIAGE_HELP)]
+    Triage(TriageArgs),
     /// Inspect or clean up the VMs hvlab created (simulated lab).
     #[command(after_help = exit::HELP)]
     Lab(LabArgs),
@@ -85,6 +88,24 @@ pub struct RunArgs {
     pub results: Option<PathBuf>,
 
     /// Terminal output.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// Exit codes of `hvlab triage`.
+const TRIAGE_HELP: &str = "\
+Exit codes:
+  0    every dump was triaged
+  2    a path or a dump could not be read (the others are still reported)";
+
+/// `hvlab triage`.
+#[derive(Debug, Args)]
+pub struct TriageArgs {
+    /// Dump files (*.dmp) or folders to search for them, e.g. results/<run-id>.
+    #[arg(value_name = "PATHS", required = true)]
+    pub paths: Vec<PathBuf>,
+
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 }

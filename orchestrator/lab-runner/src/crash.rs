@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lab_backends::guest::{MEMORY_DMP, MINIDUMP_DIR};
 use lab_backends::{Guest, Hypervisor, VmState};
 
-use crate::events::{ArtifactKind, BugcheckInfo, Crash, CrashKind, Event};
+use crate::events::{ArtifactKind, Bucket, BugcheckInfo, Crash, CrashKind, Event};
 use crate::exec::UnitCtx;
 
 /// Whether the guest has rebooted since the unit last looked. An unreachable guest is
@@ -117,23 +117,43 @@ pub async fn collect(ctx: &UnitCtx<'_>, kind: CrashKind, step: Option<String>) -
     }
     let dumps = collect_dumps(ctx).await;
     for (local, rel) in dumps {
+        // Only the first dump is triaged and bucketed: a small dump beside MEMORY.DMP is
+        // the same crash.
+        if crash.bucket.is_some() || crash.triage_error.is_some() {
+            artifact(ctx, ArtifactKind::Dump, rel.clone());
+            crash.dumps.push(rel);
+            continue;
+        }
+        match triage(&local).await {
+            Ok(t) => {
+                let sig = crash_triage::signature::signature(&t, None);
+                crash.bugcheck = Some(BugcheckInfo {
+                    code: t.bugcheck.code,
+                    name: t.bugcheck.name.clone(),
+                    params: t.bugcheck.params,
+                    module: t.faulting_module.as_ref().map(|m| m.name.clone()),
+                    symbol: sig.symbol.clone(),
+                });
+                match record_bucket(ctx, &sig, &rel).await {
+                    Ok(rec) => {
+                        crash.bucket = Some(Bucket {
+                            id: rec.bucket_id,
+                            title: rec.title,
+                            new: rec.is_new,
+                        });
+                        if !rec.keep_dump {
+                            // Past the first few of a bucket only the count is kept.
+                            let _ = std::fs::remove_file(&local);
+                            continue;
+                        }
+                    }
+                    Err(e) => crash.triage_error = Some(e),
+                }
+            }
+            Err(e) => crash.triage_error = Some(e),
+        }
         artifact(ctx, ArtifactKind::Dump, rel.clone());
         crash.dumps.push(rel);
-        if crash.bugcheck.as_ref().is_none_or(|b| b.module.is_none()) {
-            match triage(&local).await {
-                Ok(t) => {
-                    crash.bugcheck = Some(BugcheckInfo {
-                        code: t.bugcheck.code,
-                        name: t.bugcheck.name.clone(),
-                        params: t.bugcheck.params,
-                        module: t.faulting_module.as_ref().map(|m| m.name.clone()),
-                        symbol: None,
-                    });
-                    crash.triage_error = None;
-                }
-                Err(e) => crash.triage_error = Some(e),
-            }
-        }
     }
     let _ = ctx.events.send(Event::CrashDetected {
         unit: ctx.unit.clone(),
@@ -190,4 +210,34 @@ async fn triage(path: &Path) -> Result<crash_triage::Triage, String> {
         .await
         .map_err(|e| format!("triage of {} stopped: {e}", path.display()))?
         .map_err(|e| e.to_string())
+}
+
+/// Files the crash in the results root's bucket index (shared across runs, file-locked).
+async fn record_bucket(
+    ctx: &UnitCtx<'_>,
+    sig: &crash_triage::signature::Signature,
+    rel: &Path,
+) -> Result<crash_triage::bucket::Recorded, String> {
+    let (root, run_id, sig, rel) = (
+        ctx.results_root.clone(),
+        ctx.run_id.clone(),
+        sig.clone(),
+        rel.to_path_buf(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let rec = crash_triage::bucket::CrashRecord {
+            signature: &sig,
+            run_id: &run_id,
+            dump: Some(&rel),
+            seen_at: chrono::Utc::now(),
+        };
+        crash_triage::bucket::BucketIndex::record(
+            &root,
+            &rec,
+            crash_triage::bucket::DEFAULT_KEEP_DUMPS,
+        )
+    })
+    .await
+    .map_err(|e| format!("bucket index update stopped: {e}"))?
+    .map_err(|e| format!("update the crash bucket index: {e}"))
 }

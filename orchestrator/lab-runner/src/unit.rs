@@ -41,6 +41,8 @@ pub struct UnitEnv<'a> {
     pub unit_dir: PathBuf,
     pub unit_rel: PathBuf,
     pub boot_timeout: Duration,
+    pub results_root: PathBuf,
+    pub run_id: String,
 }
 
 /// Runs a unit on a VM that is at its `deployed` state; returns the verdict and the guest
@@ -78,6 +80,8 @@ pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<Pa
         boot_timeout: env.boot_timeout,
         event_mark: Mutex::new(mark),
         files: env.files,
+        results_root: env.results_root,
+        run_id: env.run_id,
     };
     let limit = env.scenario.timeout;
     let outcome = match tokio::time::timeout(limit, judge(&ctx)).await {

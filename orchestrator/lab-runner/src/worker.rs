@@ -221,6 +221,13 @@ async fn run_one(
         unit_dir,
         unit_rel,
         boot_timeout: h.boot_timeout,
+        results_root: shared
+            .run_dir
+            .path()
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default(),
+        run_id: shared.run_dir.id().as_str().to_owned(),
     };
     let (outcome, junit) = run_unit(env, unit).await;
     (outcome, junit, vm)

@@ -4,4 +4,5 @@ pub mod guest;
 pub mod lab;
 pub mod run;
 pub mod schema;
+pub mod triage;
 pub mod validate;

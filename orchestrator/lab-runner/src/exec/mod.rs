@@ -50,6 +50,9 @@ pub struct UnitCtx<'a> {
     pub boot_timeout: Duration,
     /// The last System event record seen; later ones belong to this unit.
     pub event_mark: Mutex<u64>,
+    /// Results root (holds the cross-run bucket index) and this run's id.
+    pub results_root: PathBuf,
+    pub run_id: String,
     /// The payload's files, resolved by the preflight.
     pub files: &'a [crate::deploy::LocalFile],
 }
