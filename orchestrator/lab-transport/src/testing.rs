@@ -107,12 +107,17 @@ impl Sshd {
                  MaxSessions 64\n\
                  MaxStartups 64:30:128\n\
                  LogLevel ERROR\n\
-                 Subsystem sftp internal-sftp\n",
+                 Subsystem sftp internal-sftp\n\
+                 SetEnv HOME={home}\n",
+                home = d.join("home").display(),
                 host = d.join("host_ed25519").display(),
                 auth = d.join("authorized_keys").display(),
             ),
         )
         .map_err(|e| e.to_string())?;
+        // Sessions get an empty HOME: the machine's own dotfiles (a ~/.bashrc that runs
+        // `pyenv init` costs 200 ms per command here) must not decide test timings.
+        std::fs::create_dir_all(d.join("home")).map_err(|e| e.to_string())?;
         // sshd refuses to start as root without its privilege separation directory.
         if !Path::new("/run/sshd").exists() {
             let _ = std::fs::create_dir_all("/run/sshd");

@@ -248,7 +248,9 @@ fn read_until_exit(
         if now >= req.deadline {
             return Err(ReadEnd::TimedOut { pid: s.pid });
         }
-        if !progressed {
+        // EOF may have been read during this drain, with the close right behind it and
+        // nothing left on the socket: check before sleeping on it.
+        if !progressed && !channel.eof() {
             wait_socket(conn, req.deadline - now, target).map_err(ReadEnd::Broken)?;
         }
     }

@@ -79,7 +79,9 @@ fn local_err(op: &'static str, path: &Path, source: std::io::Error) -> OpError {
     })
 }
 
-/// Copies a local file to `remote` (created or truncated, mode 0644).
+/// Copies a local file to `remote` (created or truncated, mode 0644). A second thread
+/// reads and hashes the local file while this one writes to SFTP, so hashing costs no
+/// transfer time.
 pub(crate) fn upload(
     conn: &mut Conn,
     local: &Path,
@@ -87,39 +89,60 @@ pub(crate) fn upload(
     target: &str,
     stall: Duration,
 ) -> Result<Sent, OpError> {
-    let mut src = File::open(local).map_err(|e| local_err("open", local, e))?;
+    let src = File::open(local).map_err(|e| local_err("open", local, e))?;
     let sftp = open_sftp(conn, target, stall)?;
-    let result = (|| {
-        let mut dst = sftp
-            .open_mode(
-                Path::new(remote),
-                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
-                0o644,
-                OpenType::File,
-            )
-            .map_err(|e| remote_err(target, "create", remote, e))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; BLOCK];
-        let mut size = 0u64;
-        loop {
-            let n = read_full(&mut src, &mut buf).map_err(|e| local_err("read", local, e))?;
-            if n == 0 {
-                break;
+    let result = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let reader = scope.spawn(move || read_and_hash(src, tx));
+        let written = (|| {
+            let mut dst = sftp
+                .open_mode(
+                    Path::new(remote),
+                    OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                    0o644,
+                    OpenType::File,
+                )
+                .map_err(|e| remote_err(target, "create", remote, e))?;
+            for block in rx.iter() {
+                dst.write_all(&block)
+                    .map_err(|e| remote_io_err(target, "write", remote, e))?;
             }
-            hasher.update(&buf[..n]);
-            dst.write_all(&buf[..n])
-                .map_err(|e| remote_io_err(target, "write", remote, e))?;
-            size += n as u64;
-        }
-        dst.close()
-            .map_err(|e| remote_err(target, "close", remote, e))?;
-        Ok(Sent {
-            size,
-            sha256: hex::encode(hasher.finalize()),
-        })
-    })();
+            dst.close()
+                .map_err(|e| remote_err(target, "close", remote, e))
+        })();
+        // On a write error `rx` is dropped here, which stops the reader.
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the local reader thread panicked")));
+        written?;
+        read.map_err(|e| local_err("read", local, e))
+    });
     conn.session.set_timeout(0);
     result
+}
+
+/// Reads `src` in blocks, hashing each, and hands them on until EOF or until the receiver
+/// goes away.
+fn read_and_hash(mut src: File, tx: std::sync::mpsc::SyncSender<Vec<u8>>) -> std::io::Result<Sent> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let mut buf = vec![0u8; BLOCK];
+        let n = read_full(&mut src, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        hasher.update(&buf);
+        size += n as u64;
+        if tx.send(buf).is_err() {
+            break;
+        }
+    }
+    Ok(Sent {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
 }
 
 /// The remote file's size as SFTP reports it.
@@ -138,7 +161,8 @@ pub(crate) fn remote_size(
 }
 
 /// Copies `remote` into `partial` (created or truncated); the caller renames it into place
-/// once verified.
+/// once verified. A second thread hashes and writes the local file while this one reads
+/// from SFTP.
 pub(crate) fn download(
     conn: &mut Conn,
     remote: &str,
@@ -156,32 +180,67 @@ pub(crate) fn download(
             .map_err(|e| remote_err(target, "stat", remote, e))?
             .size
             .unwrap_or(0);
-        let mut dst = File::create(partial).map_err(|e| local_err("create", partial, e))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; BLOCK];
-        let mut size = 0u64;
-        loop {
-            let n = read_full(&mut src, &mut buf)
-                .map_err(|e| remote_io_err(target, "read", remote, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            dst.write_all(&buf[..n])
-                .map_err(|e| local_err("write", partial, e))?;
-            size += n as u64;
-        }
-        dst.sync_all().map_err(|e| local_err("sync", partial, e))?;
-        Ok((
-            Sent {
-                size,
-                sha256: hex::encode(hasher.finalize()),
-            },
-            expected,
-        ))
+        let dst = File::create(partial).map_err(|e| local_err("create", partial, e))?;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+            let writer = scope.spawn(move || hash_and_write(dst, rx));
+            let read = (|| {
+                loop {
+                    // One read per full-size buffer: libssh2 keeps as many read requests in
+                    // flight as the buffer is long, so refilling a shrinking remainder
+                    // would drain the pipeline at the end of every block.
+                    let mut buf = vec![0u8; BLOCK];
+                    let n = read_retrying(&mut src, &mut buf)
+                        .map_err(|e| remote_io_err(target, "read", remote, e))?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    buf.truncate(n);
+                    if tx.send(buf).is_err() {
+                        // The writer failed; its error is reported below.
+                        return Ok(());
+                    }
+                }
+            })();
+            drop(tx);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the local writer thread panicked")));
+            read?;
+            let sent = written.map_err(|e| local_err("write", partial, e))?;
+            Ok((sent, expected))
+        })
     })();
     conn.session.set_timeout(0);
     result
+}
+
+fn hash_and_write(dst: File, rx: std::sync::mpsc::Receiver<Vec<u8>>) -> std::io::Result<Sent> {
+    // No fsync: the rename after verification is about never exposing a half or
+    // unverified file under the final name, not about surviving a power cut.
+    let mut dst = std::io::BufWriter::with_capacity(BLOCK, dst);
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    for block in rx.iter() {
+        hasher.update(&block);
+        dst.write_all(&block)?;
+        size += block.len() as u64;
+    }
+    dst.flush()?;
+    Ok(Sent {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
+/// One `read`, retried on EINTR.
+fn read_retrying(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
 }
 
 /// Fills `buf` as far as the reader allows (SFTP reads return short chunks).

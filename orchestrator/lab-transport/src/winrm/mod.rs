@@ -116,7 +116,8 @@ impl WinrmSettings {
 /// shell at a time); use several transports for parallelism.
 #[derive(Debug)]
 pub struct WinrmTransport {
-    sessions: WinrmSessions,
+    // Boxed: the settings are large, and transports are moved around in `AnyTransport`.
+    sessions: Box<WinrmSessions>,
 }
 
 impl WinrmTransport {
@@ -154,7 +155,7 @@ impl WinrmTransport {
             _ => {}
         }
         Ok(Self {
-            sessions: WinrmSessions::new(settings, target),
+            sessions: Box::new(WinrmSessions::new(settings, target)),
         })
     }
 

@@ -52,6 +52,7 @@ async fn hostile_file_names_are_data_not_code() {
     let canaries = [
         std::path::Path::new(&home).join(&canary_q),
         sshd.dir().join(&canary_q),
+        sshd.dir().join("home").join(&canary_q),
         std::env::current_dir().unwrap().join(&canary_q),
     ];
     let names = [
