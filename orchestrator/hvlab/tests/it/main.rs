@@ -1,1 +1,3 @@
 //! Integration tests of the hvlab binary.
+
+mod validate;
