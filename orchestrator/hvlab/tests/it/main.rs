@@ -1,3 +1,5 @@
 //! Integration tests of the hvlab binary.
 
+mod run;
+mod support;
 mod validate;
