@@ -211,8 +211,8 @@ pub struct DriverRef {
 pub struct DriverOp {
     /// The driver.
     pub driver: DriverRef,
-    /// State to reach within `timeout` (`stop_pending`: the stop was accepted but has not
-    /// completed; see docs/scenarios.md).
+    /// State to reach within `timeout`. `stop_pending`: the stop was accepted but has not
+    /// completed (a service that reaches `stopped` instead fails); see docs/scenarios.md.
     pub expect: DriverState,
     /// Time to wait.
     pub timeout: Duration,
