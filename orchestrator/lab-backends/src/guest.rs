@@ -5,10 +5,11 @@
 //! Windows guest implements them with PowerShell over a transport.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::hyperv::HyperVGuest;
 use crate::model::{
     CrashControl, DirEntry, EventRecord, ExecOutput, FileInfo, ServiceSpec, ServiceState, Verifier,
 };
@@ -32,6 +33,23 @@ pub trait Guest {
     ) -> impl Future<Output = Result<ExecOutput>> + Send;
     /// Uploads a local file; the size and sha256 are verified on arrival.
     fn upload(&self, local: &Path, remote: &str) -> impl Future<Output = Result<FileInfo>> + Send;
+    /// Uploads several files (a deploy). Backends that can move them as one archive
+    /// override this; the default uploads them one by one.
+    fn upload_many(
+        &self,
+        files: &[(PathBuf, String)],
+    ) -> impl Future<Output = Result<Vec<FileInfo>>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            let mut out = Vec::with_capacity(files.len());
+            for (local, remote) in files {
+                out.push(self.upload(local, remote).await?);
+            }
+            Ok(out)
+        }
+    }
     /// Downloads a guest file; the size and sha256 are verified after transfer.
     fn download(&self, remote: &str, local: &Path)
     -> impl Future<Output = Result<FileInfo>> + Send;
@@ -63,12 +81,14 @@ pub trait Guest {
 #[derive(Debug, Clone)]
 pub enum AnyGuest {
     Sim(SimGuest),
+    HyperV(HyperVGuest),
 }
 
 macro_rules! dispatch {
     ($self:ident, $g:ident => $e:expr) => {
         match $self {
             AnyGuest::Sim($g) => $e,
+            AnyGuest::HyperV($g) => $e,
         }
     };
 }
@@ -85,6 +105,9 @@ impl Guest for AnyGuest {
     }
     async fn upload(&self, local: &Path, remote: &str) -> Result<FileInfo> {
         dispatch!(self, g => g.upload(local, remote).await)
+    }
+    async fn upload_many(&self, files: &[(PathBuf, String)]) -> Result<Vec<FileInfo>> {
+        dispatch!(self, g => g.upload_many(files).await)
     }
     async fn download(&self, remote: &str, local: &Path) -> Result<FileInfo> {
         dispatch!(self, g => g.download(remote, local).await)

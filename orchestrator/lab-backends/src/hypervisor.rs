@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::guest::AnyGuest;
+use crate::hyperv::HyperV;
 use crate::model::{OwnedVm, StopMode, VmSpec, VmState};
 use crate::sim::SimHypervisor;
 
@@ -45,12 +46,14 @@ pub trait Hypervisor {
 #[derive(Debug, Clone)]
 pub enum AnyHypervisor {
     Sim(SimHypervisor),
+    HyperV(HyperV),
 }
 
 macro_rules! dispatch {
     ($self:ident, $h:ident => $e:expr) => {
         match $self {
             AnyHypervisor::Sim($h) => $e,
+            AnyHypervisor::HyperV($h) => $e,
         }
     };
 }

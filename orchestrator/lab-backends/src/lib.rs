@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod guest;
+pub mod hyperv;
 pub mod hypervisor;
 pub mod model;
 pub mod process;

@@ -1,0 +1,9 @@
+//! Hyper-V backend tests without Hyper-V: generated scripts (snapshots), quoting against an
+//! oracle, recorded outputs, flows against a scripted host; and the opt-in real-host suite.
+
+mod flows;
+mod injection;
+mod real_host;
+mod recorded;
+mod scripts;
+mod support;

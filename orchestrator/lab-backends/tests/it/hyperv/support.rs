@@ -1,0 +1,81 @@
+//! Shared fixtures: a one-host lab config and a scripted host around a responder.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lab_backends::hyperv::host::scripted::{HostFiles, Recorded, Reply};
+use lab_backends::hyperv::script::Script;
+use lab_backends::hyperv::{
+    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
+    ScriptedHost, TemplateConfig, Timing,
+};
+use lab_backends::{CrashControl, GuestSettings, Verifier, VmSpec};
+
+pub fn config() -> HyperVConfig {
+    HyperVConfig {
+        hosts: vec![HostConfig {
+            name: "hv1".into(),
+            capacity: 2,
+            vm_dir: r"D:\hvlab\vms".into(),
+            switch: Some("hvlab-internal".into()),
+        }],
+        templates: vec![TemplateConfig {
+            name: "ws2022".into(),
+            base_vhdx: r"D:\hvlab\base\ws2022.vhdx".into(),
+            generation: 2,
+            secure_boot: false,
+            checkpoint: CheckpointKind::Standard,
+            guest: GuestAccess {
+                kind: GuestAccessKind::PowerShellDirect,
+                port: None,
+                user: "Administrator".into(),
+                password: Some(lab_transport::SecretRef::Env(
+                    "HVLAB_TEST_GUEST_PASSWORD".into(),
+                )),
+                private_key: None,
+            },
+        }],
+        timing: Timing {
+            op_timeout: Duration::from_secs(5),
+            transfer_timeout: Duration::from_secs(5),
+            poll: Duration::from_millis(1),
+        },
+        // Scripts show a placeholder instead of the password: stable snapshots, no env.
+        read_secrets: false,
+    }
+}
+
+pub fn spec(name: &str) -> VmSpec {
+    VmSpec {
+        name: name.into(),
+        run_id: "20250101-000000-abcd".into(),
+        template: "ws2022".into(),
+        vcpus: 4,
+        memory_mb: 4096,
+        boot_delay: Duration::ZERO,
+        guest: GuestSettings {
+            test_signing: true,
+            crash_control: CrashControl::default(),
+            verifier: Verifier {
+                drivers: vec!["ebpfcore.sys".into()],
+                flags: Verifier::STANDARD,
+            },
+        },
+    }
+}
+
+pub type Log = Arc<Mutex<Vec<Recorded>>>;
+
+/// A one-host Hyper-V backend over a scripted host.
+pub fn backend(
+    responder: impl Fn(&Script, &HostFiles) -> Reply + Send + Sync + 'static,
+) -> (HyperV, Log, HostFiles) {
+    let host = ScriptedHost::new("hv1", responder);
+    let (log, files) = (host.log(), host.files());
+    let hv = HyperV::new(config(), vec![Arc::new(AnyPsHost::Scripted(host))]);
+    (hv, log, files)
+}
+
+pub fn ops(log: &Log) -> Vec<&'static str> {
+    log.lock().unwrap().iter().map(|r| r.op).collect()
+}

@@ -1,0 +1,3 @@
+//! lab-backends integration tests (one binary, one module per backend).
+
+mod hyperv;
