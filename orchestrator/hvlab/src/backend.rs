@@ -1,8 +1,27 @@
-//! Turns a validated lab into a hypervisor backend.
+//! Turns a validated lab into a hypervisor backend: the simulated lab, or Hyper-V hosts
+//! reached locally, over WinRM or over SSH; and the `--dry-run` plan of a Hyper-V run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use lab_backends::AnyHypervisor;
+use lab_backends::hyperv::{
+    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
+    LocalPowerShell, RemotePowerShell, TemplateConfig, Timing, dry_run,
+};
 use lab_backends::sim::{GuestLauncher, SimHypervisor, default_root};
-use lab_config::{Lab, LabBackend};
+use lab_backends::{
+    CrashControl, DumpKind, GuestSettings, ServiceSpec, StartType, Verifier, VmSpec,
+};
+use lab_config::{
+    CheckpointType, Connection, CrashDumpKind, GuestConfig, GuestTransportKind, HyperVLab, Lab,
+    LabBackend, Plan, VerifierFlags,
+};
+use lab_transport::{
+    AnyTransport, HostKeyPolicy, RemoteOs, SshAuth, SshConfig, SshTransport, TlsVerify, WinrmAuth,
+    WinrmScheme, WinrmSettings, WinrmTransport,
+};
 
 use crate::error::CliError;
 
@@ -31,13 +50,264 @@ pub fn sim() -> Result<SimHypervisor, CliError> {
     ))
 }
 
-/// A backend for `lab`.
+/// A backend for `lab`. Hyper-V host credentials are read here, at connect time.
 pub fn connect(lab: &Lab) -> Result<AnyHypervisor, CliError> {
     match &lab.backend {
         LabBackend::Sim(_) => Ok(AnyHypervisor::Sim(sim()?)),
-        LabBackend::HyperV(_) => Err(CliError::Infra(format!(
-            "run on lab `{}`: the Hyper-V backend is not part of this build yet; run on the simulated lab (vm-configs/local-sim.yaml)",
-            lab.name
-        ))),
+        LabBackend::HyperV(hv) => {
+            let config = hyperv_config(hv, true);
+            let hosts = hv
+                .hosts
+                .iter()
+                .map(|h| connect_host(h).map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(AnyHypervisor::HyperV(HyperV::new(config, hosts)))
+        }
     }
+}
+
+fn secret(r: &lab_config::SecretRef) -> lab_transport::SecretRef {
+    match r {
+        lab_config::SecretRef::Env(v) => lab_transport::SecretRef::Env(v.clone()),
+        lab_config::SecretRef::File(p) => lab_transport::SecretRef::File(p.clone()),
+    }
+}
+
+fn connect_host(h: &lab_config::Host) -> Result<AnyPsHost, CliError> {
+    let infra =
+        |what: String| CliError::Infra(format!("connect to Hyper-V host {}: {what}", h.name));
+    let address = || {
+        h.address
+            .clone()
+            .ok_or_else(|| infra("the lab gives no address".into()))
+    };
+    match &h.connection {
+        Connection::Local => Ok(AnyPsHost::Local(LocalPowerShell::default())),
+        Connection::WinRm {
+            port,
+            https,
+            cert_sha256,
+            credentials,
+        } => {
+            let password = credentials
+                .password
+                .as_ref()
+                .map(secret)
+                .ok_or_else(|| infra("WinRM needs a password reference".into()))?;
+            let (domain, user) = match credentials.user.split_once('\\') {
+                Some((d, u)) => (d.to_owned(), u.to_owned()),
+                None => (String::new(), credentials.user.clone()),
+            };
+            let scheme = match (https, cert_sha256) {
+                (false, _) => WinrmScheme::Http,
+                (true, Some(pin)) => WinrmScheme::Https(TlsVerify::PinnedSha256(pin.clone())),
+                (true, None) => WinrmScheme::Https(TlsVerify::PublicRoots),
+            };
+            let auth = WinrmAuth::Ntlm {
+                user,
+                domain,
+                password,
+            };
+            let settings = WinrmSettings::new(address()?, scheme, auth).port(*port);
+            let t = WinrmTransport::new(settings).map_err(|e| infra(e.to_string()))?;
+            Ok(AnyPsHost::Remote(RemotePowerShell::new(
+                AnyTransport::Winrm(t),
+            )))
+        }
+        Connection::Ssh {
+            port, credentials, ..
+        } => {
+            let auth = match (&credentials.private_key, &credentials.password) {
+                (Some(lab_config::SecretRef::File(path)), _) => SshAuth::KeyFile {
+                    path: path.clone(),
+                    passphrase: None,
+                },
+                (Some(lab_config::SecretRef::Env(v)), _) => {
+                    return Err(infra(format!(
+                        "an SSH private key must be a file (got env:{v})"
+                    )));
+                }
+                (None, Some(p)) => SshAuth::Password(secret(p)),
+                (None, None) => SshAuth::Agent,
+            };
+            // lab-transport checks host keys against known_hosts; the lab file's
+            // host_key_sha256 is documented as the fingerprint to check that entry against.
+            let known_hosts = std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".ssh").join("known_hosts"))
+                .unwrap_or_else(|| PathBuf::from("known_hosts"));
+            let cfg = SshConfig::new(
+                address()?,
+                credentials.user.clone(),
+                auth,
+                HostKeyPolicy::KnownHosts(known_hosts),
+            )
+            .port(*port)
+            .remote_os(RemoteOs::Windows);
+            Ok(AnyPsHost::Remote(RemotePowerShell::new(AnyTransport::Ssh(
+                SshTransport::new(cfg),
+            ))))
+        }
+    }
+}
+
+/// The backend's view of a Hyper-V lab.
+pub fn hyperv_config(hv: &HyperVLab, read_secrets: bool) -> HyperVConfig {
+    HyperVConfig {
+        hosts: hv
+            .hosts
+            .iter()
+            .map(|h| HostConfig {
+                name: h.name.clone(),
+                capacity: h.capacity,
+                vm_dir: h.vm_dir.clone(),
+                switch: h.switch.clone(),
+            })
+            .collect(),
+        templates: hv
+            .templates
+            .iter()
+            .map(|t| TemplateConfig {
+                name: t.name.clone(),
+                base_vhdx: t.base_vhdx.clone(),
+                generation: t.generation,
+                secure_boot: t.secure_boot,
+                checkpoint: match t.checkpoint_type {
+                    CheckpointType::Standard => CheckpointKind::Standard,
+                    CheckpointType::Production => CheckpointKind::Production,
+                },
+                guest: GuestAccess {
+                    kind: match t.transport.kind {
+                        GuestTransportKind::PowershellDirect => GuestAccessKind::PowerShellDirect,
+                        GuestTransportKind::Winrm => GuestAccessKind::Winrm,
+                        GuestTransportKind::Ssh => GuestAccessKind::Ssh,
+                    },
+                    port: t.transport.port,
+                    user: t.transport.credentials.user.clone(),
+                    password: t.transport.credentials.password.as_ref().map(secret),
+                    private_key: match &t.transport.credentials.private_key {
+                        Some(lab_config::SecretRef::File(p)) => Some(p.clone()),
+                        _ => None,
+                    },
+                },
+            })
+            .collect(),
+        timing: Timing::default(),
+        read_secrets,
+    }
+}
+
+/// Guest settings from a template (what the runner applies before the first deploy).
+fn guest_settings(g: &GuestConfig) -> GuestSettings {
+    GuestSettings {
+        test_signing: g.test_signing,
+        crash_control: CrashControl {
+            dump_kind: match g.crash_dump {
+                CrashDumpKind::None => DumpKind::None,
+                CrashDumpKind::Complete => DumpKind::Complete,
+                CrashDumpKind::Kernel => DumpKind::Kernel,
+                CrashDumpKind::Small => DumpKind::Small,
+                CrashDumpKind::Automatic => DumpKind::Automatic,
+            },
+            auto_reboot: g.auto_reboot,
+            always_keep_memory_dump: true,
+            nmi_crash_dump: true,
+        },
+        verifier: g
+            .verifier
+            .as_ref()
+            .map(|v| Verifier {
+                drivers: v.drivers.clone(),
+                flags: match v.flags {
+                    VerifierFlags::Standard => Verifier::STANDARD,
+                    VerifierFlags::Mask(m) => m,
+                },
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// `hvlab run --dry-run`: every script the run would send to its Hyper-V hosts, for one VM
+/// per template the selected scenarios use, without contacting a host or reading a secret.
+pub fn dry_run(plan: &Plan) -> Result<String, CliError> {
+    let LabBackend::HyperV(hv) = &plan.lab.backend else {
+        return Ok(format!(
+            "# lab `{}` is the simulated lab: it runs no host scripts\n",
+            plan.lab.name
+        ));
+    };
+    let mut out = String::new();
+    let mut templates: Vec<&str> = Vec::new();
+    for m in plan.matrix() {
+        if !templates.contains(&m.template) {
+            templates.push(m.template);
+        }
+    }
+    for payload in &plan.payloads {
+        let build = payload.build_dir().ok();
+        let deploy = dry_run::DeployPlan {
+            files: payload
+                .files
+                .iter()
+                .map(|f| {
+                    let local = match &build {
+                        Some(b) => b.join(&f.source),
+                        None => {
+                            PathBuf::from(format!("{}/{}", payload.build_dir_template, f.source))
+                        }
+                    };
+                    (local, f.destination.clone())
+                })
+                .collect(),
+            services: payload
+                .drivers_in_install_order()
+                .map(|d| ServiceSpec {
+                    name: d.service.clone(),
+                    binary_path: payload.files[d.file].destination.clone(),
+                    start_type: match d.start {
+                        lab_config::StartType::Boot => StartType::Boot,
+                        lab_config::StartType::System => StartType::System,
+                        lab_config::StartType::Auto => StartType::Auto,
+                        lab_config::StartType::Demand => StartType::Demand,
+                    },
+                    depends_on: d.depends_on.clone(),
+                })
+                .collect(),
+        };
+        let specs: Vec<VmSpec> = templates
+            .iter()
+            .filter(|t| {
+                plan.scenarios
+                    .iter()
+                    .any(|s| s.payload.name == payload.name && s.vms.iter().any(|v| v == *t))
+            })
+            .filter_map(|t| hv.templates.iter().find(|x| x.name == *t))
+            .map(|t| VmSpec {
+                name: format!("hvlab-dry-run-{}-0", t.name),
+                run_id: "dry-run".into(),
+                template: t.name.clone(),
+                vcpus: t.vcpus,
+                memory_mb: t.memory_bytes / (1024 * 1024),
+                boot_delay: Duration::ZERO,
+                guest: guest_settings(&t.guest),
+            })
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| CliError::Io {
+                action: "start the async runtime".into(),
+                source,
+            })?;
+        let ops = rt
+            .block_on(dry_run::plan(hyperv_config(hv, false), &specs, &deploy))
+            .map_err(|e| CliError::Infra(format!("plan the run: {e}")))?;
+        out.push_str(&format!(
+            "# hvlab dry run: lab `{}`, payload `{}`, {} VM(s); no host was contacted and no secret was read\n",
+            plan.lab.name,
+            payload.name,
+            specs.len()
+        ));
+        out.push_str(&dry_run::render(&ops));
+    }
+    Ok(out)
 }

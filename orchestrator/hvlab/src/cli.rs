@@ -35,6 +35,10 @@ pub enum Command {
     /// simulated lab) and write results/<run-id>/.
     #[command(after_help = exit::HELP)]
     Run(RunArgs),
+    /// Loop one scenario with a searching timing jitter until it fails (or a budget ends);
+    /// report the failure rate per crash bucket and how to replay it.
+    #[command(after_help = exit::HELP)]
+    Repro(ReproArgs),
     /// Triage kernel dumps (files or results directories): bugcheck, faulting driver, bucket.
     #[command(after_help = TRIAGE_HELP)]
     Triage(TriageArgs),
@@ -84,6 +88,70 @@ pub struct RunArgs {
     pub seed: Option<u64>,
 
     /// Results root (default: <root>/results); the run writes <DIR>/<run-id>/.
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+
+    /// Terminal output.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// `hvlab repro`.
+#[derive(Debug, Args)]
+pub struct ReproArgs {
+    /// The scenario to reproduce (a file or a name).
+    #[arg(value_name = "SCENARIO")]
+    pub scenario: Option<String>,
+
+    /// Lab file (default: vm-configs/local-sim.yaml).
+    #[arg(long, value_name = "LAB_FILE")]
+    pub lab: Option<PathBuf>,
+
+    /// VMs looping the scenario at once (default: the lab's capacity).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub vms: Option<u64>,
+
+    /// Start at most this many iterations.
+    #[arg(long, value_name = "N", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_iterations: u32,
+
+    /// Start no iteration after this much time (e.g. `10m`); running ones finish.
+    #[arg(long, value_name = "DURATION")]
+    pub max_time: Option<humantime::Duration>,
+
+    /// Stop at the `first` failure, after `N-failures`, or only when a `budget` ends.
+    #[arg(long, value_name = "WHEN", default_value = "first")]
+    pub until: lab_runner::repro::Until,
+
+    /// Run seed; each iteration's seed derives from it and the results so far (default:
+    /// random, recorded in the results).
+    #[arg(long, value_name = "SEED")]
+    pub seed: Option<u64>,
+
+    /// Re-run one recorded iteration exactly (its scenario, template and seed), e.g.
+    /// `20250304-050607-1a2b/7` or `results/<run-id>/7`.
+    #[arg(long, value_name = "RUN/ITERATION")]
+    pub replay: Option<String>,
+
+    /// Re-run SCENARIO with this iteration seed (as printed in junit.xml / repro.json).
+    #[arg(long, value_name = "SEED")]
+    pub replay_seed: Option<u64>,
+
+    /// Replays of the seed (with --replay or --replay-seed), to measure how reliably it
+    /// reproduces.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub times: Option<u32>,
+
+    /// Only this VM template of the scenario.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Option<String>,
+
+    /// Failed iterations per bucket kept in full (dumps); later ones are counted.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub keep: usize,
+
+    /// Results root (default: <root>/results); the repro writes <DIR>/<run-id>/.
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
 

@@ -38,6 +38,7 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Validate(args) => commands::validate::run(&root, &args),
         Command::Schema(args) => commands::schema::run(&root, &args),
         Command::Run(args) => commands::run::run_cmd(&root, &args),
+        Command::Repro(args) => commands::repro::run_cmd(&root, &args),
         Command::Lab(args) => commands::lab::run(&args),
         Command::Triage(args) => commands::triage::run(&args),
         Command::SimGuest(_) => unreachable!("handled above"),

@@ -104,7 +104,7 @@ fn start_type(s: lab_config::StartType) -> StartType {
 
 /// Copies files (skipping ones already there with the right hash), creates the services and
 /// starts the non-demand drivers in dependency order.
-pub async fn deploy<G: Guest>(
+pub async fn deploy<G: Guest + Sync>(
     guest: &G,
     payload: &Payload,
     files: &[LocalFile],
@@ -114,13 +114,16 @@ pub async fn deploy<G: Guest>(
         vm: vm.clone(),
         source,
     };
+    let mut missing = Vec::new();
     for f in files {
         let present = guest.stat(&f.destination).await.map_err(err)?;
         if present.is_some_and(|p| p.sha256.eq_ignore_ascii_case(&f.sha256)) {
             continue;
         }
-        guest.upload(&f.source, &f.destination).await.map_err(err)?;
+        missing.push((f.source.clone(), f.destination.clone()));
     }
+    // One batch: the Hyper-V guest moves it as a single archive.
+    guest.upload_many(&missing).await.map_err(err)?;
     for d in payload.drivers_in_install_order() {
         let spec = ServiceSpec {
             name: d.service.clone(),

@@ -17,6 +17,7 @@ pub mod events;
 pub mod exec;
 pub mod exit;
 pub mod report;
+pub mod repro;
 pub mod results;
 pub mod run;
 pub mod seed;

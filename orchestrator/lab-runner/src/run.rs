@@ -18,7 +18,7 @@ use crate::report::{Fanout, Reporter};
 use crate::results::RunDir;
 use crate::signals::SignalSource;
 use crate::unit::UnitPlan;
-use crate::worker::{Shared, delete_vm, worker};
+use crate::worker::{Shared, UnitSource, delete_vm, worker};
 use crate::{exit, seed};
 
 /// Everything a run needs, resolved from CLI, environment and files before any work starts.
@@ -98,16 +98,11 @@ fn capacity(plan: &Plan) -> usize {
 /// Runs the plan. The run directory must exist already (the CLI creates it first so its
 /// log file can live there); `reporters` receive every event.
 pub async fn run(
-    settings: RunSettings,
+    mut settings: RunSettings,
     run_dir: RunDir,
-    mut reporters: Fanout,
-    mut signals: SignalSource,
+    reporters: Fanout,
+    signals: SignalSource,
 ) -> Result<RunOutcome, RunError> {
-    let started = Instant::now();
-    let mut files = HashMap::new();
-    for p in &settings.plan.payloads {
-        files.insert(p.name.clone(), preflight(p)?);
-    }
     let mut units = expand(&settings.plan, settings.iterations, settings.seed);
     if let Some(only) = &settings.only {
         units.retain(|u| only.contains(&u.id));
@@ -119,9 +114,34 @@ pub async fn run(
         .max_vms
         .unwrap_or_else(|| capacity(&settings.plan))
         .clamp(1, units.len());
+    settings.max_vms = Some(max_vms);
+    let source: Box<dyn UnitSource> = Box::new(VecDeque::from(units));
+    run_with_source(settings, source, run_dir, reporters, signals).await
+}
+
+/// [`run`] with the units coming from `source` instead of the expanded plan (repro mode:
+/// the source picks each iteration from the results so far and decides when to stop).
+/// `settings.iterations` and `settings.only` are not used; `settings.max_vms` (else the
+/// lab's capacity) is how many VM workers ask the source for units.
+pub async fn run_with_source(
+    settings: RunSettings,
+    source: Box<dyn UnitSource>,
+    run_dir: RunDir,
+    mut reporters: Fanout,
+    mut signals: SignalSource,
+) -> Result<RunOutcome, RunError> {
+    let started = Instant::now();
+    let mut files = HashMap::new();
+    for p in &settings.plan.payloads {
+        files.insert(p.name.clone(), preflight(p)?);
+    }
+    let max_vms = settings
+        .max_vms
+        .unwrap_or_else(|| capacity(&settings.plan))
+        .max(1);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
-    let all_units: Vec<UnitId> = units.iter().map(|u| u.id.clone()).collect();
+    let all_units: Vec<UnitId> = source.planned();
     let emit = |reporters: &mut Fanout, event: Event| {
         let env = Envelope {
             at: Utc::now(),
@@ -154,7 +174,7 @@ pub async fn run(
         run_dir: run_dir.clone(),
         events: tx,
         cancel: cancel.clone(),
-        queue: Mutex::new(VecDeque::from(units)),
+        queue: Mutex::new(source),
         files,
         vms: vms.clone(),
         vm_counter: Default::default(),

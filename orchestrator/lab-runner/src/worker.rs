@@ -15,7 +15,7 @@ use lab_config::{CrashDumpKind, GuestConfig, Plan, VerifierFlags};
 use tokio_util::sync::CancellationToken;
 
 use crate::deploy::LocalFile;
-use crate::events::{Event, UnitOutcome};
+use crate::events::{Event, UnitId, UnitOutcome};
 use crate::exec::EventTx;
 use crate::results::RunDir;
 use crate::unit::{UnitEnv, UnitPlan, run_unit};
@@ -28,13 +28,47 @@ pub struct Shared {
     pub run_dir: RunDir,
     pub events: EventTx,
     pub cancel: CancellationToken,
-    pub queue: Mutex<VecDeque<UnitPlan>>,
+    /// Where the next unit comes from: the plan's fixed list for `hvlab run`, a source that
+    /// decides from earlier results for `hvlab repro`.
+    pub queue: Mutex<Box<dyn UnitSource>>,
     /// Resolved files per payload name.
     pub files: std::collections::HashMap<String, Vec<LocalFile>>,
     /// Every VM created by this run and not yet removed (shared with the dispatcher for
     /// force teardown, which must not hold `events` or the channel would never close).
     pub vms: Arc<Mutex<BTreeSet<String>>>,
     pub vm_counter: std::sync::atomic::AtomicU32,
+}
+
+/// Hands units to workers. `hvlab run` uses the plan's fixed list (`VecDeque`); repro mode
+/// plugs in a source that picks each next iteration (its seed, hence its timing) from the
+/// results so far and says when to stop.
+pub trait UnitSource: Send + std::fmt::Debug {
+    /// The next unit, preferring one of `template` (the worker's VM, so it is reused);
+    /// `None` ends the asking worker.
+    fn next(&mut self, template: Option<&str>) -> Option<UnitPlan>;
+
+    /// A unit ended. Called by its worker before the `UnitFinished` event is sent, so the
+    /// next `next` (on any worker) already knows the outcome.
+    fn finished(&mut self, _unit: &UnitPlan, _outcome: &UnitOutcome) {}
+
+    /// The units known before the run starts (`RunStarted.units`; those never finished are
+    /// reported cancelled at the end). Empty for a source that decides as it goes.
+    fn planned(&self) -> Vec<UnitId>;
+}
+
+impl UnitSource for VecDeque<UnitPlan> {
+    fn next(&mut self, template: Option<&str>) -> Option<UnitPlan> {
+        if let Some(t) = template
+            && let Some(pos) = self.iter().position(|u| u.id.template == t)
+        {
+            return self.remove(pos);
+        }
+        self.pop_front()
+    }
+
+    fn planned(&self) -> Vec<UnitId> {
+        self.iter().map(|u| u.id.clone()).collect()
+    }
 }
 
 /// The VM a worker holds.
@@ -122,6 +156,11 @@ pub async fn worker(shared: Arc<Shared>) {
         };
         let started = Instant::now();
         let (outcome, junit, vm) = run_one(&shared, &mut held, &unit).await;
+        shared
+            .queue
+            .lock()
+            .expect("queue lock")
+            .finished(&unit, &outcome);
         let _ = shared.events.send(Event::UnitFinished {
             unit: unit.id.clone(),
             vm,
@@ -137,13 +176,7 @@ pub async fn worker(shared: Arc<Shared>) {
 }
 
 fn next_unit(shared: &Shared, template: Option<&str>) -> Option<UnitPlan> {
-    let mut q = shared.queue.lock().expect("queue lock");
-    if let Some(t) = template
-        && let Some(pos) = q.iter().position(|u| u.id.template == t)
-    {
-        return q.remove(pos);
-    }
-    q.pop_front()
+    shared.queue.lock().expect("queue lock").next(template)
 }
 
 async fn run_one(

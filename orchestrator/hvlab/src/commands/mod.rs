@@ -2,6 +2,7 @@
 
 pub mod guest;
 pub mod lab;
+pub mod repro;
 pub mod run;
 pub mod schema;
 pub mod triage;

@@ -103,6 +103,10 @@ pub fn select_plan(
 pub fn run_cmd(root: &Path, args: &RunArgs) -> Result<u8, CliError> {
     let lab = lab_path(root, args.lab.as_deref())?;
     let plan = select_plan(root, &lab, &args.scenarios, &args.tag)?;
+    if args.dry_run {
+        print!("{}", backend::dry_run(&plan)?);
+        return Ok(0);
+    }
     let results_root = args.results.clone().unwrap_or_else(|| root.join("results"));
     let run_dir =
         RunDir::create(&results_root, Utc::now()).map_err(|e| CliError::Infra(e.to_string()))?;

@@ -139,6 +139,18 @@ pub async fn plan(
         hv.delete(vm).await?;
         take(vm, &mut out);
     }
+    // The archive is packed at run time; say what goes into it.
+    for op in out.iter_mut().filter(|o| o.op == "file.put") {
+        op.text
+            .push_str("# the deploy archive (gzip'd tar), entry <- local file -> guest path:\n");
+        for (i, (local, remote)) in deploy.files.iter().enumerate() {
+            op.text.push_str(&format!(
+                "#   {} <- {} -> {remote}\n",
+                super::archive::entry_name(i),
+                local.display()
+            ));
+        }
+    }
     Ok(out)
 }
 
