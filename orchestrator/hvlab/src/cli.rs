@@ -94,6 +94,11 @@ pub struct RunArgs {
     /// Terminal output.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+
+    /// Print the scripts the run would send to its Hyper-V hosts and exit, without
+    /// contacting a host or reading a secret.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `hvlab repro`.
