@@ -1,0 +1,268 @@
+//! The runner driving the Hyper-V backend end to end against the scripted PowerShell host
+//! (a fake Hyper-V host with a Windows guest behind it): provision and configure, deploy as
+//! one archive, a driver stop that stays STOP_PENDING, a tool that bugchecks the guest
+//! (noticed by the boot id), the event-41 bugcheck and the dump collected and triaged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use lab_backends::AnyHypervisor;
+use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
+use lab_backends::hyperv::{
+    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
+    ScriptedHost, TemplateConfig, Timing,
+};
+use lab_config::{ValidateRequest, validate};
+use lab_runner::report::{Fanout, OutputFormat, TerminalOptions};
+use lab_runner::results::RunDir;
+use lab_runner::run::{RunSettings, run};
+use lab_runner::signals::SignalSource;
+
+const LAB: &str = r#"name: fake-hyperv
+kind: hyperv
+hosts:
+  - name: hv1
+    connection: {kind: local}
+    capacity: 1
+    vm_dir: 'D:\hvlab\vms'
+templates:
+  - name: ws2022
+    base_vhdx: 'D:\hvlab\base\ws2022.vhdx'
+    generation: 2
+    vcpus: 2
+    memory: 4GiB
+    secure_boot: false
+    checkpoint_type: standard
+    boot_timeout: 20s
+    test_signing: true
+    crash_dump: kernel
+    auto_reboot: true
+    guest:
+      transport: powershell_direct
+      credentials:
+        user: Administrator
+        password: {env: HVLAB_E2E_UNUSED_PASSWORD}
+"#;
+
+const PAYLOAD: &str = r#"name: fake-win
+target: windows
+build_dir: BUILD
+files:
+  - {source: sample_ebpf_ext.sys, destination: 'C:\Windows\System32\drivers\sample_ebpf_ext.sys'}
+  - {source: api_test.exe, destination: 'C:\eBPF\api_test.exe'}
+  - {source: crasher.exe, destination: 'C:\eBPF\crasher.exe'}
+drivers:
+  - service: sample_ebpf_ext
+    binary: 'C:\Windows\System32\drivers\sample_ebpf_ext.sys'
+    start: demand
+    signature: test
+tools:
+  - name: api_test
+    program: 'C:\eBPF\api_test.exe'
+    command: ['custom_maps*', '-r', 'junit', '-o', '{junit}']
+    result:
+      exit_codes: [0]
+      junit: 'C:\eBPF\results\api_test.xml'
+    timeout: 1m
+  - name: crasher
+    program: 'C:\eBPF\crasher.exe'
+    timeout: 1m
+"#;
+
+const SCENARIO: &str = r#"name: hyperv-e2e
+payload: fake-win
+timeout: 2m
+step_timeout: 30s
+setup:
+  - driver_start: {driver: sample_ebpf_ext}
+steps:
+  - run: {tool: api_test}
+  - driver_stop: {driver: sample_ebpf_ext, expect: stop_pending, timeout: 1s}
+  - run: {tool: crasher}
+  - expect_bugcheck: {code: 0x50}
+"#;
+
+const CATCH2_JUNIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites>
+  <testsuite name="api_test.exe" errors="0" failures="0" tests="1" hostname="tbd" time="0.5" timestamp="2025-01-01T00:00:00Z">
+    <testcase classname="api_test.exe.global" name="custom_maps_program_load-native" time="0.5" status="run"/>
+  </testsuite>
+</testsuites>
+"#;
+
+fn backend_config() -> HyperVConfig {
+    HyperVConfig {
+        hosts: vec![HostConfig {
+            name: "hv1".into(),
+            capacity: 1,
+            vm_dir: r"D:\hvlab\vms".into(),
+            switch: None,
+        }],
+        templates: vec![TemplateConfig {
+            name: "ws2022".into(),
+            base_vhdx: r"D:\hvlab\base\ws2022.vhdx".into(),
+            generation: 2,
+            secure_boot: false,
+            checkpoint: CheckpointKind::Standard,
+            guest: GuestAccess {
+                kind: GuestAccessKind::PowerShellDirect,
+                port: None,
+                user: "Administrator".into(),
+                password: None,
+                private_key: None,
+            },
+        }],
+        timing: Timing {
+            op_timeout: Duration::from_secs(10),
+            transfer_timeout: Duration::from_secs(10),
+            poll: Duration::from_millis(2),
+        },
+        read_secrets: false,
+    }
+}
+
+/// A kernel dump of a 0x50 in sample_ebpf_ext.sys, as Windows would write it.
+fn dump() -> Vec<u8> {
+    use crash_triage::{DumpKind, DumpSpec, Module};
+    let modules = vec![
+        Module::new("ntoskrnl.exe", 0xFFFF_F800_0000_0000, 0x0100_0000),
+        Module::new("sample_ebpf_ext.sys", 0xFFFF_F800_2000_0000, 0x0002_0000),
+    ];
+    let spec = DumpSpec::new(
+        DumpKind::Kernel,
+        0x50,
+        [0xFFFF_D001_234A_0000, 0, 0xFFFF_F800_2000_1234, 2],
+        0xFFFF_F800_2000_1234,
+        modules,
+    );
+    crash_triage::dump_bytes(&spec).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_drives_hyperv_backend_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = dir.path().join("build");
+    std::fs::create_dir_all(&build).unwrap();
+    for (f, body) in [
+        ("sample_ebpf_ext.sys", &b"driver image"[..]),
+        ("api_test.exe", b"catch2 tests"),
+        ("crasher.exe", b"notmyfault"),
+    ] {
+        std::fs::write(build.join(f), body).unwrap();
+    }
+    let lab = dir.path().join("lab.yaml");
+    let payload = dir.path().join("payload.yaml");
+    let scenario = dir.path().join("scenario.yaml");
+    std::fs::write(&lab, LAB).unwrap();
+    std::fs::write(
+        &payload,
+        PAYLOAD.replace("BUILD", &format!("'{}'", build.display())),
+    )
+    .unwrap();
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let validated = validate(&ValidateRequest {
+        labs: vec![lab.clone()],
+        payloads: vec![payload],
+        scenarios: vec![scenario],
+        lab: Some(lab),
+        default_lab: None,
+        explicit_scenarios: true,
+    })
+    .unwrap_or_else(|d| panic!("{d}"));
+    let plan = validated.plans.into_iter().next().unwrap();
+
+    let fake = FakeLab::new(|program, _args| {
+        if program.ends_with("crasher.exe") {
+            return ExecBehavior::Bugcheck(0x50);
+        }
+        ExecBehavior::Exit {
+            code: 0,
+            stdout: "All tests passed".into(),
+            files: vec![(
+                r"C:\eBPF\results\api_test.xml".into(),
+                CATCH2_JUNIT.as_bytes().to_vec(),
+            )],
+        }
+    });
+    fake.refuse_after_boot(2);
+    fake.stop_hangs("sample_ebpf_ext");
+    fake.set_dump(dump());
+    let host = ScriptedHost::new("hv1", fake.responder());
+    let log = host.log();
+    let hv = HyperV::new(backend_config(), vec![Arc::new(AnyPsHost::Scripted(host))]);
+
+    let results = dir.path().join("results");
+    let run_dir = RunDir::create(&results, Utc::now()).unwrap();
+    let run_path = run_dir.path().to_path_buf();
+    let reporters = Fanout::standard(
+        &run_dir,
+        TerminalOptions {
+            format: OutputFormat::Human,
+            color: false,
+            progress: false,
+        },
+    )
+    .unwrap();
+    let (signals, _press) = SignalSource::channel();
+    let settings = RunSettings {
+        plan,
+        hypervisor: AnyHypervisor::HyperV(hv),
+        iterations: None,
+        seed: 7,
+        max_vms: Some(1),
+        only: None,
+    };
+    let outcome = run(settings, run_dir, reporters, signals).await.unwrap();
+    let events = std::fs::read_to_string(run_path.join("events.jsonl")).unwrap();
+    if std::env::var_os("HVLAB_E2E_SHOW").is_some() {
+        eprintln!("{events}");
+    }
+    assert_eq!(
+        outcome.exit_code, 0,
+        "the crash was expected; events:\n{events}"
+    );
+
+    let ops: Vec<&str> = log.lock().unwrap().iter().map(|r| r.op).collect();
+    // Deploy: one archive copied and extracted, not a copy per file.
+    assert_eq!(
+        ops.iter().filter(|o| **o == "guest.extract").count(),
+        1,
+        "{ops:?}"
+    );
+    assert_eq!(ops.iter().filter(|o| **o == "vm.copy_to_guest").count(), 1);
+    assert!(ops.contains(&"vm.checkpoint") && ops.contains(&"vm.remove"));
+    assert!(fake.vms().is_empty(), "the run removed its VM");
+    // STOP_PENDING was read back and judged.
+    assert!(events.contains("stop_pending"), "{events}");
+    // The crash: noticed by the boot id, event 41 decoded, dump downloaded and triaged.
+    assert!(events.contains("\"crash_detected\""), "{events}");
+    assert!(
+        events.contains("PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys"),
+        "triage bucketed the dump by the faulting driver: {events}"
+    );
+    let dumps: Vec<_> = walk(&run_path)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "MEMORY.DMP"))
+        .collect();
+    assert_eq!(dumps.len(), 1, "one dump collected");
+    assert_eq!(std::fs::read(&dumps[0]).unwrap(), dump());
+    let junit = std::fs::read_to_string(run_path.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("custom_maps_program_load-native"),
+        "guest JUnit merged: {junit}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,3 @@
+//! lab-runner integration tests (one binary, one module per area).
+
+mod hyperv;
