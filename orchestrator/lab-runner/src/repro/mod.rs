@@ -225,3 +225,6 @@ fn fanout(
     .push("index.html", HtmlReporter::new(run_dir.path()));
     Ok(f)
 }
+
+#[cfg(test)]
+mod tests;

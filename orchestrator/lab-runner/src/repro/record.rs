@@ -28,6 +28,9 @@ pub struct BucketReport {
     pub explore_rate: Rate,
     pub first_iteration: u32,
     pub first_seed: u64,
+    /// The failing iteration whose moment is the median of the bucket's: the one the
+    /// replay command names (a central moment replays more surely than an edge one).
+    pub replay_iteration: u32,
     /// Iterations kept in full, and how many more were only counted.
     pub kept: Vec<u32>,
     pub counted: usize,
@@ -87,6 +90,7 @@ pub fn section(s: &State) -> ReproSection {
         .map(|(id, t)| {
             let (rate, explore_rate) = s.rates(id);
             let first = t.iterations[0];
+            let replay_iteration = representative(s, &t.iterations);
             let kept: Vec<u32> = t.iterations.iter().copied().take(s.cfg.keep).collect();
             BucketReport {
                 id: id.clone(),
@@ -103,7 +107,8 @@ pub fn section(s: &State) -> ReproSection {
                     .iter()
                     .filter_map(|i| s.iterations.get(i)?.delay_ms)
                     .collect(),
-                replay: s.replay_command(first),
+                replay: s.replay_command(replay_iteration),
+                replay_iteration,
             }
         })
         .collect();
@@ -139,6 +144,19 @@ pub fn section(s: &State) -> ReproSection {
         buckets,
         stopped: s.stop.as_ref().map(ToString::to_string),
     }
+}
+
+/// The failing iteration of a bucket with the median delay (the first without delays).
+fn representative(s: &State, iterations: &[u32]) -> u32 {
+    let mut timed: Vec<(f64, u32)> = iterations
+        .iter()
+        .filter_map(|i| Some((s.iterations.get(i)?.delay_ms?, *i)))
+        .collect();
+    if timed.is_empty() {
+        return iterations[0];
+    }
+    timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    timed[(timed.len() - 1) / 2].1
 }
 
 /// The whole file.

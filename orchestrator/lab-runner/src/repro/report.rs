@@ -16,7 +16,7 @@ use super::jitter::Role;
 use super::record::{self, REPRO_FILE};
 use super::state::{Evidence, State};
 use super::stats::pct;
-use crate::events::{Envelope, Event, UnitId, UnitOutcome};
+use crate::events::{Envelope, Event, StepOutcome, UnitId, UnitOutcome};
 use crate::report::{Paint, ReportError, Reporter, RunModel, build_summary};
 use crate::results::{RunDir, atomic_write};
 
@@ -55,7 +55,7 @@ impl ReproObserver {
         }
     }
 
-    fn step_finished(&mut self, unit: &UnitId, path: &str, duration: Duration) {
+    fn step_finished(&mut self, unit: &UnitId, path: &str, duration: Duration, passed: bool) {
         let mut st = lock(&self.state);
         let Some(plan) = &st.plan else {
             return;
@@ -78,7 +78,9 @@ impl ReproObserver {
         };
         match role {
             Role::Disruptive if r.stop_at_ms.is_none() => r.stop_at_ms = Some(start),
-            Role::Workload => r.workload_ms.push((start, end)),
+            // A tool cut short by a crash ran until the guest died, not for its workload:
+            // only tools that passed say when invocations were in flight.
+            Role::Workload if passed => r.workload_ms.push((start, end)),
             _ => {}
         }
     }
@@ -133,8 +135,9 @@ impl Reporter for ReproObserver {
                 unit,
                 path,
                 duration,
+                outcome,
                 ..
-            } => self.step_finished(unit, path, *duration),
+            } => self.step_finished(unit, path, *duration, *outcome == StepOutcome::Passed),
             Event::UnitFinished { unit, outcome, .. } => {
                 self.captures.remove(unit);
                 self.evidence(unit, outcome);

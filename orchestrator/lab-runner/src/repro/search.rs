@@ -11,10 +11,13 @@
 //!    of the clumps and gaps of independent uniform draws. Before anything is measured
 //!    (the first iteration on each VM) the whole sleep range is explored the same way.
 //! 3. **Exploit** after failures: three iterations in four aim at a moment that already
-//!    failed (a bucket picked uniformly, so a rare bucket is not drowned by a common one),
-//!    jittered by 1% of the range, because a race window that was hit once is usually
-//!    wider than a point and nearby timings hit it again. The fourth keeps exploring, to
-//!    find other buckets and to keep an unbiased sample for the rate at uniform timing.
+//!    failed (a bucket picked uniformly, so a rare bucket is not drowned by a common one).
+//!    If that moment lies in a measured burst of workload activity, the aim is uniform
+//!    over that burst: the failure marks the burst as a race window, and its middle
+//!    reproduces more surely than the (often edge) moment that happened to fail first.
+//!    Otherwise the aim is the failing moment jittered by 1% of the range. The fourth
+//!    iteration keeps exploring, to find other buckets and to keep an evenly spread
+//!    sample for the rate.
 
 use std::time::Duration;
 
@@ -155,8 +158,20 @@ impl Search {
                 .map(|(_, d)| *d)
                 .collect();
             let centre = moments[self.rng.random_range(0..moments.len())];
-            let sigma = ((hi - lo) * EXPLOIT_SPREAD).max(0.5);
-            let t = centre + sigma * self.normal();
+            // Inside a measured burst of workload activity: aim anywhere in that burst (the
+            // failure says this burst is a race window; its middle is the surest part).
+            // Outside one (or nothing measured yet): stay close to the failing moment.
+            let burst = learned
+                .active_ms
+                .iter()
+                .find(|(a, b)| *a - 1.0 <= centre && centre <= *b + 1.0);
+            let t = match burst {
+                Some((a, b)) if b - a > 1.0 => self.rng.random_range(*a..*b),
+                _ => {
+                    let sigma = ((hi - lo) * EXPLOIT_SPREAD).max(0.5);
+                    centre + sigma * self.normal()
+                }
+            };
             return (Phase::Exploit, t.clamp(lo, hi));
         }
         self.explored += 1;

@@ -263,7 +263,7 @@ impl State {
                     .filter_map(|r| Some((r.bucket.clone()?, r.delay_ms?)))
                     .collect();
                 let (phase, target) = self.search.next(plan, &learned, &failures);
-                let tolerance = ((plan.max - plan.min) / 2000).max(Duration::from_micros(20));
+                let tolerance = ((plan.max - plan.min) / 1000).max(Duration::from_micros(20));
                 let target_d = Duration::from_secs_f64(target.max(0.0) / 1000.0);
                 let s = plan.pick_seed(self.cfg.run_seed, &id, target_d, tolerance);
                 (phase, Some(target), s)
