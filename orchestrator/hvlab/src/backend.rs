@@ -311,3 +311,35 @@ pub fn dry_run(plan: &Plan) -> Result<String, CliError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped example lab, planned as `hvlab run --dry-run` would: every host
+    /// operation, no secret read (the variables are unset here), nothing contacted.
+    #[test]
+    fn dry_run_of_the_example_lab_prints_every_host_script() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let lab = root.join("vm-configs/hyperv-example.yaml");
+        let plan = crate::commands::run::select_plan(&root, &lab, &[], &["windows".into()])
+            .expect("the example lab and the windows scenarios validate");
+        let text = dry_run(&plan).unwrap();
+        for needle in [
+            "New-VHD -Path $vhd -ParentPath $P.BaseVhdx -Differencing",
+            r"'BaseVhdx' = 'D:\hvlab\base\ws2022-testsigning.vhdx'",
+            "Set-VMFirmware -VM $vm -EnableSecureBoot",
+            "Invoke-Command -VMName $H.VmName",
+            "'Password' = '<secret env:HVLAB_GUEST_PASSWORD: not read in a dry run>'",
+            "'Arguments' = '/set {current} testsigning on'",
+            "Copy-VMFile -VM $vm",
+            "Checkpoint-VM -VM $vm -SnapshotName $P.Checkpoint",
+            "Restore-VMSnapshot",
+            "Remove-VM -VM $vm -Force",
+            r"f0 <- ",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in the plan");
+        }
+        assert!(text.starts_with("# hvlab dry run: lab `hyperv-example`"));
+    }
+}

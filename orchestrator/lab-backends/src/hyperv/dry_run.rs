@@ -158,12 +158,16 @@ pub async fn plan(
 pub fn render(ops: &[PlannedOp]) -> String {
     let mut s = String::new();
     for (i, op) in ops.iter().enumerate() {
+        // Guest scripts of WinRM/SSH templates go straight to the guest, not through the host.
+        let place = if op.op.starts_with("guest.") && !op.text.contains("Invoke-Command -VMName") {
+            format!("in VM {} over its WinRM/SSH transport", op.vm)
+        } else {
+            format!("on host {} (VM {})", op.host, op.vm)
+        };
         s.push_str(&format!(
-            "# ---- {n}. {op} on host {host} (VM {vm})\n{text}\n",
+            "# ---- {n}. {op} {place}\n{text}\n",
             n = i + 1,
             op = op.op,
-            host = op.host,
-            vm = op.vm,
             text = op.text.trim_end()
         ));
     }

@@ -4,9 +4,14 @@
 //! out), dumps gzip'd in the guest and copied back through a PowerShell Direct session.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use lab_transport::{
+    AnyTransport, HostKeyPolicy, RemoteOs, SshAuth, SshConfig, SshTransport, TlsVerify, Transport,
+    TransportError, WinrmAuth, WinrmScheme, WinrmSettings, WinrmTransport,
+};
 use serde::de::DeserializeOwned;
 
 use super::archive;
@@ -16,7 +21,7 @@ use super::parse::{self, List};
 use super::script::{PsDirect, Script};
 use super::scripts::files::FileHash;
 use super::scripts::{guest as gs, host as hs};
-use super::{GuestAccessKind, HyperV};
+use super::{GuestAccess, GuestAccessKind, HyperV};
 use crate::error::{BackendError, Result};
 use crate::guest::Guest;
 use crate::model::{
@@ -79,14 +84,91 @@ impl HyperVGuest {
     /// Runs a guest script and parses its result.
     async fn run<T: DeserializeOwned>(&self, script: Script, timeout: Duration) -> Result<T> {
         let result: Result<T, PsError> = match self.access() {
-            // WinRM/SSH guests still go through PowerShell Direct here: it needs no guest
-            // network and no listener, and the account is the same.
-            GuestAccessKind::PowerShellDirect | GuestAccessKind::Winrm | GuestAccessKind::Ssh => {
+            GuestAccessKind::PowerShellDirect => {
                 let script = script.through(self.direct()?);
                 call(self.hv.host(self.host), &script, timeout).await
             }
+            // A dry run records what would go to the guest instead of connecting to it.
+            GuestAccessKind::Winrm | GuestAccessKind::Ssh if !self.hv.config().read_secrets => {
+                call(self.hv.host(self.host), &script, timeout).await
+            }
+            GuestAccessKind::Winrm | GuestAccessKind::Ssh => {
+                let transport = self.transport().await?;
+                let out = transport
+                    .powershell(&script.render(), timeout)
+                    .await
+                    .map_err(|source| PsError::Transport {
+                        op: script.op,
+                        target: transport.target().to_owned(),
+                        source: Box::new(source),
+                    });
+                let out = match out {
+                    Ok(o) if o.stdout.trim().is_empty() => Err(PsError::NoResult {
+                        op: script.op,
+                        code: o.exit_code,
+                        stderr: o.stderr,
+                    }),
+                    Ok(o) => parse::envelope(script.op, &o.stdout),
+                    Err(e) => Err(e),
+                };
+                if out.as_ref().is_err_and(PsError::is_transient) {
+                    // A reboot breaks the session; the next call connects again.
+                    self.hv
+                        .inner
+                        .guest_transports
+                        .lock()
+                        .expect("transport lock")
+                        .remove(&self.vm);
+                }
+                out
+            }
         };
         result.map_err(|e| e.into_backend(&self.vm, true))
+    }
+
+    /// The WinRM/SSH connection to this guest, opened on first use at the address the
+    /// host reports (link-local addresses skipped: they appear before DHCP answers).
+    async fn transport(&self) -> Result<Arc<AnyTransport>> {
+        if let Some(t) = self
+            .hv
+            .inner
+            .guest_transports
+            .lock()
+            .expect("transport lock")
+            .get(&self.vm)
+        {
+            return Ok(t.clone());
+        }
+        let t = self
+            .hv
+            .template(&self.template)
+            .ok_or_else(|| BackendError::VmState {
+                vm: self.vm.clone(),
+                operation: "connect to guest".into(),
+                message: format!("template {} is not in the lab", self.template),
+            })?
+            .guest
+            .clone();
+        let address = self
+            .hv
+            .address(&self.vm)
+            .await?
+            .ok_or_else(|| BackendError::Connection {
+                vm: self.vm.clone(),
+                message: "the guest reports no routable address yet".into(),
+            })?;
+        let transport = guest_transport(&address, &t).map_err(|e| BackendError::Connection {
+            vm: self.vm.clone(),
+            message: e.to_string(),
+        })?;
+        let transport = Arc::new(transport);
+        self.hv
+            .inner
+            .guest_transports
+            .lock()
+            .expect("transport lock")
+            .insert(self.vm.clone(), transport.clone());
+        Ok(transport)
     }
 
     async fn host_run(&self, script: &Script, timeout: Duration) -> Result<()> {
@@ -501,6 +583,62 @@ impl Guest for HyperVGuest {
             .native("guest.reboot", "shutdown.exe", &["/r", "/f", "/t", "2"])
             .await?;
         self.checked("reboot", "shutdown.exe", r, &[0])
+    }
+}
+
+/// A WinRM or SSH connection to a guest. Guests are created fresh by every run, so there
+/// is no host key or certificate to pin: SSH accepts any host key and WinRM over HTTPS any
+/// certificate (both logged as warnings by lab-transport); port 5985 is HTTP with NTLM
+/// sealing. Files still travel through the host, which needs no guest listener.
+fn guest_transport(address: &str, g: &GuestAccess) -> Result<AnyTransport, TransportError> {
+    let password = g.password.clone();
+    match g.kind {
+        GuestAccessKind::Ssh => {
+            let auth = match (&g.private_key, password) {
+                (Some(path), _) => SshAuth::KeyFile {
+                    path: path.clone(),
+                    passphrase: None,
+                },
+                (None, Some(p)) => SshAuth::Password(p),
+                (None, None) => SshAuth::Agent,
+            };
+            let cfg = SshConfig::new(
+                address,
+                g.user.clone(),
+                auth,
+                HostKeyPolicy::InsecureAcceptAny,
+            )
+            .port(g.port.unwrap_or(22))
+            .remote_os(RemoteOs::Windows);
+            Ok(AnyTransport::Ssh(SshTransport::new(cfg)))
+        }
+        _ => {
+            let port = g.port.unwrap_or(5986);
+            let scheme = if port == 5985 {
+                WinrmScheme::Http
+            } else {
+                WinrmScheme::Https(TlsVerify::InsecureAcceptAny)
+            };
+            let password = password.ok_or_else(|| TransportError::Config {
+                target: address.to_owned(),
+                detail: "a WinRM guest needs a password reference".into(),
+            })?;
+            let (domain, user) = match g.user.split_once('\\') {
+                Some((d, u)) => (d.to_owned(), u.to_owned()),
+                None => (String::new(), g.user.clone()),
+            };
+            let settings = WinrmSettings::new(
+                address,
+                scheme,
+                WinrmAuth::Ntlm {
+                    user,
+                    domain,
+                    password,
+                },
+            )
+            .port(port);
+            Ok(AnyTransport::Winrm(WinrmTransport::new(settings)?))
+        }
     }
 }
 

@@ -33,6 +33,8 @@ pub(super) struct Inner {
     vms: Mutex<HashMap<String, (usize, String)>>,
     /// Guest passwords read so far, by template.
     secrets: Mutex<HashMap<String, PsValue>>,
+    /// Open WinRM/SSH connections to guests, by VM.
+    pub(super) guest_transports: Mutex<HashMap<String, Arc<lab_transport::AnyTransport>>>,
 }
 
 impl HyperV {
@@ -49,6 +51,7 @@ impl HyperV {
                 hosts,
                 vms: Default::default(),
                 secrets: Default::default(),
+                guest_transports: Default::default(),
             }),
         }
     }
@@ -330,6 +333,11 @@ impl Hypervisor for HyperV {
             return Err(e);
         }
         self.inner.vms.lock().expect("vm table lock").remove(vm);
+        self.inner
+            .guest_transports
+            .lock()
+            .expect("transport lock")
+            .remove(vm);
         Ok(())
     }
 
