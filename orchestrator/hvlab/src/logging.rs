@@ -1,9 +1,12 @@
 //! Logs go to `results/<run>/hvlab.log`, never to the terminal the reporters draw on.
-//! `HVLAB_LOG` sets the filter (tracing's env-filter syntax, default `info`).
+//! `HVLAB_LOG` sets the filter (tracing's env-filter syntax, default `info`). Every secret
+//! the transports resolve is registered with the global redactor, which masks it (and its
+//! base64 forms) in everything written to the log.
 
 use std::path::Path;
 use std::sync::Mutex;
 
+use lab_transport::redact::{RedactingMakeWriter, Redactor};
 use tracing_subscriber::EnvFilter;
 
 use crate::error::CliError;
@@ -27,7 +30,10 @@ pub fn to_file(path: &Path) -> Result<LogGuard, CliError> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(Mutex::new(file))
+        .with_writer(RedactingMakeWriter::new(
+            Mutex::new(file),
+            Redactor::global().clone(),
+        ))
         .try_init();
     Ok(LogGuard)
 }
