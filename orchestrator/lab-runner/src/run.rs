@@ -139,17 +139,17 @@ pub async fn run_with_source(
         .max_vms
         .unwrap_or_else(|| capacity(&settings.plan))
         .max(1);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = crate::exec::EventTx::channel();
     let cancel = CancellationToken::new();
     let all_units: Vec<UnitId> = source.planned();
     let emit = |reporters: &mut Fanout, event: Event| {
-        let env = Envelope {
-            at: Utc::now(),
-            event,
-        };
-        if let Err(e) = reporters.event(&env) {
-            tracing::error!(error = %e, "a reporter failed");
-        }
+        forward(
+            reporters,
+            Envelope {
+                at: Utc::now(),
+                event,
+            },
+        )
     };
     emit(
         &mut reporters,
@@ -196,8 +196,8 @@ pub async fn run_with_source(
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(event) => {
-                    match &event {
+                Some(env) => {
+                    match &env.event {
                         Event::UnitFinished { unit, outcome, .. } => {
                             finished.insert(unit.clone());
                             match outcome {
@@ -213,7 +213,7 @@ pub async fn run_with_source(
                         Event::InfraError { .. } => errored_infra = true,
                         _ => {}
                     }
-                    emit(&mut reporters, event);
+                    forward(&mut reporters, env);
                 }
                 None => break,
             },
@@ -224,8 +224,8 @@ pub async fn run_with_source(
                 if interrupts >= 2 {
                     // Second Ctrl-C: stop waiting for workers, pull every plug.
                     workers.abort_all();
-                    while let Ok(ev) = rx.try_recv() {
-                        emit(&mut reporters, ev);
+                    while let Ok(env) = rx.try_recv() {
+                        forward(&mut reporters, env);
                     }
                     let names: Vec<String> = vms.lock().expect("vm set lock").iter().cloned().collect();
                     for name in names {
@@ -276,4 +276,11 @@ pub async fn run_with_source(
         run_dir: run_dir.path().to_owned(),
         interrupted,
     })
+}
+
+/// Hands one event to every reporter; a failing reporter is logged, the run goes on.
+fn forward(reporters: &mut Fanout, env: Envelope) {
+    if let Err(e) = reporters.event(&env) {
+        tracing::error!(error = %e, "a reporter failed");
+    }
 }

@@ -22,8 +22,34 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{Event, StepOutcome, StepOutput, UnitId};
 use crate::seed;
 
-/// Sends events to the dispatcher.
-pub type EventTx = tokio::sync::mpsc::UnboundedSender<Event>;
+/// Sends events to the dispatcher, stamped with the time they happened (not the time the
+/// dispatcher got round to them, which lags while reporters write files).
+#[derive(Debug, Clone)]
+pub struct EventTx(tokio::sync::mpsc::UnboundedSender<crate::events::Envelope>);
+
+impl EventTx {
+    /// A sender and the dispatcher's receiving end.
+    pub fn channel() -> (
+        Self,
+        tokio::sync::mpsc::UnboundedReceiver<crate::events::Envelope>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (EventTx(tx), rx)
+    }
+
+    /// Stamps and sends; fails only when the run is over (the dispatcher is gone).
+    pub fn send(&self, event: Event) -> Result<(), RunOver> {
+        let env = crate::events::Envelope {
+            at: chrono::Utc::now(),
+            event,
+        };
+        self.0.send(env).map_err(|_| RunOver)
+    }
+}
+
+/// The dispatcher has stopped listening: the run is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOver;
 
 /// Everything a step needs while one unit runs.
 #[derive(Debug)]
