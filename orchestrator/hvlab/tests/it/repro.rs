@@ -280,7 +280,7 @@ fn the_fault_free_twin_runs_the_same_budget_without_a_failure() {
 fn ctrl_c_during_repro_leaves_valid_results() {
     let sb = Sandbox::new();
     let twin = fault_free_twin(&sb);
-    let mut child = repro(
+    let child = repro(
         &sb,
         &[
             twin.to_str().unwrap(),
