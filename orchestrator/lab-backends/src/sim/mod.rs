@@ -256,12 +256,24 @@ impl Hypervisor for SimHypervisor {
                 message: format!("no checkpoint named {name:?}"),
             });
         }
+        let t0 = Instant::now();
         handle.power_off().await?;
+        let off = t0.elapsed();
         disk::replace_tree(&source, &handle.disk())?;
+        let copied = t0.elapsed();
         handle.power_on(&self.inner.launcher, false).await?;
-        self.wait_ready(vm, Duration::from_secs(30))
-            .await
-            .map(|_| ())
+        let spawned = t0.elapsed();
+        self.wait_ready(vm, Duration::from_secs(30)).await?;
+        tracing::debug!(
+            vm,
+            checkpoint = name,
+            ?off,
+            ?copied,
+            ?spawned,
+            ready = ?t0.elapsed(),
+            "checkpoint restored"
+        );
+        Ok(())
     }
 
     async fn delete(&self, vm: &str) -> Result<()> {
