@@ -118,10 +118,11 @@ fn the_hot_unload_race_is_found_with_its_bucket_rate_and_replay_command() {
     );
     assert!(rec["time_to_first_failure_secs"].as_f64().unwrap() > 0.0);
     assert!(rec["iterations_per_minute"].as_f64().unwrap() > 0.0);
-    // Stopped at 3 failures, or (rarely) the budget ran out first.
+    // Stopped at 3 failures (the other VM's running iteration still finishes, so up to
+    // 4), or (rarely) the budget ran out first.
     let stopped = rec["stopped"].as_str().unwrap();
     match rec["failed"].as_u64().unwrap() {
-        3 => assert!(stopped.contains("3 failures"), "{stopped}"),
+        3 | 4 => assert!(stopped.contains("3 failures"), "{stopped}"),
         1 | 2 => assert!(stopped.contains("iteration budget"), "{stopped}"),
         n => panic!("{n} failures: {rec}"),
     }
@@ -144,6 +145,7 @@ fn the_hot_unload_race_is_found_with_its_bucket_rate_and_replay_command() {
             "{it}"
         );
         assert!(it["stop_at_ms"].is_f64(), "no timeline: {it}");
+        assert!(it["duration_secs"].is_f64(), "{it}");
         let dumps = run.join(it["dir"].as_str().unwrap()).join("dumps");
         let n = std::fs::read_dir(&dumps).map(|d| d.count()).unwrap_or(0);
         match it["evidence"].as_str().unwrap() {

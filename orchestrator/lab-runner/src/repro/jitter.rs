@@ -40,6 +40,10 @@ pub struct JitterPlan {
     pub min: Duration,
     #[serde(with = "humantime_serde")]
     pub max: Duration,
+    /// Where the scenario itself says workload tools start (ms after the parallel starts:
+    /// the fixed sleeps before them on their branches), for aiming before anything is
+    /// measured.
+    pub predicted_ms: Vec<f64>,
 }
 
 /// A leaf of one branch in execution order (first round of repeats), with its path.
@@ -124,7 +128,26 @@ impl JitterPlan {
                                     SleepSpec::Random { min, max } => (lo + *min, hi + *max),
                                 },
                             );
+                    let mut predicted_ms = Vec::new();
+                    for (j, other) in branches.iter().enumerate().filter(|(j, _)| *j != i) {
+                        let mut leaves = Vec::new();
+                        linearize(other, format!("{path}.parallel[{j}]"), &mut leaves);
+                        let mut at = Duration::ZERO;
+                        for (_, s) in leaves {
+                            match &s.kind {
+                                StepKind::Sleep(SleepSpec::Fixed(d)) => at += *d,
+                                StepKind::Run(_) | StepKind::Exec(_) => {
+                                    predicted_ms.push(at.as_secs_f64() * 1000.0);
+                                    break;
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
+                    predicted_ms.sort_by(f64::total_cmp);
+                    predicted_ms.dedup();
                     return Some(JitterPlan {
+                        predicted_ms,
                         parallel: path.to_owned(),
                         branch,
                         disruptive: leaves[d].0.clone(),

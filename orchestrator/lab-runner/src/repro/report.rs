@@ -138,8 +138,16 @@ impl Reporter for ReproObserver {
                 outcome,
                 ..
             } => self.step_finished(unit, path, *duration, *outcome == StepOutcome::Passed),
-            Event::UnitFinished { unit, outcome, .. } => {
+            Event::UnitFinished {
+                unit,
+                outcome,
+                duration,
+                ..
+            } => {
                 self.captures.remove(unit);
+                if let Some(r) = lock(&self.state).iterations.get_mut(&unit.iteration) {
+                    r.duration_secs = Some(duration.as_secs_f64());
+                }
                 self.evidence(unit, outcome);
                 return self.write();
             }

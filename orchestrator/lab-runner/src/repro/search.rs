@@ -9,7 +9,10 @@
 //! 2. **Explore** the active part evenly: a randomly shifted van der Corput sequence
 //!    (halves, quarters, eighths, ...), so k iterations cover it at resolution ~1/k instead
 //!    of the clumps and gaps of independent uniform draws. Before anything is measured
-//!    (the first iteration on each VM) the whole sleep range is explored the same way.
+//!    (the first iterations, one per VM) the aims go just after the moments the scenario
+//!    itself says its workload tools start (the fixed sleeps before them on their
+//!    branches); after those, and for workloads with no such prediction, the whole sleep
+//!    range is explored evenly the same way.
 //! 3. **Exploit** after failures: three iterations in four aim at a moment that already
 //!    failed (a bucket picked uniformly, so a rare bucket is not drowned by a common one).
 //!    If that moment lies in a measured burst of workload activity, the aim is uniform
@@ -31,6 +34,9 @@ use super::jitter::JitterPlan;
 const EXPLOIT_SHARE: f64 = 0.75;
 /// Spread around a failing moment, as a share of the sleep range.
 const EXPLOIT_SPREAD: f64 = 0.01;
+/// How far after a predicted tool start the first, unmeasured, aims go (a tool needs a
+/// moment to start its workers).
+const PREDICTED_LEAD_MS: f64 = 3.0;
 /// Timelines used to measure the workload (the latest ones).
 const LEARN_WINDOW: usize = 8;
 
@@ -175,6 +181,23 @@ impl Search {
             return (Phase::Exploit, t.clamp(lo, hi));
         }
         self.explored += 1;
+        // Nothing measured yet: first aim just after the moments the scenario says its
+        // workload tools start (a few ms in, when they are running), in turn.
+        if learned.active_len() <= 0.5 {
+            let predicted: Vec<f64> = plan
+                .predicted_ms
+                .iter()
+                .copied()
+                .filter(|t| (lo..=hi).contains(t))
+                .collect();
+            if self.explored as usize <= predicted.len() {
+                let k = (self.explored as usize - 1
+                    + (self.shift * predicted.len() as f64) as usize)
+                    % predicted.len();
+                let t = predicted[k] + PREDICTED_LEAD_MS + self.rng.random_range(0.0..2.0);
+                return (Phase::Explore, t.clamp(lo, hi));
+            }
+        }
         let x = (van_der_corput(self.explored) + self.shift).fract();
         let t = if learned.active_len() > 0.5 {
             // Walk the active intervals to the point at fraction x of their total length.

@@ -134,8 +134,19 @@ fn the_search_explores_only_where_the_workload_runs() {
             learned.active_ms
         );
     }
-    // Nothing measured yet: the whole range, evenly.
+    // Nothing measured yet: first just after each predicted burst start, then the whole
+    // range, evenly.
+    assert_eq!(plan.predicted_ms, vec![150.0, 300.0, 450.0, 600.0]);
     let mut search = Search::new(9);
+    let first: Vec<f64> = (0..4)
+        .map(|_| search.next(&plan, &Learned::default(), &[]).1)
+        .collect();
+    for p in &plan.predicted_ms {
+        assert!(
+            first.iter().any(|t| *t >= p + 3.0 && *t <= p + 5.0),
+            "{p}: {first:?}"
+        );
+    }
     let ts: Vec<f64> = (0..8)
         .map(|_| search.next(&plan, &Learned::default(), &[]).1)
         .collect();
