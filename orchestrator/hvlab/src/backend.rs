@@ -11,12 +11,9 @@ use lab_backends::hyperv::{
     LocalPowerShell, RemotePowerShell, TemplateConfig, Timing, dry_run,
 };
 use lab_backends::sim::{GuestLauncher, SimHypervisor, default_root};
-use lab_backends::{
-    CrashControl, DumpKind, GuestSettings, ServiceSpec, StartType, Verifier, VmSpec,
-};
+use lab_backends::{ServiceSpec, StartType, VmSpec};
 use lab_config::{
-    CheckpointType, Connection, CrashDumpKind, GuestConfig, GuestTransportKind, HyperVLab, Lab,
-    LabBackend, Plan, VerifierFlags,
+    CheckpointType, Connection, GuestTransportKind, HyperVLab, Lab, LabBackend, Plan,
 };
 use lab_transport::{
     AnyTransport, HostKeyPolicy, RemoteOs, SshAuth, SshConfig, SshTransport, TlsVerify, WinrmAuth,
@@ -196,36 +193,6 @@ pub fn hyperv_config(hv: &HyperVLab, read_secrets: bool) -> HyperVConfig {
     }
 }
 
-/// Guest settings from a template (what the runner applies before the first deploy).
-fn guest_settings(g: &GuestConfig) -> GuestSettings {
-    GuestSettings {
-        test_signing: g.test_signing,
-        crash_control: CrashControl {
-            dump_kind: match g.crash_dump {
-                CrashDumpKind::None => DumpKind::None,
-                CrashDumpKind::Complete => DumpKind::Complete,
-                CrashDumpKind::Kernel => DumpKind::Kernel,
-                CrashDumpKind::Small => DumpKind::Small,
-                CrashDumpKind::Automatic => DumpKind::Automatic,
-            },
-            auto_reboot: g.auto_reboot,
-            always_keep_memory_dump: true,
-            nmi_crash_dump: true,
-        },
-        verifier: g
-            .verifier
-            .as_ref()
-            .map(|v| Verifier {
-                drivers: v.drivers.clone(),
-                flags: match v.flags {
-                    VerifierFlags::Standard => Verifier::STANDARD,
-                    VerifierFlags::Mask(m) => m,
-                },
-            })
-            .unwrap_or_default(),
-    }
-}
-
 /// `hvlab run --dry-run`: every script the run would send to its Hyper-V hosts, for one VM
 /// per template the selected scenarios use, without contacting a host or reading a secret.
 pub fn dry_run(plan: &Plan) -> Result<String, CliError> {
@@ -288,16 +255,10 @@ pub fn dry_run(plan: &Plan) -> Result<String, CliError> {
                 vcpus: t.vcpus,
                 memory_mb: t.memory_bytes / (1024 * 1024),
                 boot_delay: Duration::ZERO,
-                guest: guest_settings(&t.guest),
+                guest: lab_runner::worker::guest_settings(&t.guest),
             })
             .collect();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| CliError::Io {
-                action: "start the async runtime".into(),
-                source,
-            })?;
+        let rt = crate::runtime(false)?;
         let ops = rt
             .block_on(dry_run::plan(hyperv_config(hv, false), &specs, &deploy))
             .map_err(|e| CliError::Infra(format!("plan the run: {e}")))?;

@@ -44,3 +44,31 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::SimGuest(_) => unreachable!("handled above"),
     }
 }
+
+/// The async runtime a command runs its lab work on: multi-threaded for runs (guests,
+/// transports and reporters overlap), a single thread for short lab queries.
+pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, CliError> {
+    let mut b = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|source| CliError::Io {
+        action: "start the async runtime".into(),
+        source,
+    })
+}
+
+/// Writes data output to stdout. A reader that stops early (`hvlab triage ... | head`)
+/// closes the pipe; that ends the output quietly instead of panicking like `print!`.
+pub fn stdout(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Io {
+            action: "write to stdout".into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}

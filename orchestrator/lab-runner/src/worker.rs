@@ -117,7 +117,9 @@ fn template_facts(plan: &Plan, name: &str) -> Option<TemplateFacts> {
     }
 }
 
-fn guest_settings(g: &GuestConfig) -> GuestSettings {
+/// The guest settings a template asks for, as the backends take them (what a worker
+/// applies before the first deploy; the Hyper-V dry run prints the same).
+pub fn guest_settings(g: &GuestConfig) -> GuestSettings {
     GuestSettings {
         test_signing: g.test_signing,
         crash_control: CrashControl {

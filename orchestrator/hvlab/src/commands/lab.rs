@@ -10,13 +10,7 @@ use crate::{backend, exit};
 /// Runs `hvlab lab ...`.
 pub fn run(args: &LabArgs) -> Result<u8, CliError> {
     let hv = backend::sim()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| CliError::Io {
-            action: "start the async runtime".into(),
-            source,
-        })?;
+    let rt = crate::runtime(false)?;
     rt.block_on(async {
         let vms = hv
             .list_owned()

@@ -156,13 +156,7 @@ pub fn run_cmd(root: &Path, args: &ReproArgs) -> Result<u8, CliError> {
             out: Box::new(std::io::stdout()),
         },
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| CliError::Io {
-            action: "start the async runtime".into(),
-            source,
-        })?;
+    let rt = crate::runtime(true)?;
     rt.block_on(async {
         let hypervisor = backend::connect(&plan.lab)?;
         let settings = ReproSettings {

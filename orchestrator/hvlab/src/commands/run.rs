@@ -104,7 +104,7 @@ pub fn run_cmd(root: &Path, args: &RunArgs) -> Result<u8, CliError> {
     let lab = lab_path(root, args.lab.as_deref())?;
     let plan = select_plan(root, &lab, &args.scenarios, &args.tag)?;
     if args.dry_run {
-        print!("{}", backend::dry_run(&plan)?);
+        crate::stdout(&backend::dry_run(&plan)?)?;
         return Ok(0);
     }
     let results_root = args.results.clone().unwrap_or_else(|| root.join("results"));
@@ -117,13 +117,7 @@ pub fn run_cmd(root: &Path, args: &RunArgs) -> Result<u8, CliError> {
     };
     let reporters = Fanout::standard(&run_dir, TerminalOptions::detect(format))
         .map_err(|e| CliError::Infra(e.to_string()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| CliError::Io {
-            action: "start the async runtime".into(),
-            source,
-        })?;
+    let rt = crate::runtime(true)?;
     rt.block_on(async {
         let hypervisor = backend::connect(&plan.lab)?;
         let settings = RunSettings {

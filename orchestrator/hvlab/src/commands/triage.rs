@@ -19,8 +19,8 @@ pub fn run(args: &TriageArgs) -> Result<u8, CliError> {
     let r = report::triage_paths(&args.paths, &options)
         .map_err(|e| CliError::Usage(format!("triage: {}", report::error_chain(&e))))?;
     match args.format {
-        Format::Human => print!("{}", report::render_text(&r)),
-        Format::Json => println!("{}", report::render_json(&r)),
+        Format::Human => crate::stdout(&report::render_text(&r))?,
+        Format::Json => crate::stdout(&format!("{}\n", report::render_json(&r)))?,
     }
     Ok(u8::try_from(r.exit_code()).unwrap_or(crate::exit::CONFIG_ERROR))
 }

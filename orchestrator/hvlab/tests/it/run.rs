@@ -382,3 +382,22 @@ fn a_build_file_that_does_not_match_its_hash_stops_the_run_before_any_vm() {
     );
     assert!(sb.leftover_vms().is_empty());
 }
+
+#[test]
+fn a_reader_that_closes_the_pipe_early_ends_triage_quietly() {
+    let (sb, _) = fault_run();
+    let mut child = sb
+        .hvlab()
+        .arg("triage")
+        .arg(sb.run_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `| head -0`: the reader goes away before the report is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
