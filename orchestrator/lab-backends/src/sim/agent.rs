@@ -8,25 +8,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use sim_guest::protocol::{self, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{BackendError, Result};
 
-/// What the guest writes once its agent listens (`<disk>/agent.json`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct AgentInfo {
-    pub port: u16,
-    pub boot_id: String,
-    pub pid: u32,
-}
+pub use sim_guest::disk::AgentInfo;
 
 /// Reads `agent.json` of a disk directory, if the guest wrote one.
 pub fn read_agent_info(disk: &Path) -> Option<AgentInfo> {
-    let bytes = std::fs::read(disk.join("agent.json")).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    sim_guest::disk::read_json(&disk.join("agent.json")).ok()
 }
 
 /// Default bound on a single request/response round trip.

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -41,18 +40,6 @@ enum Ctl {
     Kill,
     /// Deliver an NMI (SIGUSR1) to the guest.
     Nmi,
-}
-
-/// `vm.json`, the VM's settings as the guest reads them at boot.
-#[derive(Debug, Serialize)]
-struct VmJson<'a> {
-    name: &'a str,
-    cpus: u32,
-    memory_mb: u64,
-    boot_delay_ms: u64,
-    /// A checkpoint restore: the guest resumes the services that ran at checkpoint time
-    /// and logs no boot events (a standard checkpoint keeps memory; nothing booted).
-    resume: bool,
 }
 
 /// A simulated VM: its directory, its spec and its running monitor, if powered on.
@@ -195,12 +182,14 @@ fn spawn_guest(
     status: &watch::Sender<Status>,
 ) -> Result<Supervised> {
     let disk = dir.join(disk::DISK_DIR);
-    let vm_json = VmJson {
-        name,
+    // The guest's own type for vm.json, so both sides agree on the format.
+    let vm_json = sim_guest::disk::VmConfig {
+        name: name.to_owned(),
         cpus: spec.vcpus,
         memory_mb: spec.memory_mb,
         boot_delay_ms: delay.as_millis() as u64,
         resume,
+        tags: [("run_id".to_owned(), spec.run_id.clone())].into(),
     };
     let bytes = serde_json::to_vec_pretty(&vm_json).expect("vm.json serialises");
     disk::write_atomic(&disk.join("vm.json"), &bytes)?;
