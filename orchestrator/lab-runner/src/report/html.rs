@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::model::{RunModel, UnitRecord};
 use super::{ReportError, Reporter, text};
-use crate::events::{Envelope, Event, UnitOutcome};
+use crate::events::{Envelope, UnitOutcome};
 use crate::results::{RunDir, atomic_write};
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}\
@@ -36,13 +36,7 @@ impl HtmlReporter {
 impl Reporter for HtmlReporter {
     fn event(&mut self, ev: &Envelope) -> Result<(), ReportError> {
         self.model.apply(ev);
-        if matches!(
-            ev.event,
-            Event::RunStarted { .. }
-                | Event::UnitFinished { .. }
-                | Event::Interrupted { .. }
-                | Event::RunFinished { .. }
-        ) {
+        if super::rewrite_due(&ev.event) {
             atomic_write(&self.path, render(&self.model).as_bytes())?;
         }
         Ok(())

@@ -36,7 +36,7 @@ pub use summary::{Summary, SummaryReporter, build_summary};
 pub use summary_text::{Paint, render_summary};
 pub use terminal::{OutputFormat, TerminalOptions, TerminalReporter};
 
-use crate::events::Envelope;
+use crate::events::{Envelope, Event};
 use crate::results::{ResultsError, RunDir};
 
 /// Errors a reporter can hit. Messages read after "failed to".
@@ -82,6 +82,19 @@ impl fmt::Display for FanoutList<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a file derived from the whole run (junit.xml, summary.json, index.html) must be
+/// rewritten after `ev`: when the run starts, after each unit, on Ctrl-C and at the end, so
+/// a run that is interrupted or even killed always leaves valid files behind.
+pub fn rewrite_due(ev: &Event) -> bool {
+    matches!(
+        ev,
+        Event::RunStarted { .. }
+            | Event::UnitFinished { .. }
+            | Event::Interrupted { .. }
+            | Event::RunFinished { .. }
+    )
 }
 
 /// A sink for run events.

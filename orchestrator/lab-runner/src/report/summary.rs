@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::model::RunModel;
 use super::{ReportError, Reporter, text};
-use crate::events::{Crash, Envelope, Event, RunStats, UnitId, UnitOutcome};
+use crate::events::{Crash, Envelope, RunStats, UnitId, UnitOutcome};
 use crate::results::{RunDir, atomic_write};
 
 /// Bumped when a field changes meaning or goes away (additions keep it).
@@ -161,13 +161,7 @@ impl SummaryReporter {
 impl Reporter for SummaryReporter {
     fn event(&mut self, ev: &Envelope) -> Result<(), ReportError> {
         self.model.apply(ev);
-        if matches!(
-            ev.event,
-            Event::RunStarted { .. }
-                | Event::UnitFinished { .. }
-                | Event::Interrupted { .. }
-                | Event::RunFinished { .. }
-        ) {
+        if super::rewrite_due(&ev.event) {
             let mut json =
                 serde_json::to_vec_pretty(&build_summary(&self.model)).map_err(|source| {
                     ReportError::Json {

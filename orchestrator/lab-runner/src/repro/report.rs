@@ -183,13 +183,7 @@ impl ReproSummaryReporter {
 impl Reporter for ReproSummaryReporter {
     fn event(&mut self, ev: &Envelope) -> Result<(), ReportError> {
         self.model.apply(ev);
-        if !matches!(
-            ev.event,
-            Event::RunStarted { .. }
-                | Event::UnitFinished { .. }
-                | Event::Interrupted { .. }
-                | Event::RunFinished { .. }
-        ) {
+        if !crate::report::rewrite_due(&ev.event) {
             return Ok(());
         }
         let err = |source| ReportError::Json {
