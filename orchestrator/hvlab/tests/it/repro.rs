@@ -201,7 +201,17 @@ fn a_replayed_seed_reproduces_its_failure() {
     // flight reads a freed map context; 0xCE: a later callback runs unloaded code) varies.
     // The bounds leave room for that, so the test does not flake.
     assert!(failed >= 3, "replays failed {failed}/10: {}", text(&out));
-    assert!(same >= 1, "bucket never reproduced: {}", text(&out));
+    // Every failure is this race: one of its two symptoms. The bucket itself is reported,
+    // not asserted: a 0x50 that lands after the driver's image is gone has no module to
+    // name (the dumps carry no unloaded-driver list yet), so it files under a second
+    // bucket and "same bucket" is a coin toss between three titles.
+    for r in runs.iter().filter(|r| r["outcome"] == "failed") {
+        let title = r["bucket_title"].as_str().unwrap_or("");
+        assert!(
+            title.contains("(0x50)") || title.contains("(0xce)"),
+            "a replay failed with something other than the race: {r}"
+        );
+    }
     assert_eq!(out.status.code(), Some(1));
     // Same seed passed and failed, or failed again: one folded case with reruns.
     let report = junit(&replay_dir);
