@@ -97,6 +97,23 @@ pub fn rewrite_due(ev: &Event) -> bool {
     )
 }
 
+/// The run's `events.jsonl` reporter. The file is created new: a run never appends to (or
+/// truncates) another run's log.
+pub fn events_log(
+    run_dir: &RunDir,
+) -> Result<JsonLinesReporter<BufWriter<std::fs::File>>, ReportError> {
+    let path = run_dir.join(RunDir::EVENTS);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|source| ReportError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(JsonLinesReporter::new(BufWriter::new(file), path))
+}
+
 /// A sink for run events.
 pub trait Reporter: Send {
     /// Handles one event. Called in event order; `RunFinished` is the last call.
@@ -148,22 +165,9 @@ impl Fanout {
         run_dir: &RunDir,
         terminal: TerminalReporter,
     ) -> Result<Self, ReportError> {
-        let events_path = run_dir.join(RunDir::EVENTS);
-        // create_new: a run never appends to (or truncates) another run's log.
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&events_path)
-            .map_err(|source| ReportError::Io {
-                path: events_path.clone(),
-                source,
-            })?;
         let mut f = Fanout::new();
         f.push("terminal", terminal)
-            .push(
-                "events.jsonl",
-                JsonLinesReporter::new(BufWriter::new(file), events_path),
-            )
+            .push("events.jsonl", events_log(run_dir)?)
             .push("junit.xml", JunitReporter::new(run_dir.path()))
             .push("summary.json", SummaryReporter::new(run_dir.path()))
             .push("index.html", HtmlReporter::new(run_dir.path()));

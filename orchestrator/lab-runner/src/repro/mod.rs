@@ -20,15 +20,14 @@ pub mod search;
 pub mod state;
 pub mod stats;
 
-use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use lab_backends::AnyHypervisor;
 use lab_config::Plan;
 
 use crate::events::{UnitId, UnitOutcome};
-use crate::report::{Fanout, HtmlReporter, JsonLinesReporter, JunitReporter, ReportError};
+use crate::report::{Fanout, HtmlReporter, JunitReporter, ReportError, events_log};
 use crate::results::RunDir;
 use crate::run::{RunError, RunOutcome, RunSettings, run_with_source};
 use crate::signals::SignalSource;
@@ -194,15 +193,6 @@ fn fanout(
     shared: &report::Shared,
     terminal: Terminal,
 ) -> Result<Fanout, ReportError> {
-    let events_path = run_dir.join(RunDir::EVENTS);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&events_path)
-        .map_err(|source| ReportError::Io {
-            path: events_path.clone(),
-            source,
-        })?;
     let term = match terminal {
         Terminal::Human { out, color } => report::ReproTerminal::human(shared.clone(), out, color),
         Terminal::Json { out } => report::ReproTerminal::json(shared.clone(), out),
@@ -213,10 +203,7 @@ fn fanout(
         report::ReproObserver::new(shared.clone(), run_dir.path()),
     )
     .push("terminal", term)
-    .push(
-        "events.jsonl",
-        JsonLinesReporter::new(BufWriter::new(file), events_path),
-    )
+    .push("events.jsonl", events_log(run_dir)?)
     .push("junit.xml", JunitReporter::new(run_dir.path()))
     .push(
         "summary.json",
