@@ -3,6 +3,7 @@
 //! blocking waits that end on halt, and the epoch timer thread.
 
 use crate::bugcheck::{self, Bugcheck, HaltState};
+use crate::epoch::core::SyncPoint;
 use crate::epoch::{self, EpochManager, Retired};
 use crate::error::EbpfError;
 use crate::maps::MapRegistry;
@@ -289,14 +290,17 @@ impl KernelInner {
         self.pool.read(h).map_err(|f| self.pool_fault(f))
     }
 
-    /// `ebpf_epoch_synchronize`: returns once everything retired before the call is released.
-    /// Must not be called from inside an epoch.
+    /// `ebpf_epoch_synchronize`: queues a sync point behind everything retired so far and
+    /// returns once the timer's release pass has reached it, i.e. after those items are
+    /// freed (not merely after the released epoch moved past them). Must not be called from
+    /// inside an epoch.
     pub(crate) fn synchronize(&self) -> Result<(), EbpfError> {
-        let target = self.epoch.core.published();
-        while self.epoch.core.released() < target {
+        self.check()?;
+        let point = Arc::new(SyncPoint::default());
+        self.epoch.core.queue_sync(self.cpu(), point.clone());
+        self.epoch.kick();
+        while !point.wait_for(HALT_POLL) {
             self.check()?;
-            self.epoch.kick();
-            self.epoch.wait_cycle(Duration::from_millis(5));
         }
         Ok(())
     }
@@ -377,13 +381,13 @@ impl KernelInner {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }
-            let (_, items) = self.epoch.core.compute();
+            let mut release = self.epoch.core.compute();
             let _frame = self
                 .services
                 .core_module()
                 .map(|f| modules::push_frame(f, "_ebpf_epoch_release_free_list"));
             let mut slots: Vec<Vec<u32>> = vec![Vec::new(); self.cpus];
-            for it in items {
+            for it in std::mem::take(&mut release.items) {
                 if self.release_item(&it) {
                     slots[it.cpu % self.cpus].push(it.handle.index());
                 }
@@ -393,6 +397,8 @@ impl KernelInner {
                     self.pool.recycle(cpu, s);
                 }
             }
+            // Only now may a waiting synchronize return: its items are freed.
+            release.complete();
             if self.epoch.core.has_pending() {
                 self.epoch.arm();
             }

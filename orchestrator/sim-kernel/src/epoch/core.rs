@@ -18,16 +18,91 @@
 //!
 //! Rule: an item is released only after every thread that entered before it was retired has
 //! exited.
+//!
+//! `synchronize` (upstream `ebpf_epoch_synchronize`) queues a [`SyncPoint`] on the free list
+//! like any retired item and waits for it to be signalled. A computation hands its released
+//! items and reached sync points out together as a [`Release`]; the caller frees the items
+//! first and only then calls [`Release::complete`]. So "synchronize returned" always means
+//! "everything retired before it is freed", not merely "the released epoch moved past it":
+//! publishing the epoch before the frees ran once made Verifier's unload check count
+//! retired-but-not-yet-freed entries as leaks whenever the timer thread was preempted between
+//! the two (the loom model `loom_synchronize_returns_after_the_frees` pins the order).
 
-use crate::sync::{AtomicI64, CacheLine, Mutex, Ordering, lock};
+use crate::sync::{AtomicI64, CacheLine, Condvar, Mutex, Ordering, lock};
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// `ebpf_epoch_synchronize`'s free-list entry: signalled once the release pass that reached
+/// it has freed every item released with it.
+#[derive(Debug, Default)]
+pub(crate) struct SyncPoint {
+    reached: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl SyncPoint {
+    fn signal(&self) {
+        *lock(&self.reached) = true;
+        self.cv.notify_all();
+    }
+
+    /// Blocks until signalled.
+    #[cfg(any(loom, test))]
+    pub(crate) fn wait(&self) {
+        let mut g = lock(&self.reached);
+        while !*g {
+            g = crate::sync::wait(&self.cv, g);
+        }
+    }
+
+    /// Waits at most `max`; true once signalled (the caller re-checks for a halt between).
+    #[cfg(not(loom))]
+    pub(crate) fn wait_for(&self, max: std::time::Duration) -> bool {
+        let g = lock(&self.reached);
+        if *g {
+            return true;
+        }
+        let (g, _) = match self.cv.wait_timeout(g, max) {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        *g
+    }
+}
+
+/// What a free list holds.
+#[derive(Debug)]
+enum Entry<T> {
+    Item(T),
+    Sync(Arc<SyncPoint>),
+}
+
+/// What one computation released: the items to free, then the sync points to signal.
+#[derive(Debug)]
+#[must_use = "the sync points must be signalled with `complete` after the items are freed"]
+pub(crate) struct Release<T> {
+    /// The committed released epoch.
+    pub(crate) epoch: i64,
+    /// Items whose epoch passed, in per-CPU stamp order.
+    pub(crate) items: Vec<T>,
+    syncs: Vec<Arc<SyncPoint>>,
+}
+
+impl<T> Release<T> {
+    /// Signals the sync points this pass reached. Call only after every item is freed.
+    pub(crate) fn complete(self) {
+        for s in self.syncs {
+            s.signal();
+        }
+    }
+}
 
 #[derive(Debug)]
 struct CpuEpoch<T> {
     /// Epochs of threads currently inside an epoch on this CPU (a multiset).
     active: Vec<i64>,
-    /// Retired items, in stamp order.
-    free_list: VecDeque<(i64, T)>,
+    /// Retired items and sync points, in stamp order.
+    free_list: VecDeque<(i64, Entry<T>)>,
     current: i64,
     released: i64,
 }
@@ -87,13 +162,21 @@ impl<T> EpochCore<T> {
         let mut c = lock(&self.cpus[cpu]);
         let e = self.published.load(Ordering::SeqCst);
         if let Some(item) = stamp(e) {
-            c.free_list.push_back((e, item));
+            c.free_list.push_back((e, Entry::Item(item)));
         }
         e
     }
 
-    /// Runs one propose/commit cycle; returns the released epoch and the released items.
-    pub(crate) fn compute(&self) -> (i64, Vec<T>) {
+    /// Queues `point` on `cpu`'s free list behind everything retired so far (the first half
+    /// of `synchronize`; the caller arms the timer and waits on it).
+    pub(crate) fn queue_sync(&self, cpu: usize, point: Arc<SyncPoint>) {
+        let mut c = lock(&self.cpus[cpu]);
+        let e = self.published.load(Ordering::SeqCst);
+        c.free_list.push_back((e, Entry::Sync(point)));
+    }
+
+    /// Runs one propose/commit cycle; returns what it released.
+    pub(crate) fn compute(&self) -> Release<T> {
         let _one_at_a_time = lock(&self.computing);
         // Propose: CPU 0 declares the new epoch, every CPU lowers the proposal.
         let new_epoch = self.published.fetch_add(1, Ordering::SeqCst) + 1;
@@ -107,18 +190,24 @@ impl<T> EpochCore<T> {
         }
         // Commit: released = proposed - 1, then each CPU drains what is old enough.
         let released = proposed - 1;
-        let mut out = Vec::new();
+        let mut out = Release {
+            epoch: released,
+            items: Vec::new(),
+            syncs: Vec::new(),
+        };
         for cpu in &self.cpus {
             let mut c = lock(cpu);
             c.released = c.released.max(released);
             while c.free_list.front().is_some_and(|(e, _)| *e <= released) {
-                if let Some((_, item)) = c.free_list.pop_front() {
-                    out.push(item);
+                match c.free_list.pop_front() {
+                    Some((_, Entry::Item(item))) => out.items.push(item),
+                    Some((_, Entry::Sync(s))) => out.syncs.push(s),
+                    None => {}
                 }
             }
         }
         self.released.fetch_max(released, Ordering::SeqCst);
-        (released, out)
+        out
     }
 
     pub(crate) fn published(&self) -> i64 {
@@ -127,6 +216,16 @@ impl<T> EpochCore<T> {
 
     pub(crate) fn released(&self) -> i64 {
         self.released.load(Ordering::SeqCst)
+    }
+
+    /// One cycle whose items count as freed at once (tests).
+    #[cfg(test)]
+    pub(crate) fn cycle(&self) -> (i64, Vec<T>) {
+        let mut r = self.compute();
+        let items = std::mem::take(&mut r.items);
+        let epoch = r.epoch;
+        r.complete();
+        (epoch, items)
     }
 
     /// True if any CPU has retired items waiting.
@@ -145,12 +244,12 @@ mod tests {
         let reader = core.enter(1);
         core.retire_with(0, |_| Some(7));
         // The reader entered before the retire: nothing may be released while it is inside.
-        let (_, out) = core.compute();
+        let (_, out) = core.cycle();
         assert!(out.is_empty());
-        let (_, out) = core.compute();
+        let (_, out) = core.cycle();
         assert!(out.is_empty());
         assert!(core.exit(1, reader) || core.has_pending());
-        let (released, out) = core.compute();
+        let (released, out) = core.cycle();
         assert_eq!(out, vec![7]);
         assert!(released >= 1);
     }
@@ -160,17 +259,70 @@ mod tests {
         let core = EpochCore::<u32>::new(2);
         let early = core.enter(0);
         let stamped = core.retire_with(0, |_| Some(1));
-        assert!(core.compute().1.is_empty(), "the early reader pins it");
+        assert!(core.cycle().1.is_empty(), "the early reader pins it");
         let late = core.enter(1);
         assert!(late > stamped);
         core.exit(0, early);
-        let (_, out) = core.compute();
+        let (_, out) = core.cycle();
         assert_eq!(
             out,
             vec![1],
             "only the late reader is inside: it cannot hold the item"
         );
         core.exit(1, late);
+    }
+
+    #[test]
+    fn a_sync_point_is_released_with_the_items_before_it_and_signalled_after_them() {
+        let core = EpochCore::<u32>::new(2);
+        let reader = core.enter(1);
+        core.retire_with(0, |_| Some(1));
+        core.retire_with(1, |_| Some(2));
+        let point = Arc::new(SyncPoint::default());
+        core.queue_sync(0, point.clone());
+        let r = core.compute();
+        assert!(
+            r.items.is_empty() && r.syncs.is_empty(),
+            "the reader pins both"
+        );
+        r.complete();
+        assert!(!point.wait_for(std::time::Duration::ZERO));
+        core.exit(1, reader);
+        let r = core.compute();
+        assert_eq!(
+            r.items,
+            vec![1, 2],
+            "items of every CPU go with the sync point"
+        );
+        assert_eq!(r.syncs.len(), 1);
+        assert!(
+            !point.wait_for(std::time::Duration::ZERO),
+            "not signalled before the frees"
+        );
+        r.complete();
+        assert!(point.wait_for(std::time::Duration::ZERO));
+        assert!(!core.has_pending());
+    }
+
+    #[test]
+    fn a_sync_point_queued_later_does_not_hold_back_earlier_items() {
+        let core = EpochCore::<u32>::new(1);
+        core.retire_with(0, |_| Some(1));
+        let (_, out) = core.cycle();
+        assert_eq!(out, vec![1]);
+        let late = core.enter(0);
+        let point = Arc::new(SyncPoint::default());
+        core.queue_sync(0, point.clone());
+        assert!(core.has_pending(), "a sync point keeps the timer armed");
+        let r = core.compute();
+        assert!(
+            r.syncs.is_empty(),
+            "a reader inside when synchronize began pins it"
+        );
+        r.complete();
+        core.exit(0, late);
+        core.cycle();
+        assert!(point.wait_for(std::time::Duration::ZERO));
     }
 }
 
@@ -225,7 +377,7 @@ mod loom_tests {
             };
             // The timer DPC: two cycles, releasing whatever commit allows.
             for _ in 0..2 {
-                let (_, out) = core.compute();
+                let (_, out) = core.cycle();
                 if !out.is_empty() {
                     released.store(true, Ordering::SeqCst);
                 }
@@ -233,11 +385,51 @@ mod loom_tests {
             r.join().unwrap();
             w.join().unwrap();
             // Once everyone has left, a cycle releases the item.
-            let (_, out) = core.compute();
+            let (_, out) = core.cycle();
             if !out.is_empty() {
                 released.store(true, Ordering::SeqCst);
             }
             assert!(released.load(Ordering::SeqCst), "item never released");
+        });
+    }
+
+    /// `synchronize` returns only after everything retired before it is freed, whatever the
+    /// timer thread's interleaving: the old rule (wait until the released epoch passes the
+    /// target) returned between the commit and the frees.
+    #[test]
+    fn loom_synchronize_returns_after_the_frees() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let core = Arc::new(EpochCore::<u8>::new(2));
+            let freed = Arc::new(AtomicBool::new(false));
+            let done = Arc::new(AtomicBool::new(false));
+            let unloader = {
+                let (core, freed, done) = (core.clone(), freed.clone(), done.clone());
+                loom::thread::spawn(move || {
+                    core.retire_with(1, |_| Some(7u8));
+                    // The free list holds a std Arc; the point's own lock is loom's.
+                    let point = std::sync::Arc::new(SyncPoint::default());
+                    core.queue_sync(0, point.clone());
+                    point.wait();
+                    // Verifier's unload check: nothing retired before may still be allocated.
+                    assert!(
+                        freed.load(Ordering::SeqCst),
+                        "synchronize returned before the free"
+                    );
+                    done.store(true, Ordering::SeqCst);
+                })
+            };
+            // The timer DPC: cycles until the unloader is through.
+            while !done.load(Ordering::SeqCst) {
+                let r = core.compute();
+                for _ in r.items.iter() {
+                    freed.store(true, Ordering::SeqCst);
+                }
+                r.complete();
+                loom::thread::yield_now();
+            }
+            unloader.join().unwrap();
         });
     }
 }

@@ -1,5 +1,6 @@
 //! Epoch-based reclamation for the kernel: the [`core`] propose/commit state plus the 1 ms
-//! flush timer's arming, the counters, `synchronize`, and CPU binding of threads.
+//! flush timer's arming, the counters, and CPU binding of threads (`synchronize` lives on
+//! the kernel, which frees what a cycle releases).
 
 pub(crate) mod core;
 
@@ -81,8 +82,6 @@ pub(crate) struct EpochManager {
     urgent: AtomicBool,
     wake: Mutex<()>,
     wake_cv: Condvar,
-    done: Mutex<()>,
-    done_cv: Condvar,
     pub(crate) retired: PerCpu,
     pub(crate) released_count: PerCpu,
     pub(crate) pending_bytes: PerCpu,
@@ -98,8 +97,6 @@ impl EpochManager {
             urgent: AtomicBool::new(false),
             wake: Mutex::new(()),
             wake_cv: Condvar::new(),
-            done: Mutex::new(()),
-            done_cv: Condvar::new(),
             retired: PerCpu::new(cpus),
             released_count: PerCpu::new(cpus),
             pending_bytes: PerCpu::new(cpus),
@@ -145,14 +142,6 @@ impl EpochManager {
     /// Timer side: a cycle finished.
     pub(crate) fn cycle_done(&self) {
         self.cycles.fetch_add(1, Ordering::Relaxed);
-        let _g = self.done.lock();
-        self.done_cv.notify_all();
-    }
-
-    /// Waits for the next cycle to finish, at most `max`.
-    pub(crate) fn wait_cycle(&self, max: Duration) {
-        let mut g = self.done.lock();
-        self.done_cv.wait_for(&mut g, max);
     }
 
     pub(crate) fn stats(&self) -> EpochStats {
