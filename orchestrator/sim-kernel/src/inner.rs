@@ -37,6 +37,10 @@ pub(crate) struct KernelInner {
     /// Driver code currently blocked (for the NMI's attribution), oldest first.
     stuck: Mutex<Vec<(u64, Frame)>>,
     stuck_ids: AtomicU64,
+    /// Tests: microseconds the timer thread pauses between a commit and its frees, as a
+    /// preempted DPC would on a busy machine.
+    #[cfg(test)]
+    pub(crate) release_delay_us: AtomicU64,
 }
 
 /// Being inside an epoch (as a program invocation is); leaves it when dropped.
@@ -97,6 +101,8 @@ impl KernelInner {
             timer: Mutex::new(None),
             stuck: Mutex::new(Vec::new()),
             stuck_ids: AtomicU64::new(0),
+            #[cfg(test)]
+            release_delay_us: AtomicU64::new(0),
             config,
         }
     }
@@ -382,6 +388,10 @@ impl KernelInner {
                 }
             }
             let mut release = self.epoch.core.compute();
+            #[cfg(test)]
+            std::thread::sleep(Duration::from_micros(
+                self.release_delay_us.load(Ordering::Relaxed),
+            ));
             let _frame = self
                 .services
                 .core_module()

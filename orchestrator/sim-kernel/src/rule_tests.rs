@@ -4,6 +4,7 @@
 use crate::image::{DriverImage, ImageKind, Signature};
 use crate::kernel::Kernel;
 use crate::types::{BPF_MAP_TYPE_SAMPLE_HASH_MAP, KernelConfig, MapDefinition, UpdateOption};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn boot() -> Kernel {
@@ -42,6 +43,33 @@ fn every_map_holds_one_rundown_reference_for_its_lifetime() {
     assert_eq!(reg.rundown.refs(), 1);
     drop(extra);
     assert_eq!(reg.rundown.refs(), 0);
+    k.shutdown();
+}
+
+#[test]
+fn synchronize_returns_only_after_the_frees_it_waits_for() {
+    let k = boot();
+    let m = k
+        .create_map(MapDefinition::new(BPF_MAP_TYPE_SAMPLE_HASH_MAP, 64))
+        .unwrap();
+    for key in 0..64 {
+        m.update(key, key, UpdateOption::Any).unwrap();
+    }
+    k.synchronize().unwrap();
+    // The timer thread is preempted between publishing the released epoch and freeing.
+    k.inner.release_delay_us.store(30_000, Ordering::Relaxed);
+    for key in 0..64 {
+        m.update(key, key + 1, UpdateOption::Any).unwrap(); // retires the old entry
+    }
+    assert!(k.inner.epoch.stats().pending_items > 0);
+    k.synchronize().unwrap();
+    assert_eq!(
+        k.inner.epoch.stats().pending_items,
+        0,
+        "synchronize returned while retired entries were still allocated (Verifier would \
+         call them leaks)"
+    );
+    k.inner.release_delay_us.store(0, Ordering::Relaxed);
     k.shutdown();
 }
 

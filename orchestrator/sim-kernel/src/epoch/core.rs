@@ -46,8 +46,8 @@ impl SyncPoint {
         self.cv.notify_all();
     }
 
-    /// Blocks until signalled.
-    #[cfg(any(loom, test))]
+    /// Blocks until signalled (the loom model; the kernel waits with [`SyncPoint::wait_for`]).
+    #[cfg(loom)]
     pub(crate) fn wait(&self) {
         let mut g = lock(&self.reached);
         while !*g {
@@ -56,7 +56,6 @@ impl SyncPoint {
     }
 
     /// Waits at most `max`; true once signalled (the caller re-checks for a halt between).
-    #[cfg(not(loom))]
     pub(crate) fn wait_for(&self, max: std::time::Duration) -> bool {
         let g = lock(&self.reached);
         if *g {
@@ -81,8 +80,6 @@ enum Entry<T> {
 #[derive(Debug)]
 #[must_use = "the sync points must be signalled with `complete` after the items are freed"]
 pub(crate) struct Release<T> {
-    /// The committed released epoch.
-    pub(crate) epoch: i64,
     /// Items whose epoch passed, in per-CPU stamp order.
     pub(crate) items: Vec<T>,
     syncs: Vec<Arc<SyncPoint>>,
@@ -191,7 +188,6 @@ impl<T> EpochCore<T> {
         // Commit: released = proposed - 1, then each CPU drains what is old enough.
         let released = proposed - 1;
         let mut out = Release {
-            epoch: released,
             items: Vec::new(),
             syncs: Vec::new(),
         };
@@ -223,9 +219,8 @@ impl<T> EpochCore<T> {
     pub(crate) fn cycle(&self) -> (i64, Vec<T>) {
         let mut r = self.compute();
         let items = std::mem::take(&mut r.items);
-        let epoch = r.epoch;
         r.complete();
-        (epoch, items)
+        (self.released(), items)
     }
 
     /// True if any CPU has retired items waiting.
