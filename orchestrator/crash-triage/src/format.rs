@@ -48,6 +48,11 @@ pub mod ctx {
     pub const SIZE: usize = 0x4D0;
     pub const CONTEXT_FLAGS: usize = 0x30;
     pub const MXCSR: usize = 0x34;
+    /// `FltSave` (`XMM_SAVE_AREA32`): `ControlWord` at +0, `MxCsr` at +0x18,
+    /// `MxCsr_Mask` at +0x1C. Readers check that `FltSave.MxCsr` equals `MxCsr`.
+    pub const FLT_SAVE_CONTROL_WORD: usize = 0x100;
+    pub const FLT_SAVE_MXCSR: usize = 0x118;
+    pub const FLT_SAVE_MXCSR_MASK: usize = 0x11C;
     pub const SEG_CS: usize = 0x38;
     pub const SEG_DS: usize = 0x3A;
     pub const SEG_ES: usize = 0x3C;

@@ -343,7 +343,12 @@ pub(crate) fn context_record(spec: &DumpSpec) -> Vec<u8> {
     let mut c = vec![0u8; ctx::SIZE];
     // CONTEXT_AMD64 | CONTROL | INTEGER | SEGMENTS | FLOATING_POINT
     put_u32(&mut c, ctx::CONTEXT_FLAGS, 0x0010_001F);
+    // The default MXCSR, in both places a CONTEXT holds it: independent readers (the C++
+    // kdmp-parser) reject a record whose two copies differ.
     put_u32(&mut c, ctx::MXCSR, 0x1F80);
+    put_u16(&mut c, ctx::FLT_SAVE_CONTROL_WORD, 0x027F);
+    put_u32(&mut c, ctx::FLT_SAVE_MXCSR, 0x1F80);
+    put_u32(&mut c, ctx::FLT_SAVE_MXCSR_MASK, 0xFFFF);
     put_u16(&mut c, ctx::SEG_CS, 0x10);
     for seg in [ctx::SEG_DS, ctx::SEG_ES] {
         put_u16(&mut c, seg, 0x2B);

@@ -4,6 +4,7 @@ mod analyze;
 mod broken;
 mod buckets;
 mod common;
+mod cpp_reader;
 mod fuzz;
 mod report;
 mod roundtrip;
