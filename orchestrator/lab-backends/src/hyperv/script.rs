@@ -188,10 +188,27 @@ impl Script {
     }
 }
 
+/// Indents every code line by `n` spaces, but not the body or the closing line of a
+/// here-string: PowerShell requires the closing `'@` / `"@` at column 0
+/// (`WhitespaceBeforeHereStringFooter`), and padding the body would change its text.
 fn indent(text: &str, n: usize) -> String {
     let pad = " ".repeat(n);
+    // The closer of the here-string we are inside, if any.
+    let mut closer: Option<&str> = None;
     text.lines()
         .map(|l| {
+            if let Some(c) = closer {
+                if l.starts_with(c) {
+                    closer = None;
+                }
+                return l.to_owned();
+            }
+            let code = l.trim_end();
+            if code.ends_with("@'") {
+                closer = Some("'@");
+            } else if code.ends_with("@\"") {
+                closer = Some("\"@");
+            }
             if l.is_empty() {
                 String::new()
             } else {
@@ -243,6 +260,19 @@ pub fn windows_command_line(args: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn indent_leaves_here_string_bodies_and_closers_at_column_zero() {
+        let text = "$a = @'\nline one\n  two\n'@\nif ($x) {\n  $b = @\"\n$y\n\"@\n}";
+        assert_eq!(
+            indent(text, 4),
+            "    $a = @'\nline one\n  two\n'@\n    if ($x) {\n      $b = @\"\n$y\n\"@\n    }"
+        );
+        // Nested envelopes (PowerShell Direct indents twice) keep the closer at column 0.
+        let twice = indent(&indent(text, 4), 4);
+        assert!(twice.lines().any(|l| l == "'@"), "{twice}");
+        assert!(twice.lines().any(|l| l == "\"@"), "{twice}");
+    }
 
     /// The MSVC runtime's argument splitting (post-2008 rules), as the oracle for quoting.
     fn split_windows(line: &str) -> Vec<String> {
