@@ -25,7 +25,12 @@ macro_rules! process_fn {
   $err = $p.StandardError.ReadToEndAsync()
   $timedOut = -not $p.WaitForExit($timeoutMs)
   if ($timedOut) {
-    & taskkill.exe /T /F /PID $p.Id 2>&1 | Out-Null
+    # Under Windows PowerShell 5.1 with $ErrorActionPreference = 'Stop', a line taskkill
+    # writes to stderr (say, a child that already exited) becomes a terminating error, and
+    # the timeout would be reported as a failed script: tolerate it here.
+    $eap = $ErrorActionPreference
+    $ErrorActionPreference = 'Continue'
+    try { & taskkill.exe /T /F /PID $p.Id 2>&1 | Out-Null } catch { } finally { $ErrorActionPreference = $eap }
     [void]$p.WaitForExit(10000)
   } else { $p.WaitForExit() }
   $o = ''; $e = ''

@@ -144,7 +144,7 @@ pub fn checkpoint(vm: &str, name: &str) -> Script {
         "vm.checkpoint",
         concat!(
             find_vm!(),
-            r#"Get-VMSnapshot -VM $vm | Where-Object { $_.Name -ceq $P.Checkpoint } | Remove-VMSnapshot
+            r#"Get-VMSnapshot -VM $vm | Where-Object { $_.Name -ceq $P.Checkpoint } | Remove-VMSnapshot -Confirm:$false
 Checkpoint-VM -VM $vm -SnapshotName $P.Checkpoint
 $null"#
         ),

@@ -5,7 +5,33 @@ use lab_backends::hyperv::script::{PsDirect, PsValue};
 use lab_backends::hyperv::scripts::{files, guest as gs, host as hs};
 
 fn snap(name: &str, text: String) {
+    assert_no_prompt(name, &text);
     insta::assert_snapshot!(name, text);
+}
+
+/// Cmdlets that may ask for confirmation (ConfirmImpact High or a documented prompt) must be
+/// told not to: nobody answers a prompt on a remote host, and the script would hang.
+fn assert_no_prompt(name: &str, text: &str) {
+    for line in text.lines() {
+        for cmdlet in [
+            "Remove-VMSnapshot",
+            "Restore-VMSnapshot",
+            "Remove-VM ",
+            "Stop-VM ",
+            "Remove-Item ",
+            "Debug-VM ",
+        ] {
+            if let Some(at) = line.find(cmdlet) {
+                let call = &line[at..];
+                let call = call.split(['|', ';', '}']).next().unwrap_or(call);
+                assert!(
+                    call.contains("-Confirm:$false") || call.contains("-Force"),
+                    "{name}: `{}` may prompt for confirmation",
+                    call.trim()
+                );
+            }
+        }
+    }
 }
 
 fn new_vm() -> hs::NewVm {
