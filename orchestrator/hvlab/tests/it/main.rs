@@ -1,5 +1,6 @@
 //! Integration tests of the hvlab binary.
 
+mod docs;
 mod hog;
 mod load;
 mod repro;
