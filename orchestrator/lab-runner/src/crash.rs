@@ -10,6 +10,7 @@ use lab_backends::{Guest, Hypervisor, VmState};
 
 use crate::events::{ArtifactKind, Bucket, BugcheckInfo, Crash, CrashKind, Event};
 use crate::exec::UnitCtx;
+use crate::verdict;
 
 /// Whether the guest has rebooted since the unit last looked. An unreachable guest is
 /// waited for (it may be writing a dump and restarting) up to the boot timeout.
@@ -71,11 +72,19 @@ pub async fn hang(ctx: &UnitCtx<'_>, step: &str) -> Result<Crash, String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(collect(ctx, CrashKind::Hang, Some(step.to_owned())).await)
+    collect(ctx, CrashKind::Hang, Some(step.to_owned())).await
 }
 
 /// Collects the evidence of a crash that already happened: events 41/1001 and dumps.
-pub async fn collect(ctx: &UnitCtx<'_>, kind: CrashKind, step: Option<String>) -> Crash {
+///
+/// `Err` is a lab error, not a crash (see [`crate::verdict`]): the guest did not come back,
+/// or it restarted without a bugcheck record or dump (its process died or was powered off).
+/// No `CrashDetected` is emitted then, so no report shows it as a crash.
+pub async fn collect(
+    ctx: &UnitCtx<'_>,
+    kind: CrashKind,
+    step: Option<String>,
+) -> Result<Crash, String> {
     let mut crash = Crash {
         kind,
         step,
@@ -84,15 +93,16 @@ pub async fn collect(ctx: &UnitCtx<'_>, kind: CrashKind, step: Option<String>) -
         bucket: None,
         triage_error: None,
     };
-    match wait_back(ctx).await {
-        Ok(id) => *ctx.boot_id.lock().expect("boot id lock") = id,
-        Err(e) => {
-            crash.triage_error = Some(e);
-            return crash;
+    let before = ctx.boot_id.lock().expect("boot id lock").clone();
+    let after = match wait_back(ctx).await {
+        Ok(id) => {
+            *ctx.boot_id.lock().expect("boot id lock") = id.clone();
+            id
         }
-    }
+        Err(e) => return Err(verdict::did_not_come_back(&before, &e)),
+    };
     let since = *ctx.event_mark.lock().expect("event mark lock");
-    match ctx.guest.events(since).await {
+    let event_ids = match ctx.guest.events(since).await {
         Ok(records) => {
             if let Some(last) = records.iter().map(|r| r.record).max() {
                 *ctx.event_mark.lock().expect("event mark lock") = last;
@@ -112,9 +122,13 @@ pub async fn collect(ctx: &UnitCtx<'_>, kind: CrashKind, step: Option<String>) -
             {
                 artifact(ctx, ArtifactKind::EventLog, rel);
             }
+            Ok(records.iter().map(|r| r.event_id).collect())
         }
-        Err(e) => tracing::warn!(vm = ctx.vm, error = %e, "could not read the System event log"),
-    }
+        Err(e) => {
+            tracing::warn!(vm = ctx.vm, error = %e, "could not read the System event log");
+            Err(e.to_string())
+        }
+    };
     let dumps = collect_dumps(ctx).await;
     for (local, rel) in dumps {
         // Only the first dump is triaged and bucketed: a small dump beside MEMORY.DMP is
@@ -155,12 +169,20 @@ pub async fn collect(ctx: &UnitCtx<'_>, kind: CrashKind, step: Option<String>) -
         artifact(ctx, ArtifactKind::Dump, rel.clone());
         crash.dumps.push(rel);
     }
+    if !verdict::is_evidence(&crash) {
+        return Err(verdict::restart_without_evidence(&verdict::RestartSeen {
+            before: &before,
+            after: &after,
+            since_record: since,
+            event_ids,
+        }));
+    }
     let _ = ctx.events.send(Event::CrashDetected {
         unit: ctx.unit.clone(),
         vm: ctx.vm.to_owned(),
         crash: crash.clone(),
     });
-    crash
+    Ok(crash)
 }
 
 fn artifact(ctx: &UnitCtx<'_>, kind: ArtifactKind, path: PathBuf) {

@@ -119,6 +119,17 @@ pub enum Event {
         /// relative to the results directory; reporters merge them.
         guest_junit: Vec<PathBuf>,
     },
+    /// An attempt of a unit errored (the lab failed under it, not the code under test); the
+    /// unit runs again on a fresh VM per the lab's `infra_retries`. `attempt` is the 1-based
+    /// number of the attempt that errored; the unit's verdict comes in `UnitFinished`.
+    UnitRetried {
+        unit: UnitId,
+        vm: String,
+        attempt: u32,
+        outcome: UnitOutcome,
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+    },
     /// The lab itself failed (not the code under test).
     InfraError { vm: Option<String>, message: String },
     /// A Ctrl-C (or SIGTERM) arrived; `count` is 1 for the graceful stop, 2 for force.
@@ -264,4 +275,7 @@ pub struct RunStats {
     pub errored: usize,
     pub cancelled: usize,
     pub crashes: usize,
+    /// Units run again after an infrastructure error (counted once however many retries).
+    #[serde(default)]
+    pub retried: usize,
 }

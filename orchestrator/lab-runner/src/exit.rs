@@ -10,3 +10,32 @@ pub const CONFIG: i32 = 2;
 pub const INFRA: i32 = 3;
 /// Interrupted by Ctrl-C / SIGTERM.
 pub const INTERRUPTED: i32 = 130;
+
+/// The exit code of a run. A failure of the code under test outranks a lab error: CI must
+/// see "your driver is broken" even when the lab also broke elsewhere in the run.
+pub fn for_run(failed: bool, errored: bool, interrupted: bool) -> i32 {
+    if interrupted {
+        INTERRUPTED
+    } else if failed {
+        FAILED
+    } else if errored {
+        INFRA
+    } else {
+        OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_outranks_an_error_and_an_interrupt_outranks_both() {
+        assert_eq!(for_run(false, false, false), OK);
+        assert_eq!(for_run(false, true, false), INFRA);
+        assert_eq!(for_run(true, false, false), FAILED);
+        assert_eq!(for_run(true, true, false), FAILED);
+        assert_eq!(for_run(true, true, true), INTERRUPTED);
+        assert_eq!(for_run(false, false, true), INTERRUPTED);
+    }
+}

@@ -23,4 +23,5 @@ pub mod run;
 pub mod seed;
 pub mod signals;
 pub mod unit;
+pub mod verdict;
 pub mod worker;

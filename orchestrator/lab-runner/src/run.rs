@@ -192,6 +192,7 @@ pub async fn run_with_source(
     };
     let mut finished: BTreeSet<UnitId> = BTreeSet::new();
     let mut errored_infra = false;
+    let mut retried: BTreeSet<UnitId> = BTreeSet::new();
     let mut interrupts = 0u32;
     loop {
         tokio::select! {
@@ -209,6 +210,10 @@ pub async fn run_with_source(
                                 UnitOutcome::Errored { .. } => stats.errored += 1,
                                 UnitOutcome::Cancelled => stats.cancelled += 1,
                             }
+                        }
+                        // Units, not attempts: "2 retried" means two units.
+                        Event::UnitRetried { unit, .. } if retried.insert(unit.clone()) => {
+                            stats.retried += 1;
                         }
                         Event::InfraError { .. } => errored_infra = true,
                         _ => {}
@@ -252,15 +257,11 @@ pub async fn run_with_source(
         );
     }
     let interrupted = interrupts > 0;
-    let exit_code = if interrupted {
-        exit::INTERRUPTED
-    } else if stats.errored > 0 || errored_infra {
-        exit::INFRA
-    } else if stats.failed > 0 {
-        exit::FAILED
-    } else {
-        exit::OK
-    };
+    let exit_code = exit::for_run(
+        stats.failed > 0,
+        stats.errored > 0 || errored_infra,
+        interrupted,
+    );
     emit(
         &mut reporters,
         Event::RunFinished {

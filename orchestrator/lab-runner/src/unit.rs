@@ -90,6 +90,7 @@ pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<Pa
             let what = format!("the scenario (limit {})", humantime::format_duration(limit));
             match crash::hang(&ctx, &what).await {
                 Ok(c) => failed_by_crash(c),
+                // The scenario overran: that is the hang; what the NMI left is secondary.
                 Err(e) => UnitOutcome::Failed {
                     message: format!("hang: {e}"),
                     crash: None,
@@ -124,7 +125,12 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
         match &step.kind {
             StepKind::ExpectBugcheck { code, within } => {
                 if crash.is_none() {
-                    crash = wait_for_crash(ctx, path, *within).await;
+                    crash = match wait_for_crash(ctx, path, *within).await {
+                        Ok(c) => c,
+                        // A restart without a record must not satisfy (or fail) the
+                        // expectation: it says nothing about the code under test.
+                        Err(message) => return UnitOutcome::Errored { message },
+                    };
                 }
                 let verdict = match (&crash, code) {
                     (None, _) => Err(format!(
@@ -168,10 +174,16 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
         }
         let result = ctx.run_step(step, path.clone()).await;
         let label = step.display_name();
+        let errored = |e: String| UnitOutcome::Errored {
+            message: format!("{e} (during {label})"),
+        };
         let new_crash = match result {
             Ok(()) => match crash::rebooted(ctx).await {
                 Ok(true) => {
-                    Some(crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone())).await)
+                    match crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone())).await {
+                        Ok(c) => Some(c),
+                        Err(e) => return errored(e),
+                    }
                 }
                 Ok(false) => None,
                 Err(e) => {
@@ -191,36 +203,59 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
             },
             Err(StepError::Lost(m)) => match crash::rebooted(ctx).await {
                 Ok(true) => {
-                    Some(crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone())).await)
+                    match crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone())).await {
+                        Ok(c) => Some(c),
+                        Err(e) => return errored(e),
+                    }
                 }
-                Ok(false) => return UnitOutcome::Errored { message: m },
+                Ok(false) => {
+                    let boot_id = ctx.boot_id.lock().expect("boot id lock").clone();
+                    return UnitOutcome::Errored {
+                        message: format!(
+                            "{m}: the agent connection was lost but the guest did not \
+                             restart (boot id still {boot_id}), so the lab failed, not the \
+                             code under test"
+                        ),
+                    };
+                }
+                // Nothing came back to read a bugcheck record or dump from: a lab error.
                 Err(e) => {
-                    return UnitOutcome::Failed {
+                    return UnitOutcome::Errored {
                         message: format!("{m}; {e}"),
-                        crash: Some(Crash {
-                            kind: CrashKind::ConnectionLost,
-                            step: Some(label),
-                            bugcheck: None,
-                            dumps: vec![],
-                            bucket: None,
-                            triage_error: None,
-                        }),
                     };
                 }
             },
             Err(StepError::Failed(m)) => {
                 // A failure can be the first sign of a crash (a tool that lost its maps).
-                if let Ok(true) = crash::rebooted(ctx).await {
-                    let c = crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone())).await;
-                    if !expects_crash_after(&steps, idx) {
-                        return failed_by_crash(c);
+                match crash::rebooted(ctx).await {
+                    Ok(true) => {
+                        let c = match crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone()))
+                            .await
+                        {
+                            Ok(c) => c,
+                            // The VM died under the step: its failure is the lab's doing.
+                            Err(e) => {
+                                return UnitOutcome::Errored {
+                                    message: format!("{e} (during {label}, which failed: {m})"),
+                                };
+                            }
+                        };
+                        if !expects_crash_after(&steps, idx) {
+                            return failed_by_crash(c);
+                        }
+                        Some(c)
                     }
-                    Some(c)
-                } else {
-                    return UnitOutcome::Failed {
-                        message: m,
-                        crash: None,
-                    };
+                    Ok(false) => {
+                        return UnitOutcome::Failed {
+                            message: m,
+                            crash: None,
+                        };
+                    }
+                    Err(e) => {
+                        return UnitOutcome::Errored {
+                            message: format!("{e} (during {label}, which failed: {m})"),
+                        };
+                    }
                 }
             }
             Err(StepError::Infra(m)) => return UnitOutcome::Errored { message: m },
@@ -245,15 +280,22 @@ fn expects_crash_after(steps: &[(String, &Step)], idx: usize) -> bool {
         .any(|(_, s)| matches!(s.kind, StepKind::ExpectBugcheck { .. }))
 }
 
-/// Waits up to `within` for the guest to crash (for `expect_bugcheck` after a workload).
-async fn wait_for_crash(ctx: &UnitCtx<'_>, step: &str, within: Duration) -> Option<Crash> {
+/// Waits up to `within` for the guest to crash (for `expect_bugcheck` after a workload);
+/// `Err` is a restart that left no evidence (a lab error).
+async fn wait_for_crash(
+    ctx: &UnitCtx<'_>,
+    step: &str,
+    within: Duration,
+) -> Result<Option<Crash>, String> {
     let deadline = Instant::now() + within;
     loop {
         if let Ok(true) = crash::rebooted(ctx).await {
-            return Some(crash::collect(ctx, CrashKind::Bugcheck, Some(step.to_owned())).await);
+            return crash::collect(ctx, CrashKind::Bugcheck, Some(step.to_owned()))
+                .await
+                .map(Some);
         }
         if Instant::now() >= deadline || ctx.cancel.is_cancelled() {
-            return None;
+            return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -156,9 +156,31 @@ pub async fn worker(shared: Arc<Shared>) {
         let Some(unit) = next_unit(&shared, held.as_ref().map(|h| h.template.as_str())) else {
             break;
         };
-        // Reset by run_one once the VM is ready, so a unit's time excludes provisioning.
-        let mut started = Instant::now();
-        let (outcome, junit, vm) = run_one(&shared, &mut held, &unit, &mut started).await;
+        let mut attempt = 1;
+        let (outcome, junit, vm, started) = loop {
+            // Reset by run_one once the VM is ready, so a unit's time excludes provisioning.
+            let mut started = Instant::now();
+            let (outcome, junit, vm) =
+                run_one(&shared, &mut held, &unit, attempt, &mut started).await;
+            if !matches!(outcome, UnitOutcome::Errored { .. }) {
+                break (outcome, junit, vm, started);
+            }
+            // The VM may be what broke: no later unit (or retry) runs on it.
+            if let Some(h) = held.take() {
+                remove_vm(&shared, &h.name).await;
+            }
+            if attempt > shared.plan.lab.infra_retries || shared.cancel.is_cancelled() {
+                break (outcome, junit, vm, started);
+            }
+            let _ = shared.events.send(Event::UnitRetried {
+                unit: unit.id.clone(),
+                vm,
+                attempt,
+                outcome,
+                duration: started.elapsed(),
+            });
+            attempt += 1;
+        };
         shared
             .queue
             .lock()
@@ -182,10 +204,13 @@ fn next_unit(shared: &Shared, template: Option<&str>) -> Option<UnitPlan> {
     shared.queue.lock().expect("queue lock").next(template)
 }
 
+/// Runs one attempt of `unit` (1-based `attempt`; a retry gets its own results folder so
+/// the errored attempt's files are kept, not overwritten).
 async fn run_one(
     shared: &Shared,
     held: &mut Option<Held>,
     unit: &UnitPlan,
+    attempt: u32,
     started: &mut Instant,
 ) -> (UnitOutcome, Vec<std::path::PathBuf>, String) {
     let scenario = &shared.plan.scenarios[unit.scenario];
@@ -238,17 +263,11 @@ async fn run_one(
             );
         }
     };
-    let unit_rel = RunDir::unit_rel(&unit.id);
-    let unit_dir = match shared.run_dir.unit_dir(&unit.id) {
+    let unit_rel = attempt_rel(RunDir::unit_rel(&unit.id), attempt);
+    let unit_dir = match attempt_dir(&shared.run_dir, &unit.id, attempt) {
         Ok(d) => d,
         Err(e) => {
-            return (
-                UnitOutcome::Errored {
-                    message: e.to_string(),
-                },
-                vec![],
-                vm,
-            );
+            return (UnitOutcome::Errored { message: e }, vec![], vm);
         }
     };
     let env = UnitEnv {
@@ -273,6 +292,33 @@ async fn run_one(
     };
     let (outcome, junit) = run_unit(env, unit).await;
     (outcome, junit, vm)
+}
+
+/// Where attempt `attempt` of a unit keeps its files, relative to the run directory: the
+/// unit's folder for the first, `attempt-<n>/` inside it for a retry.
+fn attempt_rel(unit_rel: std::path::PathBuf, attempt: u32) -> std::path::PathBuf {
+    if attempt <= 1 {
+        unit_rel
+    } else {
+        unit_rel.join(format!("attempt-{attempt}"))
+    }
+}
+
+fn attempt_dir(
+    run_dir: &RunDir,
+    unit: &UnitId,
+    attempt: u32,
+) -> Result<std::path::PathBuf, String> {
+    let first = run_dir.unit_dir(unit).map_err(|e| e.to_string())?;
+    if attempt <= 1 {
+        return Ok(first);
+    }
+    let dir = run_dir
+        .path()
+        .join(attempt_rel(RunDir::unit_rel(unit), attempt));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("create the results folder {}: {e}", dir.display()))?;
+    Ok(dir)
 }
 
 /// Creates, boots and configures a VM of `template` (test signing, CrashControl, verifier,

@@ -2,6 +2,7 @@
 
 mod docs;
 mod hog;
+mod infra;
 mod load;
 mod repro;
 mod run;

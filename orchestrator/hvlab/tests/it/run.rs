@@ -324,7 +324,7 @@ fn a_killed_orchestrator_leaves_only_what_lab_gc_removes() {
 }
 
 /// Copies the repository's configuration folders into `dst` (a root a test may break).
-fn copy_config(dst: &std::path::Path) {
+pub(crate) fn copy_config(dst: &std::path::Path) {
     fn copy(from: &std::path::Path, to: &std::path::Path) {
         std::fs::create_dir_all(to).unwrap();
         for e in std::fs::read_dir(from).unwrap().filter_map(Result::ok) {

@@ -18,6 +18,9 @@ pub struct Lab {
     pub description: Option<String>,
     /// The lab file.
     pub file: Arc<Path>,
+    /// How many times a unit that errored (the lab failed, not the code under test) is
+    /// run again on a fresh VM; 0 disables.
+    pub infra_retries: u32,
     /// Kind-specific settings.
     pub backend: LabBackend,
 }

@@ -17,6 +17,18 @@ use crate::wire::lab::{
 
 const MIN_MEMORY: u64 = 64 << 20;
 
+/// Retries of an errored unit unless the lab file says otherwise: one fresh VM is cheap
+/// next to a red CI run caused by the lab.
+pub const DEFAULT_INFRA_RETRIES: u32 = 1;
+/// More retries than this would hide a lab that is broken rather than unlucky.
+const MAX_INFRA_RETRIES: u32 = 5;
+
+fn infra_retries(cx: &mut Cx<'_>, v: Option<&Sp<u32>>) -> u32 {
+    v.map_or(DEFAULT_INFRA_RETRIES, |v| {
+        cx.range_u32(v, "infra_retries", "infra_retries", 0, MAX_INFRA_RETRIES)
+    })
+}
+
 fn memory(cx: &mut Cx<'_>, m: Option<&Sp<ByteSize>>, path: &str, default: u64) -> u64 {
     match m {
         None => default,
@@ -103,6 +115,7 @@ pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
         .capacity
         .as_ref()
         .map_or(2, |c| cx.range_u32(c, "capacity", "capacity", 1, 64));
+    let infra_retries = infra_retries(cx, w.infra_retries.as_ref());
     if w.templates.is_empty() {
         cx.error(
             "empty",
@@ -162,6 +175,7 @@ pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
         name: w.name.value,
         description: w.description,
         file: cx.file.clone(),
+        infra_retries,
         backend: LabBackend::Sim(SimLab {
             capacity,
             templates,
@@ -220,6 +234,7 @@ fn credentials(cx: &mut Cx<'_>, c: &Sp<CredentialsWire>, path: &str) -> Credenti
 /// Validates a Hyper-V lab.
 pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
     cx.name(&w.name, "name", "lab");
+    let infra_retries = infra_retries(cx, w.infra_retries.as_ref());
     if w.hosts.is_empty() {
         cx.error(
             "empty",
@@ -350,6 +365,7 @@ pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
         name: w.name.value,
         description: w.description,
         file: cx.file.clone(),
+        infra_retries,
         backend: LabBackend::HyperV(HyperVLab { hosts, templates }),
     })
 }

@@ -39,6 +39,12 @@ pub(crate) struct SimLabWire {
     /// Most simulated VMs running at once. Default 2.
     #[serde(default)]
     pub capacity: Option<Sp<u32>>,
+    /// How many times a unit that ended in an infrastructure error (the VM process died
+    /// without a bugcheck record, the guest did not come back, a host stopped answering) is
+    /// run again on a fresh VM. Failures of the code under test are never retried.
+    /// Default 1; 0 disables (0-5).
+    #[serde(default)]
+    pub infra_retries: Option<Sp<u32>>,
     /// VM templates scenarios can run on.
     pub templates: Sp<Vec<SimTemplateWire>>,
 }
@@ -118,6 +124,12 @@ pub(crate) struct HyperVLabWire {
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,
+    /// How many times a unit that ended in an infrastructure error (the VM process died
+    /// without a bugcheck record, the guest did not come back, a host stopped answering) is
+    /// run again on a fresh VM. Failures of the code under test are never retried.
+    /// Default 1; 0 disables (0-5).
+    #[serde(default)]
+    pub infra_retries: Option<Sp<u32>>,
     /// Hyper-V hosts VMs are spread over.
     pub hosts: Sp<Vec<HostWire>>,
     /// VM templates scenarios can run on.

@@ -214,5 +214,6 @@ pub fn stats(
         errored,
         cancelled,
         crashes,
+        retried: 0,
     }
 }

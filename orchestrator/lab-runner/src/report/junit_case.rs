@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, FixedOffset, Utc};
 use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestRerun};
 
-use super::model::{RunModel, UnitRecord};
+use super::model::{Attempt, RunModel, UnitRecord};
 use super::text;
 use crate::events::{CrashKind, UnitOutcome};
 
@@ -19,7 +19,11 @@ pub fn case_name(u: &UnitRecord) -> String {
 /// Builds the testcase of one unit. `results_dir` makes attachment paths absolute, which
 /// is what the `[[ATTACHMENT|path]]` convention (Jenkins, GitLab) resolves best.
 pub fn unit_case(model: &RunModel, u: &UnitRecord, results_dir: &Path) -> TestCase {
-    let mut case = TestCase::new(case_name(u), status(model, u));
+    let mut status = status(model, u);
+    // Errored attempts retried on a fresh VM: `flakyError` under a pass, `rerunError` under
+    // an error or failure (quick-junit picks the element from the status).
+    status.add_reruns(u.retries.iter().map(attempt_rerun));
+    let mut case = TestCase::new(case_name(u), status);
     case.set_classname(format!("{}@{}", u.id.scenario, u.id.template));
     if let Some(d) = u.duration {
         case.set_time(d);
@@ -34,6 +38,9 @@ pub fn unit_case(model: &RunModel, u: &UnitRecord, results_dir: &Path) -> TestCa
         case.add_property(Property::new("seed", seed.to_string()));
     }
     case.add_property(Property::new("iteration", u.id.iteration.to_string()));
+    if !u.retries.is_empty() {
+        case.add_property(Property::new("attempts", (u.retries.len() + 1).to_string()));
+    }
     if let Some(c) = u.crash() {
         if let Some(b) = &c.bugcheck {
             case.add_property(Property::new("bugcheck", text::bugcheck_code(b.code)));
@@ -157,6 +164,52 @@ fn timeline(u: &UnitRecord, attachments: &[String]) -> (String, String) {
         let _ = writeln!(out, "[[ATTACHMENT|{a}]]");
     }
     (out, err)
+}
+
+/// An errored attempt as a rerun entry: its message, VM and step timeline.
+fn attempt_rerun(a: &Attempt) -> TestRerun {
+    let (kind, ty) = match &a.outcome {
+        UnitOutcome::Failed { .. } => (NonSuccessKind::Failure, "expectation"),
+        _ => (NonSuccessKind::Error, "lab-error"),
+    };
+    let message = text::outcome_reason(&a.outcome);
+    let mut r = TestRerun::new(kind);
+    r.set_message(format!("attempt {}: {message}", a.attempt))
+        .set_type(ty)
+        .set_time(a.duration);
+    let full = match &a.outcome {
+        UnitOutcome::Errored { message, .. } | UnitOutcome::Failed { message, .. } => {
+            message.clone()
+        }
+        other => text::outcome_reason(other),
+    };
+    let vm = a.vm.as_deref().unwrap_or("no VM");
+    r.description = Some(format!("attempt {} on {vm}: {full}", a.attempt).into());
+    if let Some(t) = a.started_at {
+        r.set_timestamp(fixed(t));
+    }
+    let mut out = String::new();
+    for s in &a.steps {
+        let offset = a
+            .started_at
+            .and_then(|t0| (s.started_at - t0).to_std().ok())
+            .unwrap_or_default();
+        let result = match (&s.outcome, s.duration) {
+            (Some(o), Some(d)) => format!("{} in {}", text::step_outcome(o), text::duration(d)),
+            _ => "did not finish".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "[+{}] {} {}: {result}",
+            text::duration(offset),
+            s.path,
+            s.label
+        );
+    }
+    if !out.is_empty() {
+        r.set_system_out(out);
+    }
+    r
 }
 
 /// Turns a unit's testcase into a rerun entry (for flaky / rerun grouping).

@@ -47,6 +47,18 @@ pub struct StepRecord {
     pub output: Option<StepOutput>,
 }
 
+/// An attempt of a unit that errored and was retried on a fresh VM.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub attempt: u32,
+    pub vm: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub steps: Vec<StepRecord>,
+    pub outcome: UnitOutcome,
+    pub duration: Duration,
+}
+
 /// Everything known about one unit.
 #[derive(Debug, Clone)]
 pub struct UnitRecord {
@@ -63,6 +75,8 @@ pub struct UnitRecord {
     pub outcome: Option<UnitOutcome>,
     pub duration: Option<Duration>,
     pub guest_junit: Vec<PathBuf>,
+    /// Earlier attempts that errored (the lab failed) before the one above, oldest first.
+    pub retries: Vec<Attempt>,
 }
 
 impl UnitRecord {
@@ -78,6 +92,7 @@ impl UnitRecord {
             outcome: None,
             duration: None,
             guest_junit: Vec::new(),
+            retries: Vec::new(),
         }
     }
 
@@ -244,6 +259,27 @@ impl RunModel {
                 r.duration = Some(*duration);
                 r.guest_junit = guest_junit.clone();
             }
+            Event::UnitRetried {
+                unit,
+                vm,
+                attempt,
+                outcome,
+                duration,
+            } => {
+                let r = self.unit_mut(unit);
+                // The next attempt starts a fresh timeline; artifacts stay with the unit so
+                // the errored attempt's files remain attached.
+                let steps = std::mem::take(&mut r.steps);
+                let started_at = r.started_at.take();
+                r.retries.push(Attempt {
+                    attempt: *attempt,
+                    vm: Some(vm.clone()),
+                    started_at,
+                    steps,
+                    outcome: outcome.clone(),
+                    duration: *duration,
+                });
+            }
             Event::InfraError { vm, message } => {
                 self.infra_errors.push((vm.clone(), message.clone()));
             }
@@ -315,6 +351,7 @@ impl RunModel {
                 None => {}
             }
             s.crashes += u.crashes.len();
+            s.retried += usize::from(!u.retries.is_empty());
         }
         s
     }

@@ -51,6 +51,18 @@ pub struct UnitSummary {
     pub bucket: Option<String>,
     /// Per-unit results folder, relative to the run directory.
     pub dir: PathBuf,
+    /// Earlier attempts that errored (the lab failed) and were run again on a fresh VM.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<RetrySummary>,
+}
+
+/// An errored attempt of a unit that was retried.
+#[derive(Debug, Serialize)]
+pub struct RetrySummary {
+    pub attempt: u32,
+    pub vm: Option<String>,
+    pub message: String,
+    pub duration_secs: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,6 +106,20 @@ pub fn build_summary(model: &RunModel) -> Summary {
                     .and_then(|c| c.bucket.as_ref().map(|b| b.id.clone())),
                 crash,
                 dir: RunDir::unit_rel(&u.id),
+                retries: u
+                    .retries
+                    .iter()
+                    .map(|a| RetrySummary {
+                        attempt: a.attempt,
+                        vm: a.vm.clone(),
+                        message: match &a.outcome {
+                            UnitOutcome::Errored { message, .. }
+                            | UnitOutcome::Failed { message, .. } => message.clone(),
+                            other => text::outcome_reason(other),
+                        },
+                        duration_secs: a.duration.as_secs_f64(),
+                    })
+                    .collect(),
             }
         })
         .collect();

@@ -32,6 +32,7 @@ impl Paint {
         let code = match word {
             "PASS" => "32",
             "FAIL" | "ERROR" | "CRASH" => "1;31",
+            "RETRY" => "33",
             _ => "2",
         };
         self.wrap(code, &format!("{word:>5}"))
@@ -55,9 +56,14 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
         .end
         .map(|e| format!(" in {}", text::duration(e.elapsed)))
         .unwrap_or_default();
+    let retried = if st.retried > 0 {
+        format!("; {} retried after an infrastructure error", st.retried)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "{} units: {} passed, {} failed, {} errored, {} cancelled; {} crash{}{elapsed}",
+        "{} units: {} passed, {} failed, {} errored, {} cancelled; {} crash{}{retried}{elapsed}",
         st.units,
         st.passed,
         st.failed,
@@ -102,6 +108,32 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
                 s,
                 "  ... and {} more (see index.html)",
                 failed.len() - MAX_FAILURES_SHOWN
+            );
+        }
+    }
+
+    let retried: Vec<_> = m.units.iter().filter(|u| !u.retries.is_empty()).collect();
+    if !retried.is_empty() {
+        let _ = writeln!(s, "\nRetried after an infrastructure error:");
+        for u in retried.iter().take(MAX_FAILURES_SHOWN) {
+            let now = text::outcome_word(u.outcome.as_ref())
+                .trim()
+                .to_ascii_lowercase();
+            let _ = writeln!(s, "  {} {}  then {now}", paint.status("RETRY"), u.id);
+            for a in &u.retries {
+                let _ = writeln!(
+                    s,
+                    "        attempt {}: {}",
+                    a.attempt,
+                    text::outcome_reason(&a.outcome)
+                );
+            }
+        }
+        if retried.len() > MAX_FAILURES_SHOWN {
+            let _ = writeln!(
+                s,
+                "  ... and {} more (see summary.json)",
+                retried.len() - MAX_FAILURES_SHOWN
             );
         }
     }

@@ -201,6 +201,26 @@ impl Human {
                     text::duration(*duration)
                 ))?;
             }
+            Event::UnitRetried {
+                unit,
+                attempt,
+                outcome,
+                duration,
+                ..
+            } => {
+                if let Some(bar) = self.bars.as_mut().and_then(|b| b.units.remove(unit)) {
+                    bar.finish_and_clear();
+                    if let Some(b) = &self.bars {
+                        b.multi.remove(&bar);
+                    }
+                }
+                self.line(&format!(
+                    "{} [{:>9}] {unit}  attempt {attempt} errored: {}; running it again on a fresh VM",
+                    p.status("RETRY"),
+                    text::duration(*duration),
+                    text::outcome_reason(outcome)
+                ))?;
+            }
             Event::InfraError { vm, message } => {
                 let vm = vm.as_deref().map(|v| format!("{v}: ")).unwrap_or_default();
                 self.line(&format!("{} {vm}{message}", p.status("ERROR")))?;

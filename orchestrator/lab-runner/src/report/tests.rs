@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::fixtures::{Stream, stats, unit};
 use super::*;
-use crate::events::{Event, StepOutcome, UnitOutcome};
+use crate::events::{Event, StepOutcome, UnitId, UnitOutcome};
 
 /// A writer tests can read back.
 #[derive(Clone, Default)]
@@ -611,4 +611,75 @@ fn the_standard_set_never_reuses_an_events_file() {
         fs::read_to_string(dir.join("events.jsonl")).unwrap(),
         "old\n"
     );
+}
+
+#[test]
+fn an_errored_attempt_is_a_flaky_error_under_a_pass_and_a_rerun_error_under_an_error() {
+    let (a, b) = (unit("s", "t", 1), unit("s", "t", 2));
+    let lost = || UnitOutcome::Errored {
+        message: "the VM restarted without a bugcheck record or dump: its process died".into(),
+    };
+    let retried = |s: &mut Stream, u: &UnitId, vm: &str| {
+        s.steps(u, vm, &[("work", StepOutcome::Crashed)])
+            .push(Event::UnitRetried {
+                unit: u.clone(),
+                vm: vm.into(),
+                attempt: 1,
+                outcome: lost(),
+                duration: std::time::Duration::from_secs(2),
+            });
+    };
+    let r = run(|s, _| {
+        s.start(&[a.clone(), b.clone()]);
+        retried(s, &a, "vm-0");
+        s.pass(&a, "vm-1");
+        retried(s, &b, "vm-2");
+        s.steps(&b, "vm-3", &[("work", StepOutcome::Crashed)])
+            .finish(&b, "vm-3", lost(), &[]);
+        let mut st = stats(2, 1, 0, 1, 0, 0);
+        st.retried = 2;
+        s.end(st, 3, false);
+    });
+    let j = r.junit();
+    let s = suite(&j, "s@t");
+    let TestCaseStatus::Success { flaky_runs } = &case(s, "iter-1").status else {
+        panic!("the retry passed")
+    };
+    assert_eq!(flaky_runs.len(), 1);
+    assert_eq!(flaky_runs[0].kind, NonSuccessKind::Error);
+    assert_eq!(prop(&case(s, "iter-1").properties, "attempts"), Some("2"));
+    let TestCaseStatus::NonSuccess { kind, reruns, .. } = &case(s, "iter-2").status else {
+        panic!("every attempt errored")
+    };
+    assert_eq!(*kind, NonSuccessKind::Error);
+    assert_eq!(reruns.kind, quick_junit::FlakyOrRerun::Rerun);
+    assert_eq!(reruns.runs.len(), 1);
+    assert!(
+        reruns.runs[0]
+            .message
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .starts_with("attempt 1: the VM restarted"),
+        "{:?}",
+        reruns.runs[0].message
+    );
+    // Each attempt's timeline stays with its attempt.
+    let out = case(s, "iter-2").system_out.as_ref().unwrap().as_str();
+    assert_eq!(out.matches("steps[0] work").count(), 1, "{out}");
+    let sum = r.summary();
+    assert_eq!(sum["stats"]["retried"], 2);
+    assert_eq!(sum["units"][0]["retries"][0]["vm"], "vm-0");
+    assert!(
+        sum["units"][1]["retries"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("without a bugcheck record")
+    );
+    let term = r.term.text();
+    assert!(
+        term.contains("2 retried after an infrastructure error"),
+        "{term}"
+    );
+    assert!(term.contains("attempt 1: the VM restarted"), "{term}");
 }
