@@ -29,7 +29,9 @@ use std::sync::Arc;
 pub use cap::{LABEL_MAX, MESSAGE_MAX, cap_in_place, cap_text, human_bytes};
 pub use diag::{Diagnostic, Diagnostics, Related};
 pub use model::*;
-pub use source::{MAX_DEPTH, MAX_FILE_BYTES, SourceFile, read_source, source_from_bytes};
+pub use source::{
+    MAX_DEPTH, MAX_FILE_BYTES, SourceFile, check_regular_file, read_source, source_from_bytes,
+};
 pub use validate::scenario::BUILTIN_CHECKPOINTS;
 pub use values::{Loc, format_duration};
 pub use wire::lab::{CheckpointType, ConnectionKind, CrashDumpKind, GuestTransportKind, LabKind};
