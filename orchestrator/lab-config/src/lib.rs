@@ -11,6 +11,7 @@
 //! single files; [`Workspace::discover`] and [`validate`] for a whole set, which is what
 //! `hvlab validate` and `hvlab run` use. The runner consumes [`Plan`]; wire types stay private.
 
+mod cap;
 mod diag;
 mod model;
 pub mod schema;
@@ -25,9 +26,12 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use cap::{LABEL_MAX, MESSAGE_MAX, cap_in_place, cap_text, human_bytes};
 pub use diag::{Diagnostic, Diagnostics, Related};
 pub use model::*;
-pub use source::{MAX_DEPTH, MAX_FILE_BYTES, SourceFile, read_source, source_from_bytes};
+pub use source::{
+    MAX_DEPTH, MAX_FILE_BYTES, SourceFile, check_regular_file, read_source, source_from_bytes,
+};
 pub use validate::scenario::BUILTIN_CHECKPOINTS;
 pub use values::{Loc, format_duration};
 pub use wire::lab::{CheckpointType, ConnectionKind, CrashDumpKind, GuestTransportKind, LabKind};

@@ -31,43 +31,95 @@ fn file_diag(path: &Path, loc: Option<Loc>, message: impl Into<String>) -> Diagn
     Diagnostic::new("file", path, loc, "", message)
 }
 
-/// Reads `path` with the size, encoding and indentation checks.
-pub fn read_source(path: &Path) -> Result<SourceFile, Diagnostics> {
-    let fail = |d: Diagnostic| {
-        let mut ds = Diagnostics::new();
-        ds.push(d);
-        ds
-    };
-    let file = std::fs::File::open(path)
-        .map_err(|e| fail(file_diag(path, None, format!("cannot open file: {e}"))))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len > MAX_FILE_BYTES {
-        return Err(fail(
+/// What a path is when it is not a regular file (`a directory`, `a named pipe (FIFO)`).
+fn non_regular_kind(ft: std::fs::FileType) -> Option<&'static str> {
+    if ft.is_file() {
+        return None;
+    }
+    if ft.is_dir() {
+        return Some("a directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return Some("a named pipe (FIFO)");
+        }
+        if ft.is_char_device() {
+            return Some("a character device");
+        }
+        if ft.is_block_device() {
+            return Some("a block device");
+        }
+        if ft.is_socket() {
+            return Some("a socket");
+        }
+    }
+    Some("not a regular file")
+}
+
+fn one_diag(d: Diagnostic) -> Diagnostics {
+    let mut ds = Diagnostics::new();
+    ds.push(d);
+    ds
+}
+
+fn too_large(path: &Path, size: &str) -> Diagnostic {
+    file_diag(
+        path,
+        Some(Loc::at(1, 1)),
+        format!(
+            "file is too large ({size}): configuration files are limited to {} MiB",
+            MAX_FILE_BYTES / (1024 * 1024)
+        ),
+    )
+    .with_help("is this really a lab, payload or scenario file?")
+}
+
+/// Checks that `path` is a regular file of at most [`MAX_FILE_BYTES`] before anything opens
+/// it: opening a FIFO blocks until a writer comes, and a device never ends. Returns its size.
+pub fn check_regular_file(path: &Path) -> Result<u64, Diagnostics> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| one_diag(file_diag(path, None, format!("cannot open file: {e}"))))?;
+    if let Some(what) = non_regular_kind(meta.file_type()) {
+        return Err(one_diag(
             file_diag(
                 path,
-                Some(Loc::at(1, 1)),
-                format!(
-                    "file is too large ({:.1} MiB): configuration files are limited to {} MiB",
-                    len as f64 / (1024.0 * 1024.0),
-                    MAX_FILE_BYTES / (1024 * 1024)
-                ),
+                None,
+                format!("{what}, not a regular file: expected a YAML file"),
             )
-            .with_help("is this really a lab, payload or scenario file?"),
+            .with_help("pass the path of a lab, payload or scenario file"),
         ));
     }
+    if meta.len() > MAX_FILE_BYTES {
+        let len = meta.len();
+        // Just over the limit, `4.0 MiB` would read like the limit itself: give the bytes.
+        let size = if len < MAX_FILE_BYTES + MAX_FILE_BYTES / 100 {
+            format!("{len} bytes")
+        } else {
+            crate::cap::human_bytes(usize::try_from(len).unwrap_or(usize::MAX))
+        };
+        return Err(one_diag(too_large(path, &size)));
+    }
+    Ok(meta.len())
+}
+
+/// Reads `path` with the file-type, size, encoding and indentation checks. At most
+/// [`MAX_FILE_BYTES`] + 1 bytes are ever read, whatever the file claims or becomes.
+pub fn read_source(path: &Path) -> Result<SourceFile, Diagnostics> {
+    let len = check_regular_file(path)?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| one_diag(file_diag(path, None, format!("cannot open file: {e}"))))?;
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     // `take` guards against a file that grows between the size check and the read.
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| fail(file_diag(path, None, format!("cannot read file: {e}"))))?;
+        .map_err(|e| one_diag(file_diag(path, None, format!("cannot read file: {e}"))))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(fail(file_diag(
-            path,
-            Some(Loc::at(1, 1)),
-            "file is too large: configuration files are limited to 4 MiB",
-        )));
+        let size = format!("more than {} MiB", MAX_FILE_BYTES / (1024 * 1024));
+        return Err(one_diag(too_large(path, &size)));
     }
-    source_from_bytes(path, bytes).map_err(|d| fail(*d))
+    source_from_bytes(path, bytes).map_err(|d| one_diag(*d))
 }
 
 /// Checks already-read bytes (used by `read_source` and by the fuzz tests).
@@ -125,6 +177,42 @@ fn tab_in_indentation(text: &str) -> Option<(u32, u32)> {
     None
 }
 
+/// Where a second YAML document starts (1-based line and column), if the text has one.
+///
+/// YAML forbids `---` and `...` at the start of a line inside any scalar, so a line scan
+/// finds every document boundary. This runs before deserialization so that a second
+/// document is reported as such even when the first one has errors of its own.
+fn second_document(text: &str) -> Option<(u32, u32)> {
+    let marker = |line: &str, m: &str| {
+        line.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+    };
+    let is_content = |t: &str| {
+        let t = t.trim();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    let (mut content, mut ended) = (false, false);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if marker(line, "---") {
+            if content || ended {
+                return Some((to_u32(i + 1), 1));
+            }
+            content = is_content(&line[3..]);
+        } else if marker(line, "...") {
+            ended = content;
+        } else if !content && !ended && line.starts_with('%') {
+            // A directive (`%YAML 1.2`) before the first document.
+        } else if is_content(line) {
+            if ended {
+                return Some((to_u32(i + 1), 1));
+            }
+            content = true;
+        }
+    }
+    None
+}
+
 /// True when the text holds nothing but whitespace, comments and document markers.
 fn is_blank(text: &str) -> bool {
     text.lines().all(|l| {
@@ -169,6 +257,20 @@ pub(crate) fn parse<T: DeserializeOwned + Send>(
             .with_help("see docs/scenarios.md for the file formats"),
         ));
     }
+    if let Some((line, column)) = second_document(&src.text) {
+        return Err(Box::new(
+            Diagnostic::new(
+                "multiple-documents",
+                &src.path,
+                Some(Loc::at(line, column)),
+                "",
+                MULTIPLE_DOCUMENTS,
+            )
+            .with_help(format!(
+                "the second document starts at line {line}: split the file there"
+            )),
+        ));
+    }
     let run = || {
         serde_saphyr::from_str_with_options::<T>(&src.text, options())
             .map_err(|e| Box::new(parse_diag(src, &e)))
@@ -195,6 +297,8 @@ pub(crate) fn parse<T: DeserializeOwned + Send>(
     });
     spawned.unwrap_or_else(run)
 }
+
+const MULTIPLE_DOCUMENTS: &str = "file contains more than one YAML document (`---`): put each lab, payload or scenario in its own file";
 
 /// Stack of the parsing thread: ample for [`MAX_DEPTH`] nested steps in a debug build.
 const PARSE_STACK: usize = 64 * 1024 * 1024;
@@ -233,10 +337,12 @@ fn limit_message(e: &serde_saphyr::Error) -> Option<String> {
     Some(match e.without_snippet() {
         E::Budget { breach, .. } => match breach {
             B::Depth { .. } => format!("nesting is deeper than {MAX_DEPTH} levels"),
-            B::Documents { .. } => "file contains more than one YAML document (`---`): put each lab, payload or scenario in its own file".to_owned(),
+            B::Documents { .. } => MULTIPLE_DOCUMENTS.to_owned(),
             B::Aliases { aliases } => format!("too many aliases (`*name`, {aliases}): {bomb}"),
             B::AliasAnchorRatio { aliases, anchors } => {
-                format!("too many aliases per anchor ({aliases} aliases, {anchors} anchors): {bomb}")
+                format!(
+                    "too many aliases per anchor ({aliases} aliases, {anchors} anchors): {bomb}"
+                )
             }
             B::Anchors { anchors } => format!("too many anchors (`&name`, {anchors})"),
             B::Nodes { .. } | B::Events { .. } | B::ScalarBytes { .. } => {
@@ -247,7 +353,9 @@ fn limit_message(e: &serde_saphyr::Error) -> Option<String> {
         E::AliasReplayLimitExceeded { .. }
         | E::AliasExpansionLimitExceeded { .. }
         | E::AliasReplayStackDepthExceeded { .. }
-        | E::AliasReplayCounterOverflow { .. } => format!("aliases expand to too much data: {bomb}"),
+        | E::AliasReplayCounterOverflow { .. } => {
+            format!("aliases expand to too much data: {bomb}")
+        }
         other => {
             // Alias errors may arrive wrapped with their locations; match on the text.
             let text = other.to_string();
@@ -283,7 +391,7 @@ fn clean_message(raw: &str, loc: Option<Loc>) -> String {
         _ => {}
     }
     if msg.starts_with("multiple YAML documents detected") {
-        return "file contains more than one YAML document (`---`): put each lab, payload or scenario in its own file".to_owned();
+        return MULTIPLE_DOCUMENTS.to_owned();
     }
     for (ty, range) in [
         ("u8", "0 to 255"),
@@ -345,6 +453,21 @@ mod tests {
         assert_eq!(tab_in_indentation("a: 1\n\tb: 2\n"), Some((2, 1)));
         assert_eq!(tab_in_indentation("a: \"x\ty\"\n"), None);
         assert_eq!(tab_in_indentation("- \tb\n"), Some((1, 3)));
+    }
+
+    #[test]
+    fn a_second_document_is_found_wherever_it_starts() {
+        assert_eq!(second_document("a: 1\n"), None);
+        assert_eq!(second_document("---\na: 1\n...\n"), None);
+        assert_eq!(second_document("# c\n---\n# c\na: 1\n"), None);
+        assert_eq!(second_document("%YAML 1.2\n---\na: 1\n"), None);
+        assert_eq!(second_document("a: |\n  ---\n  x\n"), None);
+        assert_eq!(second_document("a: 1\n---\nb: 2\n"), Some((2, 1)));
+        assert_eq!(second_document("---\na: 1\n--- # two\n"), Some((3, 1)));
+        assert_eq!(second_document("a: 1\n...\n# c\nb: 2\n"), Some((4, 1)));
+        assert_eq!(second_document("--- a\n--- b\n"), Some((2, 1)));
+        assert_eq!(second_document("a: 1\r\n---\r\nb: 2\r\n"), Some((2, 1)));
+        assert_eq!(second_document("a: ---x\n---x: 1\n"), None);
     }
 
     #[test]

@@ -35,9 +35,9 @@ fn yaml_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
         Ok(rd) => {
             for e in rd {
                 let p = e?.path();
-                if p.is_file()
-                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-                {
+                // Not only regular files: a folder, FIFO or device named `*.yaml` is listed
+                // so that reading it reports what it is instead of skipping it silently.
+                if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
                     out.push(p);
                 }
             }

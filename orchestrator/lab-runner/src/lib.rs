@@ -11,6 +11,7 @@
 //! ```
 //! The runner emits [`events::Event`]s and never prints; reporters consume them.
 
+pub mod bounds;
 pub mod crash;
 pub mod deploy;
 pub mod events;

@@ -280,7 +280,9 @@ pub async fn run_with_source(
 }
 
 /// Hands one event to every reporter; a failing reporter is logged, the run goes on.
-fn forward(reporters: &mut Fanout, env: Envelope) {
+fn forward(reporters: &mut Fanout, mut env: Envelope) {
+    // Every event reaches the reporters through here: cap its free text once for all.
+    env.event = env.event.bounded();
     if let Err(e) = reporters.event(&env) {
         tracing::error!(error = %e, "a reporter failed");
     }

@@ -25,6 +25,10 @@ pub fn lab_path(root: &Path, lab: Option<&Path>) -> Result<PathBuf, CliError> {
             })?
             .default_lab(),
     };
+    if path.exists() && !path.is_file() {
+        // A FIFO or device would block or never end: say what it is (exit 2).
+        lab_config::check_regular_file(&path).map_err(CliError::Config)?;
+    }
     if !path.is_file() {
         return Err(CliError::Usage(format!(
             "lab file `{}` does not exist",

@@ -1,6 +1,7 @@
 //! `hvlab validate [PATHS...]`: checks lab, payload and scenario files against each other
 //! and prints every problem (exit 2) or a one-line summary (exit 0).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use lab_config::{ValidateRequest, Workspace, validate};
@@ -19,6 +20,9 @@ pub enum FileKind {
     /// `scenarios/`.
     Scenario,
 }
+
+/// How much of a file `kind_of` reads to find its top-level keys.
+const SNIFF_BYTES: u64 = 64 * 1024;
 
 /// A file's kind: from its folder, then its name (`x.lab.yaml`, `x.payload.yaml`,
 /// `x.scenario.yaml`), then its top-level keys.
@@ -44,9 +48,12 @@ pub fn kind_of(path: &Path) -> Option<FileKind> {
             return Some(kind);
         }
     }
-    // Sniff top-level keys; small read, bounded.
-    let text = std::fs::read(path).ok()?;
-    let text = String::from_utf8_lossy(&text[..text.len().min(64 * 1024)]).into_owned();
+    // Sniff top-level keys from the head of the file only (callers checked it is regular).
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(SNIFF_BYTES).read_to_end(&mut head))
+        .ok()?;
+    let text = String::from_utf8_lossy(&head);
     let has = |key: &str| text.lines().any(|l| l.starts_with(key));
     if has("steps:") {
         Some(FileKind::Scenario)
@@ -67,9 +74,7 @@ fn yaml_in(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
     let mut out: Vec<PathBuf> = rd
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     out.sort();
     Ok(out)
@@ -101,6 +106,8 @@ fn request_for_paths(ws: &Workspace, args: &ValidateArgs) -> Result<ValidateRequ
         }
     }
     for f in files {
+        // A FIFO, device or oversize file is refused before anything opens or reads it.
+        lab_config::check_regular_file(&f).map_err(CliError::Config)?;
         match kind_of(&f) {
             Some(FileKind::Lab) => req.labs.push(f),
             Some(FileKind::Payload) => req.payloads.push(f),

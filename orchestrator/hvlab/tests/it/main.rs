@@ -1,5 +1,6 @@
 //! Integration tests of the hvlab binary.
 
+mod bounded;
 mod docs;
 mod hog;
 mod infra;

@@ -224,3 +224,166 @@ fn schema_writes_then_check_detects_a_stale_file() {
         text(&out.stderr)
     );
 }
+
+/// `hvlab validate ARGS...` with a bounded wait: a reader that blocks (a FIFO) must not hang
+/// the test, it must fail it.
+fn validate_within(args: &[&std::ffi::OsStr], limit: std::time::Duration) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hvlab"))
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .env_remove("HVLAB_ROOT")
+        .arg("validate")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "hvlab validate {args:?} still running after {limit:?}; stderr:\n{}",
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
+/// The message with the temp dir replaced, for snapshots.
+fn redacted(out: &std::process::Output, dir: &Path) -> String {
+    text(&out.stderr).replace(dir.to_str().unwrap(), "[TMP]")
+}
+
+#[test]
+fn a_fifo_is_refused_at_once_without_opening_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.scenario.yaml");
+    mkfifo(&fifo);
+    // Nobody ever writes to the FIFO: opening it for reading would block forever.
+    let out = validate_within(&[fifo.as_os_str()], std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    insta::assert_snapshot!(redacted(&out, dir.path()), @r"
+    error[file]: a named pipe (FIFO), not a regular file: expected a YAML file
+      --> [TMP]/pipe.scenario.yaml
+      = help: pass the path of a lab, payload or scenario file
+
+    error: 1 problem in 1 file
+    ");
+}
+
+#[test]
+fn a_fifo_in_a_config_folder_is_refused_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scenarios")).unwrap();
+    let fifo = dir.path().join("scenarios/pipe.yaml");
+    mkfifo(&fifo);
+    let out = validate_within(&[fifo.as_os_str()], std::time::Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("a named pipe (FIFO), not a regular file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn dev_zero_is_refused_without_reading_it() {
+    let out = validate_within(
+        &[std::ffi::OsStr::new("/dev/zero")],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!(text(&out.stderr), @r"
+    error[file]: a character device, not a regular file: expected a YAML file
+      --> /dev/zero
+      = help: pass the path of a lab, payload or scenario file
+
+    error: 1 problem in 1 file
+    ");
+}
+
+#[test]
+fn a_directory_where_a_config_file_belongs_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["vm-configs", "driver-payloads", "scenarios/smoke.yaml"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let out = hvlab()
+        .arg("--root")
+        .arg(dir.path())
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        redacted(&out, dir.path())
+            .contains("error[file]: a directory, not a regular file: expected a YAML file\n  --> [TMP]/scenarios/smoke.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The same for a lab named on the command line.
+    let out = hvlab()
+        .args(["run", "--dry-run", "--lab"])
+        .arg(dir.path().join("scenarios"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("a directory, not a regular file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_file_one_byte_over_the_limit_names_its_size_and_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.scenario.yaml");
+    let mut body = b"name: big\n# ".to_vec();
+    body.resize(4 * 1024 * 1024 + 1, b'x');
+    std::fs::write(&p, body).unwrap();
+    let out = hvlab().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!(redacted(&out, dir.path()), @r"
+    error[file]: file is too large (4194305 bytes): configuration files are limited to 4 MiB
+      --> [TMP]/big.scenario.yaml:1:1
+      = help: is this really a lab, payload or scenario file?
+
+    error: 1 problem in 1 file
+    ");
+}
+
+#[test]
+fn a_second_document_is_an_error_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("two.scenario.yaml");
+    std::fs::write(
+        &p,
+        "name: one\npayload: sim-ebpf\nsteps:\n  - sleep: 1s\n---\nname: two\n",
+    )
+    .unwrap();
+    let out = hvlab().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!(redacted(&out, dir.path()), @r"
+    error[multiple-documents]: file contains more than one YAML document (`---`): put each lab, payload or scenario in its own file
+      --> [TMP]/two.scenario.yaml:5:1
+      |
+    5 | ---
+      | ^^^
+      = help: the second document starts at line 5: split the file there
+
+    error: 1 problem in 1 file
+    ");
+}

@@ -64,7 +64,12 @@ pub struct Step {
 impl Step {
     /// The name for reports: the given name, else a short description.
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| self.kind.describe())
+        // A generated label repeats the whole command line; keep it a label.
+        let label = self.name.clone().unwrap_or_else(|| self.kind.describe());
+        match crate::cap::cap_text(&label, crate::cap::LABEL_MAX) {
+            std::borrow::Cow::Borrowed(_) => label,
+            std::borrow::Cow::Owned(capped) => capped,
+        }
     }
 }
 

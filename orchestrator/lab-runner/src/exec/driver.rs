@@ -69,7 +69,8 @@ async fn settle(
 ) -> LeafResult {
     let svc = &op.driver.service;
     let want = wanted(op.expect);
-    let deadline = Instant::now() + op.timeout;
+    let started = Instant::now();
+    let deadline = started + op.timeout;
     loop {
         if state == want {
             return Ok(None);
@@ -82,8 +83,12 @@ async fn settle(
             _ => false,
         };
         if hopeless || Instant::now() >= deadline {
-            let after = humantime::format_duration(op.timeout);
-            let msg = format!("{verb} {svc}: expected {want}, got {state} after {after}");
+            // The time it really took, to the millisecond: a hopeless state shows up in
+            // milliseconds, long before the limit.
+            let after = crate::report::duration_text(started.elapsed());
+            let limit = crate::report::timeout_text(op.timeout);
+            let msg =
+                format!("{verb} {svc}: expected {want}, got {state} after {after} (limit {limit})");
             // A stop that never completes is a hung unload: get a dump of it.
             let hang = want == ServiceState::Stopped && state == ServiceState::StopPending;
             return Err((

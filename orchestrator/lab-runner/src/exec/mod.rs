@@ -41,7 +41,8 @@ impl EventTx {
     pub fn send(&self, event: Event) -> Result<(), RunOver> {
         let env = crate::events::Envelope {
             at: chrono::Utc::now(),
-            event,
+            // Capped before it queues: a huge label or message never sits in the channel.
+            event: event.bounded(),
         };
         self.0.send(env).map_err(|_| RunOver)
     }

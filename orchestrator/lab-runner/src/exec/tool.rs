@@ -9,7 +9,7 @@ use super::{LeafResult, StepError, UnitCtx, from_backend};
 use crate::events::StepOutput;
 
 /// Tool output kept in events and reports, per stream.
-const OUTPUT_CAP: usize = 64 * 1024;
+const OUTPUT_CAP: usize = crate::bounds::OUTPUT_MAX;
 
 fn ctx_for<'a>(ctx: &'a UnitCtx<'_>) -> InvocationContext<'a> {
     InvocationContext {
@@ -151,14 +151,7 @@ pub(crate) fn parse_counters(stdout: &str) -> Option<Map<String, Value>> {
 }
 
 fn cap(s: &str) -> String {
-    if s.len() <= OUTPUT_CAP {
-        return s.to_owned();
-    }
-    let mut end = OUTPUT_CAP;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}\n[... {} more bytes]", &s[..end], s.len() - end)
+    lab_config::cap_text(s, OUTPUT_CAP).into_owned()
 }
 
 fn last_line(s: &str) -> Option<&str> {
@@ -198,6 +191,10 @@ mod tests {
     fn cap_keeps_char_boundaries() {
         let s = "é".repeat(OUTPUT_CAP);
         let c = cap(&s);
-        assert!(c.contains("more bytes"));
+        assert!(
+            c.len() <= OUTPUT_CAP && c.ends_with("KiB cut]"),
+            "{}",
+            c.len()
+        );
     }
 }

@@ -7,9 +7,12 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
+use lab_config::{MESSAGE_MAX, cap_text};
 use quick_junit::{
-    DeserializeErrorKind, NonSuccessKind, Property, Report, TestCase, TestCaseStatus,
+    DeserializeErrorKind, NonSuccessKind, Property, Report, TestCase, TestCaseStatus, XmlString,
 };
+
+use crate::bounds::OUTPUT_MAX;
 
 /// Guest files larger than this are reported as failures instead of being parsed: a
 /// runaway tool must not blow up the orchestrator's memory.
@@ -35,6 +38,7 @@ pub fn load_cases(results_dir: &Path, rel: &Path, prefix: &str, classname: &str)
                     }
                     case.set_classname(classname);
                     case.add_property(Property::new("guest-junit", rel.display().to_string()));
+                    cap_case(&mut case);
                     out.push(case);
                 }
             }
@@ -53,6 +57,36 @@ pub fn load_cases(results_dir: &Path, rel: &Path, prefix: &str, classname: &str)
             case.add_property(Property::new("guest-junit", rel.display().to_string()));
             vec![case]
         }
+    }
+}
+
+/// Caps a guest case's free text like the runner's own (output 64 KiB, messages 4 KiB):
+/// one runaway case must not fill junit.xml.
+fn cap_case(case: &mut TestCase) {
+    fn cap(s: &mut Option<XmlString>, max: usize) {
+        if let Some(x) = s
+            && x.as_str().len() > max
+        {
+            *x = XmlString::new(cap_text(x.as_str(), max));
+        }
+    }
+    cap(&mut case.system_out, OUTPUT_MAX);
+    cap(&mut case.system_err, OUTPUT_MAX);
+    match &mut case.status {
+        TestCaseStatus::NonSuccess {
+            message,
+            description,
+            ..
+        }
+        | TestCaseStatus::Skipped {
+            message,
+            description,
+            ..
+        } => {
+            cap(message, MESSAGE_MAX);
+            cap(description, MESSAGE_MAX);
+        }
+        TestCaseStatus::Success { .. } => {}
     }
 }
 
@@ -225,6 +259,42 @@ mod tests {
                 }
                 s => panic!("{s:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_runaway_guest_case_is_capped_with_a_note() {
+        let d = tempfile::tempdir().unwrap();
+        let big = "x".repeat(1024 * 1024);
+        let body = format!(
+            r#"<testsuites><testsuite name="s"><testcase name="a"><failure message="{big}">{big}</failure><system-out>{big}</system-out><system-err>{big}</system-err></testcase></testsuite></testsuites>"#
+        );
+        fs::write(d.path().join("g.xml"), body).unwrap();
+        let cases = load_cases(d.path(), Path::new("g.xml"), "iter-1", "s@t");
+        assert_eq!(cases.len(), 1);
+        let c = &cases[0];
+        for s in [&c.system_out, &c.system_err] {
+            let s = s.as_ref().unwrap().as_str();
+            assert!(
+                s.len() <= OUTPUT_MAX && s.ends_with("KiB cut]"),
+                "{}",
+                s.len()
+            );
+        }
+        let TestCaseStatus::NonSuccess {
+            message: Some(m),
+            description: Some(d),
+            ..
+        } = &c.status
+        else {
+            panic!("{:?}", c.status)
+        };
+        for s in [m.as_str(), d.as_str()] {
+            assert!(
+                s.len() <= MESSAGE_MAX && s.ends_with("KiB cut]"),
+                "{}",
+                s.len()
+            );
         }
     }
 }

@@ -17,6 +17,7 @@ mod html;
 mod jsonl;
 mod junit;
 mod junit_case;
+mod log;
 mod model;
 mod summary;
 mod summary_text;
@@ -31,10 +32,12 @@ use std::path::PathBuf;
 pub use html::HtmlReporter;
 pub use jsonl::JsonLinesReporter;
 pub use junit::JunitReporter;
+pub use log::LogReporter;
 pub use model::{BucketSeen, RunEnd, RunInfo, RunModel, StepRecord, UnitRecord};
 pub use summary::{Summary, SummaryReporter, build_summary};
 pub use summary_text::{Paint, render_summary};
 pub use terminal::{OutputFormat, TerminalOptions, TerminalReporter};
+pub use text::{duration as duration_text, timeout as timeout_text};
 
 use crate::events::{Envelope, Event};
 use crate::results::{ResultsError, RunDir};
@@ -170,7 +173,8 @@ impl Fanout {
             .push("events.jsonl", events_log(run_dir)?)
             .push("junit.xml", JunitReporter::new(run_dir.path()))
             .push("summary.json", SummaryReporter::new(run_dir.path()))
-            .push("index.html", HtmlReporter::new(run_dir.path()));
+            .push("index.html", HtmlReporter::new(run_dir.path()))
+            .push("hvlab.log", LogReporter);
         Ok(f)
     }
 }

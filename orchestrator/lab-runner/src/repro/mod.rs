@@ -209,7 +209,8 @@ fn fanout(
         "summary.json",
         report::ReproSummaryReporter::new(shared.clone(), run_dir.path()),
     )
-    .push("index.html", HtmlReporter::new(run_dir.path()));
+    .push("index.html", HtmlReporter::new(run_dir.path()))
+    .push("hvlab.log", crate::report::LogReporter);
     Ok(f)
 }
 
