@@ -30,16 +30,9 @@ impl Event {
                 }
             }
             Event::CrashDetected { crash, .. } => cap_crash(crash),
-            Event::UnitFinished { outcome, .. } => match outcome {
-                UnitOutcome::Failed { message, crash } => {
-                    cap_in_place(message, MESSAGE_MAX);
-                    if let Some(c) = crash {
-                        cap_crash(c);
-                    }
-                }
-                UnitOutcome::Errored { message } => cap_in_place(message, MESSAGE_MAX),
-                UnitOutcome::Passed | UnitOutcome::Cancelled => {}
-            },
+            Event::UnitFinished { outcome, .. } | Event::UnitRetried { outcome, .. } => {
+                cap_unit_outcome(outcome)
+            }
             Event::InfraError { message, .. } => cap_in_place(message, MESSAGE_MAX),
             Event::Leftover {
                 what,
@@ -59,6 +52,19 @@ impl Event {
             | Event::RunFinished { .. } => {}
         }
         self
+    }
+}
+
+fn cap_unit_outcome(o: &mut UnitOutcome) {
+    match o {
+        UnitOutcome::Failed { message, crash } => {
+            cap_in_place(message, MESSAGE_MAX);
+            if let Some(c) = crash {
+                cap_crash(c);
+            }
+        }
+        UnitOutcome::Errored { message, .. } => cap_in_place(message, MESSAGE_MAX),
+        UnitOutcome::Passed | UnitOutcome::Cancelled => {}
     }
 }
 

@@ -131,6 +131,20 @@ fn log_event(ev: &Event) {
                 tracing::warn!(unit = %unit, vm = %vm, "unit finished: {word} in {took}: {reason}");
             }
         }
+        Event::UnitRetried {
+            unit,
+            vm,
+            attempt,
+            outcome,
+            duration,
+        } => tracing::warn!(
+            unit = %unit,
+            vm = %vm,
+            attempt,
+            "attempt {attempt} errored after {}: {}; retrying on a fresh VM",
+            text::duration(*duration),
+            text::outcome_reason(outcome)
+        ),
         Event::InfraError { vm, message } => tracing::error!(
             vm = %vm.as_deref().unwrap_or("-"),
             "lab error: {message}"
