@@ -59,8 +59,8 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Preflight(DeployError::Guest { .. }) => exit::INFRA,
-            RunError::Preflight(_) | RunError::Empty => exit::CONFIG,
+            RunError::Preflight(DeployError::Guest { .. }) => i32::from(exit::INFRA_ERROR),
+            RunError::Preflight(_) | RunError::Empty => i32::from(exit::CONFIG_ERROR),
         }
     }
 }
@@ -206,11 +206,20 @@ pub async fn run_with_source(
                                     stats.failed += 1;
                                     stats.crashes += usize::from(crash.is_some());
                                 }
-                                UnitOutcome::Errored { .. } => stats.errored += 1,
+                                UnitOutcome::Errored { message, causes } => {
+                                    stats.errored += 1;
+                                    // hvlab.log keeps the whole chain beside the reports.
+                                    let text = UnitOutcome::error_text(message, causes);
+                                    tracing::error!(unit = %unit, "failed to {text}");
+                                }
                                 UnitOutcome::Cancelled => stats.cancelled += 1,
                             }
                         }
-                        Event::InfraError { .. } => errored_infra = true,
+                        Event::InfraError { vm, message, causes } => {
+                            errored_infra = true;
+                            let text = UnitOutcome::error_text(message, causes);
+                            tracing::error!(vm = vm.as_deref(), "failed to {text}");
+                        }
                         _ => {}
                     }
                     forward(&mut reporters, env);
@@ -253,13 +262,13 @@ pub async fn run_with_source(
     }
     let interrupted = interrupts > 0;
     let exit_code = if interrupted {
-        exit::INTERRUPTED
+        i32::from(exit::INTERRUPTED)
     } else if stats.errored > 0 || errored_infra {
-        exit::INFRA
+        i32::from(exit::INFRA_ERROR)
     } else if stats.failed > 0 {
-        exit::FAILED
+        i32::from(exit::TEST_FAILURES)
     } else {
-        exit::OK
+        i32::from(exit::SUCCESS)
     };
     emit(
         &mut reporters,

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crash;
 use crate::deploy::LocalFile;
+use crate::error::{self, RunnerError};
 use crate::events::{Crash, CrashKind, Event, StepOutcome, UnitId, UnitOutcome};
 use crate::exec::{EventTx, StepError, UnitCtx};
 
@@ -51,15 +52,15 @@ pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<Pa
     let boot_id = match env.guest.boot_id().await {
         Ok(id) => id,
         Err(e) => {
-            let message = format!("read the boot id of {}: {e}", env.vm);
-            return (UnitOutcome::Errored { message }, vec![]);
+            let e = RunnerError::lab(format!("read the boot id of {}", env.vm))(e);
+            return (UnitOutcome::errored(&e), vec![]);
         }
     };
     let mark = match env.guest.events(0).await {
         Ok(r) => r.iter().map(|r| r.record).max().unwrap_or(0),
         Err(e) => {
-            let message = format!("read the event log of {}: {e}", env.vm);
-            return (UnitOutcome::Errored { message }, vec![]);
+            let e = RunnerError::lab(format!("read the event log of {}", env.vm))(e);
+            return (UnitOutcome::errored(&e), vec![]);
         }
     };
     let ctx = UnitCtx {
@@ -91,7 +92,7 @@ pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<Pa
             match crash::hang(&ctx, &what).await {
                 Ok(c) => failed_by_crash(c),
                 Err(e) => UnitOutcome::Failed {
-                    message: format!("hang: {e}"),
+                    message: format!("hang: {}", error::text(&e)),
                     crash: None,
                 },
             }
@@ -176,7 +177,8 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                 Ok(false) => None,
                 Err(e) => {
                     return UnitOutcome::Errored {
-                        message: format!("after {label}: {e}"),
+                        message: format!("check the guest after {label}"),
+                        causes: lab_error::chain(&e),
                     };
                 }
             },
@@ -184,7 +186,7 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                 Ok(c) => Some(c),
                 Err(e) => {
                     return UnitOutcome::Failed {
-                        message: format!("hang in {label}: {e}"),
+                        message: format!("hang in {label}: {}", error::text(&e)),
                         crash: None,
                     };
                 }
@@ -193,10 +195,10 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                 Ok(true) => {
                     Some(crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone())).await)
                 }
-                Ok(false) => return UnitOutcome::Errored { message: m },
+                Ok(false) => return UnitOutcome::errored_msg(m),
                 Err(e) => {
                     return UnitOutcome::Failed {
-                        message: format!("{m}; {e}"),
+                        message: format!("{m}; {}", error::text(&e)),
                         crash: Some(Crash {
                             kind: CrashKind::ConnectionLost,
                             step: Some(label),
@@ -223,7 +225,7 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                     };
                 }
             }
-            Err(StepError::Infra(m)) => return UnitOutcome::Errored { message: m },
+            Err(StepError::Infra(m)) => return UnitOutcome::errored_msg(m),
             Err(StepError::Cancelled) => return UnitOutcome::Cancelled,
         };
         if let Some(c) = new_crash {

@@ -244,8 +244,13 @@ impl RunModel {
                 r.duration = Some(*duration);
                 r.guest_junit = guest_junit.clone();
             }
-            Event::InfraError { vm, message } => {
-                self.infra_errors.push((vm.clone(), message.clone()));
+            Event::InfraError {
+                vm,
+                message,
+                causes,
+            } => {
+                let text = UnitOutcome::error_text(message, causes);
+                self.infra_errors.push((vm.clone(), text));
             }
             Event::Interrupted { .. } => self.interrupt_requested = true,
             Event::Leftover {

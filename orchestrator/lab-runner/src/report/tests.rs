@@ -302,12 +302,14 @@ fn expectation_failures_lab_errors_and_infra_errors_are_told_apart() {
                 "vm",
                 UnitOutcome::Errored {
                     message: "transport: connection refused".into(),
+                    causes: vec![],
                 },
                 &[],
             )
             .push(Event::InfraError {
                 vm: Some("vm".into()),
                 message: "vm did not boot".into(),
+                causes: vec![],
             })
             .end(stats(2, 0, 1, 1, 0, 0), 3, false);
     });
