@@ -127,15 +127,9 @@ async fn a_rejected_key_and_a_mismatched_host_key_are_named() {
     let e = fail(stranger).await;
     let text = rendered(&e);
     assert!(text.contains("authenticate on"), "{text}");
-    insta::with_settings!({
-        filters => vec![
-            (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
-            (r"hvlab@|[A-Za-z0-9_.-]+@", "[USER]@"),
-            (r"/\S+", "[PATH]"),
-        ],
-    }, {
-        insta::assert_snapshot!("auth_rejected", text);
-    });
+    // Not a snapshot: this test only runs where an sshd is installed, and the server's
+    // wording varies with its version.
+    assert!(!e.is_transient(), "{text}");
 
     let other = std::fs::read_to_string(sshd.dir().join("stranger_ed25519.pub")).unwrap();
     let mut f = other.split_whitespace();
