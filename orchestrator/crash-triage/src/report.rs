@@ -151,7 +151,7 @@ pub fn triage_paths(paths: &[PathBuf], options: &ReportOptions) -> Result<Report
                     let (analyze, analyze_error) = match &options.debugger {
                         Some(d) => match run_analyze(d, &path, timeout) {
                             Ok(a) => (Some(Box::new(a)), None),
-                            Err(e) => (None, Some(error_chain(&e))),
+                            Err(e) => (None, Some(lab_error::Chain(&e).to_string())),
                         },
                         None => (None, None),
                     };
@@ -166,7 +166,7 @@ pub fn triage_paths(paths: &[PathBuf], options: &ReportOptions) -> Result<Report
                 Err(e) => Outcome::Failed {
                     code: e.kind.code().to_owned(),
                     offset: e.offset,
-                    message: error_chain(&e),
+                    message: lab_error::Chain(&e).to_string(),
                 },
             };
             ReportEntry { path, outcome }
@@ -211,17 +211,6 @@ fn history_for(paths: &[PathBuf]) -> Option<BucketIndex> {
             .find(|d| d.join(BUCKETS_FILE).is_file())
             .and_then(|d| BucketIndex::load(d).ok())
     })
-}
-
-/// An error and its sources, joined with ": ".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let _ = write!(s, ": {cause}");
-        source = cause.source();
-    }
-    s
 }
 
 /// The report as pretty JSON (`--format json`).

@@ -72,7 +72,7 @@ fn secret(r: &lab_config::SecretRef) -> lab_transport::SecretRef {
 
 fn connect_host(h: &lab_config::Host) -> Result<AnyPsHost, CliError> {
     let infra =
-        |what: String| CliError::Infra(format!("connect to Hyper-V host {}: {what}", h.name));
+        |what: String| CliError::infra_msg(format!("connect to Hyper-V host {}: {what}", h.name));
     let address = || {
         h.address
             .clone()
@@ -106,7 +106,8 @@ fn connect_host(h: &lab_config::Host) -> Result<AnyPsHost, CliError> {
                 password,
             };
             let settings = WinrmSettings::new(address()?, scheme, auth).port(*port);
-            let t = WinrmTransport::new(settings).map_err(|e| infra(e.to_string()))?;
+            let t = WinrmTransport::new(settings)
+                .map_err(|e| CliError::infra(format!("connect to Hyper-V host {}", h.name), e))?;
             Ok(AnyPsHost::Remote(RemotePowerShell::new(
                 AnyTransport::Winrm(t),
             )))
@@ -261,7 +262,7 @@ pub fn dry_run(plan: &Plan) -> Result<String, CliError> {
         let rt = crate::runtime(false)?;
         let ops = rt
             .block_on(dry_run::plan(hyperv_config(hv, false), &specs, &deploy))
-            .map_err(|e| CliError::Infra(format!("plan the run: {e}")))?;
+            .map_err(|e| CliError::infra("plan the run", e))?;
         out.push_str(&format!(
             "# hvlab dry run: lab `{}`, payload `{}`, {} VM(s); no host was contacted and no secret was read\n",
             plan.lab.name,

@@ -5,7 +5,8 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod error;
-pub mod exit;
+/// The exit-code table shared with the CLI.
+pub use lab_error::exit;
 pub mod logging;
 pub mod root;
 

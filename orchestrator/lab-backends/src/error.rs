@@ -20,7 +20,14 @@ pub enum BackendError {
     /// The guest agent could not be reached or dropped the connection. Transient while a guest
     /// boots or reboots; the runner then checks whether the guest crashed.
     #[error("reach the guest agent of {vm}: {message}")]
-    Connection { vm: String, message: String },
+    Connection {
+        vm: String,
+        message: String,
+        /// The transport's own reason (DNS, refused, timed out, authentication), kept so
+        /// every report can name it.
+        #[source]
+        source: Option<lab_error::BoxError>,
+    },
     /// The guest answered with an error (a Windows error code where one applies).
     #[error("{operation} on {vm}: {message} (error {code})")]
     Guest {
@@ -86,6 +93,15 @@ impl BackendError {
         match self {
             BackendError::Guest { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// The guest agent of `vm` could not be reached; `message` says how, nothing says why.
+    pub(crate) fn connection(vm: impl Into<String>, message: impl Into<String>) -> Self {
+        BackendError::Connection {
+            vm: vm.into(),
+            message: message.into(),
+            source: None,
         }
     }
 

@@ -33,7 +33,12 @@ impl Event {
             Event::UnitFinished { outcome, .. } | Event::UnitRetried { outcome, .. } => {
                 cap_unit_outcome(outcome)
             }
-            Event::InfraError { message, .. } => cap_in_place(message, MESSAGE_MAX),
+            Event::InfraError {
+                message, causes, ..
+            } => {
+                cap_in_place(message, MESSAGE_MAX);
+                cap_causes(causes);
+            }
             Event::Leftover {
                 what,
                 how_to_remove,
@@ -55,6 +60,14 @@ impl Event {
     }
 }
 
+/// A cause chain is a handful of lines; a runaway one keeps its first links.
+fn cap_causes(causes: &mut Vec<String>) {
+    causes.truncate(16);
+    for c in causes.iter_mut() {
+        cap_in_place(c, MESSAGE_MAX);
+    }
+}
+
 fn cap_unit_outcome(o: &mut UnitOutcome) {
     match o {
         UnitOutcome::Failed { message, crash } => {
@@ -63,7 +76,10 @@ fn cap_unit_outcome(o: &mut UnitOutcome) {
                 cap_crash(c);
             }
         }
-        UnitOutcome::Errored { message, .. } => cap_in_place(message, MESSAGE_MAX),
+        UnitOutcome::Errored { message, causes } => {
+            cap_in_place(message, MESSAGE_MAX);
+            cap_causes(causes);
+        }
         UnitOutcome::Passed | UnitOutcome::Cancelled => {}
     }
 }
@@ -161,25 +177,31 @@ mod tests {
         let ev = Event::InfraError {
             vm: None,
             message: huge.clone(),
+            causes: vec![huge.clone()],
         }
         .bounded();
-        assert!(matches!(&ev, Event::InfraError { message, .. } if message.len() <= MESSAGE_MAX));
+        assert!(matches!(&ev, Event::InfraError { message, causes, .. }
+            if message.len() <= MESSAGE_MAX && causes[0].len() <= MESSAGE_MAX));
         let ev = Event::UnitFinished {
             unit: unit(),
             vm: "vm".into(),
             seed: 1,
-            outcome: UnitOutcome::Errored { message: huge },
+            outcome: UnitOutcome::Errored {
+                message: huge.clone(),
+                causes: vec![huge],
+            },
             duration: Duration::ZERO,
             guest_junit: vec![],
         }
         .bounded();
         let Event::UnitFinished {
-            outcome: UnitOutcome::Errored { message },
+            outcome: UnitOutcome::Errored { message, causes },
             ..
         } = ev
         else {
             unreachable!()
         };
         assert!(message.len() <= MESSAGE_MAX && message.ends_with("KiB cut]"));
+        assert!(causes[0].len() <= MESSAGE_MAX);
     }
 }

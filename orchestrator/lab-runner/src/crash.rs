@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use lab_backends::guest::{MEMORY_DMP, MINIDUMP_DIR};
 use lab_backends::{Guest, Hypervisor, VmState};
 
+use crate::error::{self, RunnerError};
 use crate::events::{ArtifactKind, Bucket, BugcheckInfo, Crash, CrashKind, Event};
 use crate::exec::UnitCtx;
 use crate::verdict;
 
 /// Whether the guest has rebooted since the unit last looked. An unreachable guest is
 /// waited for (it may be writing a dump and restarting) up to the boot timeout.
-pub async fn rebooted(ctx: &UnitCtx<'_>) -> Result<bool, String> {
+pub async fn rebooted(ctx: &UnitCtx<'_>) -> Result<bool, RunnerError> {
     let expected = ctx.boot_id.lock().expect("boot id lock").clone();
     match ctx.guest.boot_id().await {
         Ok(id) => Ok(id != expected),
@@ -27,12 +28,19 @@ pub async fn rebooted(ctx: &UnitCtx<'_>) -> Result<bool, String> {
 
 /// Waits until the guest answers again, powering a halted VM back on (a bugcheck with
 /// AutoReboot off leaves it down), and returns the new boot id.
-async fn wait_back(ctx: &UnitCtx<'_>) -> Result<String, String> {
+async fn wait_back(ctx: &UnitCtx<'_>) -> Result<String, RunnerError> {
     let deadline = Instant::now() + ctx.boot_timeout;
     loop {
-        let state = ctx.hv.state(ctx.vm).await.map_err(|e| e.to_string())?;
+        let state = ctx
+            .hv
+            .state(ctx.vm)
+            .await
+            .map_err(RunnerError::lab(format!("read the state of {}", ctx.vm)))?;
         if state == VmState::Off {
-            ctx.hv.start(ctx.vm).await.map_err(|e| e.to_string())?;
+            ctx.hv
+                .start(ctx.vm)
+                .await
+                .map_err(RunnerError::lab(format!("start {}", ctx.vm)))?;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match ctx
@@ -42,7 +50,7 @@ async fn wait_back(ctx: &UnitCtx<'_>) -> Result<String, String> {
         {
             Ok(id) => return Ok(id),
             Err(e) if Instant::now() >= deadline => {
-                return Err(format!("the guest did not come back: {e}"));
+                return Err(RunnerError::lab("wait for the guest to come back")(e));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
@@ -51,12 +59,12 @@ async fn wait_back(ctx: &UnitCtx<'_>) -> Result<String, String> {
 
 /// A step hung: inject an NMI so the guest bugchecks (0x80) with the stuck code in its dump,
 /// then collect like any crash.
-pub async fn hang(ctx: &UnitCtx<'_>, step: &str) -> Result<Crash, String> {
+pub async fn hang(ctx: &UnitCtx<'_>, step: &str) -> Result<Crash, RunnerError> {
     let before = ctx.boot_id.lock().expect("boot id lock").clone();
     ctx.hv
         .inject_nmi(ctx.vm)
         .await
-        .map_err(|e| format!("inject NMI into the hung guest: {e}"))?;
+        .map_err(RunnerError::lab("inject NMI into the hung guest"))?;
     let deadline = Instant::now() + ctx.boot_timeout;
     loop {
         if let Ok(id) = ctx.guest.boot_id().await
@@ -65,14 +73,16 @@ pub async fn hang(ctx: &UnitCtx<'_>, step: &str) -> Result<Crash, String> {
             break;
         }
         if Instant::now() >= deadline {
-            return Err(format!(
+            return Err(RunnerError::Observed(format!(
                 "the guest hung in {step} and did not bugcheck after an NMI within {}",
                 humantime::format_duration(ctx.boot_timeout)
-            ));
+            )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    collect(ctx, CrashKind::Hang, Some(step.to_owned())).await
+    collect(ctx, CrashKind::Hang, Some(step.to_owned()))
+        .await
+        .map_err(RunnerError::Observed)
 }
 
 /// Collects the evidence of a crash that already happened: events 41/1001 and dumps.
@@ -99,7 +109,7 @@ pub async fn collect(
             *ctx.boot_id.lock().expect("boot id lock") = id.clone();
             id
         }
-        Err(e) => return Err(verdict::did_not_come_back(&before, &e)),
+        Err(e) => return Err(verdict::did_not_come_back(&before, &error::text(&e))),
     };
     let since = *ctx.event_mark.lock().expect("event mark lock");
     let event_ids = match ctx.guest.events(since).await {
@@ -161,10 +171,10 @@ pub async fn collect(
                             continue;
                         }
                     }
-                    Err(e) => crash.triage_error = Some(e),
+                    Err(e) => crash.triage_error = Some(error::text(&e)),
                 }
             }
-            Err(e) => crash.triage_error = Some(e),
+            Err(e) => crash.triage_error = Some(error::text(&e)),
         }
         artifact(ctx, ArtifactKind::Dump, rel.clone());
         crash.dumps.push(rel);
@@ -226,12 +236,17 @@ async fn collect_dumps(ctx: &UnitCtx<'_>) -> Vec<(PathBuf, PathBuf)> {
 }
 
 /// Triage on a blocking thread: the dump parser is synchronous and not `Send`.
-async fn triage(path: &Path) -> Result<crash_triage::Triage, String> {
+async fn triage(path: &Path) -> Result<crash_triage::Triage, RunnerError> {
     let p = path.to_owned();
+    let err = |source: lab_error::BoxError| RunnerError::Triage {
+        what: "triage",
+        path: path.to_owned(),
+        source,
+    };
     tokio::task::spawn_blocking(move || crash_triage::triage_file(&p))
         .await
-        .map_err(|e| format!("triage of {} stopped: {e}", path.display()))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| err(e.into()))?
+        .map_err(|e| err(e.into()))
 }
 
 /// Files the crash in the results root's bucket index (shared across runs, file-locked).
@@ -239,7 +254,12 @@ async fn record_bucket(
     ctx: &UnitCtx<'_>,
     sig: &crash_triage::signature::Signature,
     rel: &Path,
-) -> Result<crash_triage::bucket::Recorded, String> {
+) -> Result<crash_triage::bucket::Recorded, RunnerError> {
+    let bucket_err = |source: lab_error::BoxError| RunnerError::Triage {
+        what: "update the crash bucket index in",
+        path: ctx.results_root.clone(),
+        source,
+    };
     let (root, run_id, sig, rel) = (
         ctx.results_root.clone(),
         ctx.run_id.clone(),
@@ -260,6 +280,6 @@ async fn record_bucket(
         )
     })
     .await
-    .map_err(|e| format!("bucket index update stopped: {e}"))?
-    .map_err(|e| format!("update the crash bucket index: {e}"))
+    .map_err(|e| bucket_err(e.into()))?
+    .map_err(|e| bucket_err(e.into()))
 }

@@ -131,7 +131,13 @@ pub enum Event {
         duration: Duration,
     },
     /// The lab itself failed (not the code under test).
-    InfraError { vm: Option<String>, message: String },
+    InfraError {
+        vm: Option<String>,
+        message: String,
+        /// Why, outermost cause first; reporters show `message: cause: cause`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        causes: Vec<String>,
+    },
     /// A Ctrl-C (or SIGTERM) arrived; `count` is 1 for the graceful stop, 2 for force.
     Interrupted { count: u32 },
     /// Teardown could not remove something; named so the user can remove it.
@@ -255,12 +261,34 @@ pub enum UnitOutcome {
     /// The lab failed (provisioning, transport); says nothing about the code under test.
     Errored {
         message: String,
+        /// Why, outermost cause first; reporters show `message: cause: cause`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        causes: Vec<String>,
     },
     /// Not run or stopped because the run was interrupted.
     Cancelled,
 }
 
 impl UnitOutcome {
+    /// The lab failed with `e`: its message, and each of its causes.
+    pub fn errored(e: &dyn std::error::Error) -> Self {
+        let (message, causes) = lab_error::split(e);
+        UnitOutcome::Errored { message, causes }
+    }
+
+    /// The lab failed and `message` says everything known.
+    pub fn errored_msg(message: impl Into<String>) -> Self {
+        UnitOutcome::Errored {
+            message: message.into(),
+            causes: vec![],
+        }
+    }
+
+    /// The text reports show for an error: `message: cause: cause`.
+    pub fn error_text(message: &str, causes: &[String]) -> String {
+        lab_error::join(message, causes)
+    }
+
     pub fn is_pass(&self) -> bool {
         matches!(self, UnitOutcome::Passed)
     }

@@ -14,9 +14,11 @@
 pub mod bounds;
 pub mod crash;
 pub mod deploy;
+pub mod error;
 pub mod events;
 pub mod exec;
-pub mod exit;
+/// The exit-code table shared with the CLI.
+pub use lab_error::exit;
 pub mod report;
 pub mod repro;
 pub mod results;

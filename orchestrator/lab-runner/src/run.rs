@@ -59,8 +59,8 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Preflight(DeployError::Guest { .. }) => exit::INFRA,
-            RunError::Preflight(_) | RunError::Empty => exit::CONFIG,
+            RunError::Preflight(DeployError::Guest { .. }) => i32::from(exit::INFRA_ERROR),
+            RunError::Preflight(_) | RunError::Empty => i32::from(exit::CONFIG_ERROR),
         }
     }
 }
@@ -215,6 +215,7 @@ pub async fn run_with_source(
                         Event::UnitRetried { unit, .. } if retried.insert(unit.clone()) => {
                             stats.retried += 1;
                         }
+                        // hvlab.log gets the whole chain from the log reporter.
                         Event::InfraError { .. } => errored_infra = true,
                         _ => {}
                     }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crash;
 use crate::deploy::LocalFile;
+use crate::error::{self, RunnerError};
 use crate::events::{Crash, CrashKind, Event, StepOutcome, UnitId, UnitOutcome};
 use crate::exec::{EventTx, StepError, UnitCtx};
 
@@ -51,15 +52,15 @@ pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<Pa
     let boot_id = match env.guest.boot_id().await {
         Ok(id) => id,
         Err(e) => {
-            let message = format!("read the boot id of {}: {e}", env.vm);
-            return (UnitOutcome::Errored { message }, vec![]);
+            let e = RunnerError::lab(format!("read the boot id of {}", env.vm))(e);
+            return (UnitOutcome::errored(&e), vec![]);
         }
     };
     let mark = match env.guest.events(0).await {
         Ok(r) => r.iter().map(|r| r.record).max().unwrap_or(0),
         Err(e) => {
-            let message = format!("read the event log of {}: {e}", env.vm);
-            return (UnitOutcome::Errored { message }, vec![]);
+            let e = RunnerError::lab(format!("read the event log of {}", env.vm))(e);
+            return (UnitOutcome::errored(&e), vec![]);
         }
     };
     let ctx = UnitCtx {
@@ -92,7 +93,7 @@ pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<Pa
                 Ok(c) => failed_by_crash(c),
                 // The scenario overran: that is the hang; what the NMI left is secondary.
                 Err(e) => UnitOutcome::Failed {
-                    message: format!("hang: {e}"),
+                    message: format!("hang: {}", error::text(&e)),
                     crash: None,
                 },
             }
@@ -129,7 +130,7 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                         Ok(c) => c,
                         // A restart without a record must not satisfy (or fail) the
                         // expectation: it says nothing about the code under test.
-                        Err(message) => return UnitOutcome::Errored { message },
+                        Err(message) => return UnitOutcome::errored_msg(message),
                     };
                 }
                 let verdict = match (&crash, code) {
@@ -174,9 +175,7 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
         }
         let result = ctx.run_step(step, path.clone()).await;
         let label = step.display_name();
-        let errored = |e: String| UnitOutcome::Errored {
-            message: format!("{e} (during {label})"),
-        };
+        let errored = |e: String| UnitOutcome::errored_msg(format!("{e} (during {label})"));
         let new_crash = match result {
             Ok(()) => match crash::rebooted(ctx).await {
                 Ok(true) => {
@@ -188,7 +187,8 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                 Ok(false) => None,
                 Err(e) => {
                     return UnitOutcome::Errored {
-                        message: format!("after {label}: {e}"),
+                        message: format!("check the guest after {label}"),
+                        causes: lab_error::chain(&e),
                     };
                 }
             },
@@ -196,7 +196,7 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                 Ok(c) => Some(c),
                 Err(e) => {
                     return UnitOutcome::Failed {
-                        message: format!("hang in {label}: {e}"),
+                        message: format!("hang in {label}: {}", error::text(&e)),
                         crash: None,
                     };
                 }
@@ -210,19 +210,14 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                 }
                 Ok(false) => {
                     let boot_id = ctx.boot_id.lock().expect("boot id lock").clone();
-                    return UnitOutcome::Errored {
-                        message: format!(
-                            "{m}: the agent connection was lost but the guest did not \
-                             restart (boot id still {boot_id}), so the lab failed, not the \
-                             code under test"
-                        ),
-                    };
+                    return UnitOutcome::errored_msg(format!(
+                        "{m}: the agent connection was lost but the guest did not restart \
+                         (boot id still {boot_id}), so the lab failed, not the code under test"
+                    ));
                 }
                 // Nothing came back to read a bugcheck record or dump from: a lab error.
                 Err(e) => {
-                    return UnitOutcome::Errored {
-                        message: format!("{m}; {e}"),
-                    };
+                    return UnitOutcome::errored_msg(format!("{m}; {}", error::text(&e)));
                 }
             },
             Err(StepError::Failed(m)) => {
@@ -235,9 +230,9 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                             Ok(c) => c,
                             // The VM died under the step: its failure is the lab's doing.
                             Err(e) => {
-                                return UnitOutcome::Errored {
-                                    message: format!("{e} (during {label}, which failed: {m})"),
-                                };
+                                return UnitOutcome::errored_msg(format!(
+                                    "{e} (during {label}, which failed: {m})"
+                                ));
                             }
                         };
                         if !expects_crash_after(&steps, idx) {
@@ -252,13 +247,14 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                         };
                     }
                     Err(e) => {
-                        return UnitOutcome::Errored {
-                            message: format!("{e} (during {label}, which failed: {m})"),
-                        };
+                        return UnitOutcome::errored_msg(format!(
+                            "{} (during {label}, which failed: {m})",
+                            error::text(&e)
+                        ));
                     }
                 }
             }
-            Err(StepError::Infra(m)) => return UnitOutcome::Errored { message: m },
+            Err(StepError::Infra(m)) => return UnitOutcome::errored_msg(m),
             Err(StepError::Cancelled) => return UnitOutcome::Cancelled,
         };
         if let Some(c) = new_crash {

@@ -15,6 +15,7 @@ use lab_config::{CrashDumpKind, GuestConfig, Plan, VerifierFlags};
 use tokio_util::sync::CancellationToken;
 
 use crate::deploy::LocalFile;
+use crate::error::RunnerError;
 use crate::events::{Event, UnitId, UnitOutcome};
 use crate::exec::EventTx;
 use crate::results::RunDir;
@@ -226,7 +227,7 @@ async fn run_one(
     if held.is_none() {
         match provision(shared, &unit.id.template).await {
             Ok(h) => *held = Some(h),
-            Err(message) => return (UnitOutcome::Errored { message }, vec![], String::new()),
+            Err(e) => return (UnitOutcome::errored(&e), vec![], String::new()),
         }
     }
     let h = held.as_mut().expect("held VM");
@@ -234,16 +235,16 @@ async fn run_one(
     let files = &shared.files[&payload.name];
     let fresh = h.payload.as_deref() != Some(payload.name.as_str());
     if fresh {
-        if let Err(message) = deploy_payload(shared, h, payload, files).await {
-            return (UnitOutcome::Errored { message }, vec![], vm);
+        if let Err(e) = deploy_payload(shared, h, payload, files).await {
+            return (UnitOutcome::errored(&e), vec![], vm);
         }
         *started = Instant::now();
     } else {
         // The restore is part of the unit (every unit pays it); provisioning is not.
         *started = Instant::now();
         if let Err(e) = shared.hv.restore(&vm, DEPLOYED_CHECKPOINT).await {
-            let message = format!("restore the deployed checkpoint of {vm}: {e}");
-            return (UnitOutcome::Errored { message }, vec![], vm);
+            let e = RunnerError::lab(format!("restore the deployed checkpoint of {vm}"))(e);
+            return (UnitOutcome::errored(&e), vec![], vm);
         }
     }
     let _ = shared.events.send(Event::UnitStarted {
@@ -253,22 +254,12 @@ async fn run_one(
     });
     let guest = match shared.hv.guest(&vm) {
         Ok(g) => g,
-        Err(e) => {
-            return (
-                UnitOutcome::Errored {
-                    message: e.to_string(),
-                },
-                vec![],
-                vm,
-            );
-        }
+        Err(e) => return (UnitOutcome::errored(&e), vec![], vm),
     };
     let unit_rel = attempt_rel(RunDir::unit_rel(&unit.id), attempt);
     let unit_dir = match attempt_dir(&shared.run_dir, &unit.id, attempt) {
         Ok(d) => d,
-        Err(e) => {
-            return (UnitOutcome::Errored { message: e }, vec![], vm);
-        }
+        Err(e) => return (UnitOutcome::errored_msg(e), vec![], vm),
     };
     let env = UnitEnv {
         hv: &shared.hv,
@@ -323,9 +314,9 @@ fn attempt_dir(
 
 /// Creates, boots and configures a VM of `template` (test signing, CrashControl, verifier,
 /// then a reboot so they take effect), and takes no checkpoint yet.
-async fn provision(shared: &Shared, template: &str) -> Result<Held, String> {
+async fn provision(shared: &Shared, template: &str) -> Result<Held, RunnerError> {
     let facts = template_facts(&shared.plan, template)
-        .ok_or_else(|| format!("template {template} is not in the lab"))?;
+        .ok_or_else(|| RunnerError::Observed(format!("find template {template} in the lab")))?;
     let n = shared
         .vm_counter
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -353,9 +344,9 @@ async fn provision(shared: &Shared, template: &str) -> Result<Held, String> {
         .hv
         .create(&spec)
         .await
-        .map_err(|e| format!("create VM {name}: {e}"))?;
+        .map_err(RunnerError::lab(format!("create VM {name}")))?;
     shared.vms.lock().expect("vm set lock").insert(name.clone());
-    let ctx = |what: &str, e: lab_backends::BackendError| format!("{what} {name}: {e}");
+    let ctx = |what: &str, e| RunnerError::lab(format!("{what} {name}"))(e);
     shared.hv.start(&name).await.map_err(|e| ctx("start", e))?;
     let first_boot = shared
         .hv
@@ -388,9 +379,9 @@ async fn provision(shared: &Shared, template: &str) -> Result<Held, String> {
             break id;
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "{name} did not come back from its configuration reboot"
-            ));
+            return Err(RunnerError::Observed(format!(
+                "bring {name} back from its configuration reboot"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
@@ -412,17 +403,18 @@ async fn deploy_payload(
     h: &mut Held,
     payload: &lab_config::Payload,
     files: &[LocalFile],
-) -> Result<(), String> {
+) -> Result<(), RunnerError> {
     let started = Instant::now();
-    let guest = shared.hv.guest(&h.name).map_err(|e| e.to_string())?;
-    crate::deploy::deploy(&guest, payload, files)
-        .await
-        .map_err(|e| e.to_string())?;
+    let guest = shared
+        .hv
+        .guest(&h.name)
+        .map_err(RunnerError::lab(format!("connect to {}", h.name)))?;
+    crate::deploy::deploy(&guest, payload, files).await?;
     shared
         .hv
         .checkpoint(&h.name, DEPLOYED_CHECKPOINT)
         .await
-        .map_err(|e| format!("checkpoint {}: {e}", h.name))?;
+        .map_err(RunnerError::lab(format!("checkpoint {}", h.name)))?;
     h.payload = Some(payload.name.clone());
     let _ = shared.events.send(Event::VmDeployed {
         vm: h.name.clone(),
@@ -448,7 +440,7 @@ pub async fn delete_vm(hv: &AnyHypervisor, vms: &Mutex<BTreeSet<String>>, name: 
             }
         }
         Err(e) => Event::Leftover {
-            what: format!("VM {name} ({e})"),
+            what: format!("VM {name} ({})", lab_error::Chain(&e)),
             how_to_remove: "hvlab lab gc".into(),
         },
     }

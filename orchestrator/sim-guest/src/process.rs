@@ -54,7 +54,7 @@ pub fn run_process(disk_dir: &Path) -> i32 {
     let mut guest = match RunningGuest::boot(disk_dir, &BootOptions::default()) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("sim-guest: failed to {}", error_chain(&e));
+            eprintln!("sim-guest: failed to {}", lab_error::Chain(&e));
             handle.close();
             return e.exit_code();
         }
@@ -72,15 +72,4 @@ pub fn run_process(disk_dir: &Path) -> i32 {
     eprintln!("sim-guest: exiting with code {code}");
     handle.close();
     code
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }

@@ -20,7 +20,7 @@ use std::thread;
 use parking_lot::Mutex;
 
 use crate::protocol::{
-    FrameError, MAX_FRAME_LEN, Request, Response, codes, decode_request_body, write_response,
+    MAX_FRAME_LEN, Request, Response, codes, decode_request_body, write_response,
 };
 
 /// Connections served at once; more are answered with an error and closed.
@@ -158,7 +158,7 @@ fn serve_connection<H: Handler>(mut stream: TcpStream, handler: &H, shared: &Sha
                 }
                 Err(e) => Next::Reply(Response::error(
                     codes::ERROR_INVALID_DATA,
-                    format!("decode request: {}", error_chain(&e)),
+                    format!("decode request: {}", lab_error::Chain(&e)),
                 )),
             },
             Ok(Body::Drained(len)) => Next::Reply(too_large(len)),
@@ -256,18 +256,4 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(got)
-}
-
-fn error_chain(e: &FrameError) -> String {
-    let mut out = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        src = s.source();
-    }
-    out
 }

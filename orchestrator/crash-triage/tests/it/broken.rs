@@ -123,7 +123,7 @@ fn every_broken_dump_gives_a_clear_error() {
 fn a_missing_file_is_an_io_error_naming_it() {
     let err = triage_file(Path::new("/nonexistent/MEMORY.DMP")).unwrap_err();
     assert_eq!(err.kind.code(), "io");
-    let chain = crash_triage::report::error_chain(&err);
+    let chain = lab_error::Chain(&err).to_string();
     assert!(
         chain.starts_with("triage /nonexistent/MEMORY.DMP: cannot read the file: "),
         "{chain}"

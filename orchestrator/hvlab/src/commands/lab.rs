@@ -15,7 +15,7 @@ pub fn run(args: &LabArgs) -> Result<u8, CliError> {
         let vms = hv
             .list_owned()
             .await
-            .map_err(|e| CliError::Infra(e.to_string()))?;
+            .map_err(|e| CliError::infra("list the lab's VMs", e))?;
         match &args.command {
             LabCommand::Status => {
                 if vms.is_empty() {
@@ -56,7 +56,7 @@ pub fn run(args: &LabArgs) -> Result<u8, CliError> {
                 if failed.is_empty() {
                     Ok(exit::SUCCESS)
                 } else {
-                    Err(CliError::Infra(format!(
+                    Err(CliError::infra_msg(format!(
                         "remove leftover VMs: {}",
                         failed.join("; ")
                     )))

@@ -42,8 +42,8 @@ fn resolve(args: &ReproArgs, results_root: &Path) -> Result<Target, CliError> {
         }
         let (dir, iteration) = repro::locate_record(reference, results_root)
             .map_err(|e| CliError::Usage(e.to_string()))?;
-        let (rec, it) =
-            repro::load_record(&dir, iteration).map_err(|e| CliError::Usage(error_chain(&e)))?;
+        let (rec, it) = repro::load_record(&dir, iteration)
+            .map_err(|e| CliError::Usage(lab_error::Chain(&e).to_string()))?;
         if args.template.as_deref().is_some_and(|t| t != it.template) {
             return Err(CliError::Usage(format!(
                 "--template {}: iteration {iteration} ran on template `{}`",
@@ -98,16 +98,6 @@ fn resolve(args: &ReproArgs, results_root: &Path) -> Result<Target, CliError> {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(&format!(": {c}"));
-        src = c.source();
-    }
-    s
-}
-
 /// Runs `hvlab repro`.
 pub fn run_cmd(root: &Path, args: &ReproArgs) -> Result<u8, CliError> {
     let results_root = args.results.clone().unwrap_or_else(|| root.join("results"));
@@ -138,8 +128,8 @@ pub fn run_cmd(root: &Path, args: &ReproArgs) -> Result<u8, CliError> {
     {
         *template = scenario.vms[0].clone();
     }
-    let run_dir =
-        RunDir::create(&results_root, Utc::now()).map_err(|e| CliError::Infra(e.to_string()))?;
+    let run_dir = RunDir::create(&results_root, Utc::now())
+        .map_err(|e| CliError::infra("start the repro run", e))?;
     let _log = logging::to_file(&run_dir.join(RunDir::LOG))?;
     if let Some(note) = &target.note
         && args.format == Format::Human
@@ -179,7 +169,7 @@ pub fn run_cmd(root: &Path, args: &ReproArgs) -> Result<u8, CliError> {
             .await
             .map_err(|e| match e {
                 repro::ReproError::Run(r) => CliError::Run(Box::new(r)),
-                other => CliError::Infra(error_chain(&other)),
+                other => CliError::infra("reproduce the failure", other),
             })?;
         Ok(outcome.run.exit_code as u8)
     })

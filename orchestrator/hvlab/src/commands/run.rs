@@ -112,15 +112,15 @@ pub fn run_cmd(root: &Path, args: &RunArgs) -> Result<u8, CliError> {
         return Ok(0);
     }
     let results_root = args.results.clone().unwrap_or_else(|| root.join("results"));
-    let run_dir =
-        RunDir::create(&results_root, Utc::now()).map_err(|e| CliError::Infra(e.to_string()))?;
+    let run_dir = RunDir::create(&results_root, Utc::now())
+        .map_err(|e| CliError::infra("start the run", e))?;
     let _log = logging::to_file(&run_dir.join(RunDir::LOG))?;
     let format = match args.format {
         Format::Human => OutputFormat::Human,
         Format::Json => OutputFormat::Json,
     };
     let reporters = Fanout::standard(&run_dir, TerminalOptions::detect(format))
-        .map_err(|e| CliError::Infra(e.to_string()))?;
+        .map_err(|e| CliError::infra("start the run", e))?;
     let rt = crate::runtime(true)?;
     rt.block_on(async {
         let hypervisor = backend::connect(&plan.lab)?;

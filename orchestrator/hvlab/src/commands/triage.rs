@@ -17,7 +17,7 @@ pub fn run(args: &TriageArgs) -> Result<u8, CliError> {
     }
     let options = ReportOptions::default();
     let r = report::triage_paths(&args.paths, &options)
-        .map_err(|e| CliError::Usage(format!("triage: {}", report::error_chain(&e))))?;
+        .map_err(|e| CliError::Usage(format!("triage: {}", lab_error::Chain(&e))))?;
     match args.format {
         Format::Human => crate::stdout(&report::render_text(&r))?,
         Format::Json => crate::stdout(&format!("{}\n", report::render_json(&r)))?,

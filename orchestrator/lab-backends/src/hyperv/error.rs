@@ -140,12 +140,7 @@ impl PsError {
     pub fn into_backend(self, vm: &str, guest_op: bool) -> BackendError {
         let operation = self.op().to_owned();
         match self {
-            e if e.is_transient() && !matches!(e, PsError::Timeout { .. }) => {
-                BackendError::Connection {
-                    vm: vm.to_owned(),
-                    message: e.to_string(),
-                }
-            }
+            e if e.is_transient() && !matches!(e, PsError::Timeout { .. }) => e.into_connection(vm),
             PsError::Timeout { after, .. } => BackendError::Timeout {
                 vm: vm.to_owned(),
                 operation,
@@ -169,15 +164,30 @@ impl PsError {
                 vm: vm.to_owned(),
                 message: e.to_string(),
             },
-            e @ PsError::Transport { .. } => BackendError::Connection {
-                vm: vm.to_owned(),
-                message: e.to_string(),
-            },
+            e @ PsError::Transport { .. } => e.into_connection(vm),
             PsError::Spawn {
                 program, source, ..
             } => BackendError::Spawn {
                 what: program,
                 source,
+            },
+        }
+    }
+
+    /// A connection failure on `vm` that keeps the transport's error as its cause.
+    fn into_connection(self, vm: &str) -> BackendError {
+        match self {
+            PsError::Transport {
+                op, target, source, ..
+            } => BackendError::Connection {
+                vm: vm.to_owned(),
+                message: format!("{op} on {target}"),
+                source: Some(source),
+            },
+            e => BackendError::Connection {
+                vm: vm.to_owned(),
+                message: e.to_string(),
+                source: None,
             },
         }
     }

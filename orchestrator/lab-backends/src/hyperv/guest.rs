@@ -149,17 +149,13 @@ impl HyperVGuest {
             })?
             .guest
             .clone();
-        let address = self
-            .hv
-            .address(&self.vm)
-            .await?
-            .ok_or_else(|| BackendError::Connection {
-                vm: self.vm.clone(),
-                message: "the guest reports no routable address yet".into(),
-            })?;
+        let address = self.hv.address(&self.vm).await?.ok_or_else(|| {
+            BackendError::connection(&self.vm, "the guest reports no routable address yet")
+        })?;
         let transport = guest_transport(&address, &t).map_err(|e| BackendError::Connection {
             vm: self.vm.clone(),
-            message: e.to_string(),
+            message: format!("set up the transport to {address}"),
+            source: Some(e.into()),
         })?;
         let transport = Arc::new(transport);
         self.hv

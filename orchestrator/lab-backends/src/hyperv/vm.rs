@@ -185,14 +185,14 @@ impl HyperV {
             });
         }
         if !hb.alive() {
-            return Err(BackendError::Connection {
-                vm: vm.to_owned(),
-                message: format!(
+            return Err(BackendError::connection(
+                vm,
+                format!(
                     "the heartbeat is {} (VM {})",
                     hb.status.as_deref().unwrap_or("not reported"),
                     hb.state
                 ),
-            });
+            ));
         }
         self.guest_handle(vm)?.boot_id().await
     }

@@ -34,20 +34,22 @@ pub struct AgentConn {
 impl AgentConn {
     /// Connects to the agent of the guest whose disk is `disk`.
     pub async fn connect(vm: &str, disk: &Path) -> Result<Self> {
-        let info = read_agent_info(disk).ok_or_else(|| BackendError::Connection {
-            vm: vm.to_owned(),
-            message: "the guest agent is not up (no agent.json)".into(),
+        let info = read_agent_info(disk).ok_or_else(|| {
+            BackendError::connection(vm, "the guest agent is not up (no agent.json)")
         })?;
         let connect = TcpStream::connect(("127.0.0.1", info.port));
         let stream = tokio::time::timeout(Duration::from_secs(5), connect)
             .await
-            .map_err(|_| BackendError::Connection {
-                vm: vm.to_owned(),
-                message: format!("connect to 127.0.0.1:{} timed out", info.port),
+            .map_err(|_| {
+                BackendError::connection(
+                    vm,
+                    format!("connect to 127.0.0.1:{} timed out", info.port),
+                )
             })?
             .map_err(|e| BackendError::Connection {
                 vm: vm.to_owned(),
-                message: format!("connect to 127.0.0.1:{}: {e}", info.port),
+                message: format!("connect to 127.0.0.1:{}", info.port),
+                source: Some(e.into()),
             })?;
         stream.set_nodelay(true).ok();
         Ok(AgentConn {
@@ -101,7 +103,8 @@ impl AgentConn {
     fn lost(&self, e: std::io::Error) -> BackendError {
         BackendError::Connection {
             vm: self.vm.clone(),
-            message: format!("connection lost: {e}"),
+            message: "connection lost".into(),
+            source: Some(e.into()),
         }
     }
 }

@@ -125,13 +125,13 @@ impl StepError {
 pub(crate) fn from_backend(what: &str, e: BackendError) -> StepError {
     match e {
         BackendError::Connection { .. } | BackendError::Timeout { .. } => {
-            StepError::Lost(format!("{what}: {e}"))
+            StepError::Lost(format!("{what}: {}", lab_error::Chain(&e)))
         }
         BackendError::Guest { .. } | BackendError::HashMismatch { .. } => {
-            StepError::Failed(format!("{what}: {e}"))
+            StepError::Failed(format!("{what}: {}", lab_error::Chain(&e)))
         }
         BackendError::Cancelled { .. } => StepError::Cancelled,
-        other => StepError::Infra(format!("{what}: {other}")),
+        other => StepError::Infra(format!("{what}: {}", lab_error::Chain(&other))),
     }
 }
 

@@ -117,20 +117,11 @@ fn parse(xml: &str) -> Result<Report, String> {
     };
     match Report::deserialize_from_str(xml) {
         Err(e) if matches!(e.kind(), DeserializeErrorKind::ParseTimestampError(_)) => {
-            Report::deserialize_from_str(&strip_attr(xml, "timestamp")).map_err(|e| chain(&e))
+            Report::deserialize_from_str(&strip_attr(xml, "timestamp"))
+                .map_err(|e| lab_error::Chain(&e).to_string())
         }
-        r => r.map_err(|e| chain(&e)),
+        r => r.map_err(|e| lab_error::Chain(&e).to_string()),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(&format!(": {c}"));
-        src = c.source();
-    }
-    s
 }
 
 /// The document from its root element on (after the declaration, comments, doctype).

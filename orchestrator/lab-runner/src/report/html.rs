@@ -200,10 +200,15 @@ fn failures(h: &mut String, m: &RunModel) {
             escape(&u.id.to_string()),
             escape(u.vm.as_deref().unwrap_or("?"))
         );
-        if let Some(UnitOutcome::Failed { message, .. } | UnitOutcome::Errored { message }) =
-            &u.outcome
-        {
-            let _ = writeln!(h, "<pre>{}</pre>", escape(message));
+        let message = match &u.outcome {
+            Some(UnitOutcome::Failed { message, .. }) => Some(message.clone()),
+            Some(UnitOutcome::Errored { message, causes }) => {
+                Some(UnitOutcome::error_text(message, causes))
+            }
+            _ => None,
+        };
+        if let Some(message) = message {
+            let _ = writeln!(h, "<pre>{}</pre>", escape(&message));
         }
         for c in &u.crashes {
             let _ = writeln!(h, "<p>{}</p>", escape(&text::crash(c)));

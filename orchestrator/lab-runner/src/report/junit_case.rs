@@ -101,11 +101,11 @@ fn status(model: &RunModel, u: &UnitRecord) -> TestCaseStatus {
             s.set_description(description);
             s
         }
-        Some(UnitOutcome::Errored { message }) => {
+        Some(UnitOutcome::Errored { message, causes }) => {
             let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-            s.set_message(text::first_line(message))
+            s.set_message(UnitOutcome::error_text(text::first_line(message), causes))
                 .set_type("lab-error")
-                .set_description(message.as_str());
+                .set_description(UnitOutcome::error_text(message, causes));
             s
         }
         Some(UnitOutcome::Cancelled) => skipped("run interrupted"),

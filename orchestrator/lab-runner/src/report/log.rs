@@ -145,9 +145,14 @@ fn log_event(ev: &Event) {
             text::duration(*duration),
             text::outcome_reason(outcome)
         ),
-        Event::InfraError { vm, message } => tracing::error!(
+        Event::InfraError {
+            vm,
+            message,
+            causes,
+        } => tracing::error!(
             vm = %vm.as_deref().unwrap_or("-"),
-            "lab error: {message}"
+            "lab error: {}",
+            UnitOutcome::error_text(message, causes)
         ),
         Event::Interrupted { count } => {
             tracing::warn!(count, "interrupted: stopping units and tearing down VMs")

@@ -76,12 +76,7 @@ impl fmt::Display for FanoutList<'_> {
             if i > 0 {
                 f.write_str("; ")?;
             }
-            write!(f, "{name}: {e}")?;
-            let mut src = std::error::Error::source(e);
-            while let Some(s) = src {
-                write!(f, ": {s}")?;
-                src = s.source();
-            }
+            write!(f, "{name}: {}", lab_error::Chain(e))?;
         }
         Ok(())
     }

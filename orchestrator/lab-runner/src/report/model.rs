@@ -280,8 +280,13 @@ impl RunModel {
                     duration: *duration,
                 });
             }
-            Event::InfraError { vm, message } => {
-                self.infra_errors.push((vm.clone(), message.clone()));
+            Event::InfraError {
+                vm,
+                message,
+                causes,
+            } => {
+                let text = UnitOutcome::error_text(message, causes);
+                self.infra_errors.push((vm.clone(), text));
             }
             Event::Interrupted { .. } => self.interrupt_requested = true,
             Event::Leftover {

@@ -89,7 +89,9 @@ pub fn build_summary(model: &RunModel) -> Summary {
             let (outcome, message) = match &u.outcome {
                 Some(UnitOutcome::Passed) => ("passed", None),
                 Some(UnitOutcome::Failed { message, .. }) => ("failed", Some(message.clone())),
-                Some(UnitOutcome::Errored { message }) => ("errored", Some(message.clone())),
+                Some(UnitOutcome::Errored { message, causes }) => {
+                    ("errored", Some(UnitOutcome::error_text(message, causes)))
+                }
                 Some(UnitOutcome::Cancelled) => ("cancelled", None),
                 None => ("not_run", None),
             };

@@ -234,6 +234,7 @@ mod tests {
                 "vm-1",
                 UnitOutcome::Errored {
                     message: "transport: connection refused\nretried 3 times".into(),
+                    causes: vec![],
                 },
                 &[],
             );

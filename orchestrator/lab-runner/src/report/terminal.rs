@@ -13,7 +13,7 @@ use super::jsonl::JsonLinesReporter;
 use super::model::RunModel;
 use super::summary_text::{Paint, render_summary};
 use super::{ReportError, Reporter, text};
-use crate::events::{Envelope, Event, UnitId};
+use crate::events::{Envelope, Event, UnitId, UnitOutcome};
 
 /// `--format human|json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -221,8 +221,13 @@ impl Human {
                     text::outcome_reason(outcome)
                 ))?;
             }
-            Event::InfraError { vm, message } => {
+            Event::InfraError {
+                vm,
+                message,
+                causes,
+            } => {
                 let vm = vm.as_deref().map(|v| format!("{v}: ")).unwrap_or_default();
+                let message = UnitOutcome::error_text(message, causes);
                 self.line(&format!("{} {vm}{message}", p.status("ERROR")))?;
             }
             Event::Interrupted { count } => self.line(if *count <= 1 {

@@ -302,12 +302,14 @@ fn expectation_failures_lab_errors_and_infra_errors_are_told_apart() {
                 "vm",
                 UnitOutcome::Errored {
                     message: "transport: connection refused".into(),
+                    causes: vec![],
                 },
                 &[],
             )
             .push(Event::InfraError {
                 vm: Some("vm".into()),
                 message: "vm did not boot".into(),
+                causes: vec![],
             })
             .end(stats(2, 0, 1, 1, 0, 0), 3, false);
     });
@@ -616,8 +618,10 @@ fn the_standard_set_never_reuses_an_events_file() {
 #[test]
 fn an_errored_attempt_is_a_flaky_error_under_a_pass_and_a_rerun_error_under_an_error() {
     let (a, b) = (unit("s", "t", 1), unit("s", "t", 2));
-    let lost = || UnitOutcome::Errored {
-        message: "the VM restarted without a bugcheck record or dump: its process died".into(),
+    let lost = || {
+        UnitOutcome::errored_msg(
+            "the VM restarted without a bugcheck record or dump: its process died",
+        )
     };
     let retried = |s: &mut Stream, u: &UnitId, vm: &str| {
         s.steps(u, vm, &[("work", StepOutcome::Crashed)])

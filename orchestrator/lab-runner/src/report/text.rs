@@ -65,7 +65,9 @@ pub fn outcome_reason(o: &UnitOutcome) -> String {
             message,
             crash: None,
         } => first_line(message).to_owned(),
-        UnitOutcome::Errored { message } => first_line(message).to_owned(),
+        UnitOutcome::Errored { message, causes } => {
+            UnitOutcome::error_text(first_line(message), causes)
+        }
         UnitOutcome::Cancelled => "run interrupted".to_owned(),
     }
 }
@@ -118,17 +120,8 @@ pub fn timeout(d: Duration) -> String {
     }
 }
 
-/// What an exit code means (DEVELOPERS.md's table).
-pub fn exit_code_meaning(code: i32) -> &'static str {
-    match code {
-        0 => "all passed",
-        1 => "test failures",
-        2 => "usage or config error",
-        3 => "infrastructure error",
-        130 => "interrupted",
-        _ => "unknown exit code",
-    }
-}
+/// What an exit code means (the shared table).
+pub use lab_error::exit::meaning as exit_code_meaning;
 
 pub fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")

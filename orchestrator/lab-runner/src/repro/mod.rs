@@ -97,8 +97,8 @@ pub enum ReproError {
 impl ReproError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            ReproError::Scenarios(_) => crate::exit::CONFIG,
-            ReproError::Report(_) => crate::exit::INFRA,
+            ReproError::Scenarios(_) => i32::from(crate::exit::CONFIG_ERROR),
+            ReproError::Report(_) => i32::from(crate::exit::INFRA_ERROR),
             ReproError::Run(e) => e.exit_code(),
         }
     }

@@ -304,8 +304,13 @@ impl ReproTerminal {
                     "interrupted again: powering off and deleting VMs now"
                 }
             )?,
-            Event::InfraError { vm, message } => {
+            Event::InfraError {
+                vm,
+                message,
+                causes,
+            } => {
                 let vm = vm.as_deref().map(|v| format!("{v}: ")).unwrap_or_default();
+                let message = UnitOutcome::error_text(message, causes);
                 writeln!(self.out, "{} {vm}{message}", p.status("ERROR"))?;
             }
             Event::Leftover {
@@ -353,8 +358,9 @@ pub fn progress_line(st: &State, iteration: u32, outcome: &UnitOutcome, p: Paint
         let _ = write!(s, " {}", phase_word(r.phase));
         if let Some(b) = &r.bucket {
             let _ = write!(s, " -> {}", short(b));
-        } else if let (UnitOutcome::Errored { message }, _) = (outcome, ()) {
-            let _ = write!(s, " ({})", message.lines().next().unwrap_or_default());
+        } else if let (UnitOutcome::Errored { message, causes }, _) = (outcome, ()) {
+            let first = message.lines().next().unwrap_or_default();
+            let _ = write!(s, " ({})", UnitOutcome::error_text(first, causes));
         }
     }
     let done = st.completed().count();

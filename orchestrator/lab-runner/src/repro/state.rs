@@ -308,7 +308,9 @@ impl State {
         let (word, message) = match outcome {
             UnitOutcome::Passed => ("passed", None),
             UnitOutcome::Failed { message, .. } => ("failed", Some(message.clone())),
-            UnitOutcome::Errored { message } => ("errored", Some(message.clone())),
+            UnitOutcome::Errored { message, causes } => {
+                ("errored", Some(UnitOutcome::error_text(message, causes)))
+            }
             UnitOutcome::Cancelled => ("cancelled", None),
         };
         r.outcome = word.into();

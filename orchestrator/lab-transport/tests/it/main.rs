@@ -2,6 +2,7 @@
 //! WinRM against a local responder serving recorded WS-Management exchanges, and secret
 //! redaction across everything a run writes.
 
+mod causes;
 mod redaction;
 mod ssh;
 mod ssh_files;
