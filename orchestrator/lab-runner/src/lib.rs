@@ -24,3 +24,5 @@ pub mod seed;
 pub mod signals;
 pub mod unit;
 pub mod worker;
+
+pub use crash_triage::KeepDumps;

@@ -36,6 +36,8 @@ pub struct RunSettings {
     pub max_vms: Option<usize>,
     /// Only these units (repro/replay); `None` = the whole matrix.
     pub only: Option<Vec<UnitId>>,
+    /// How many dumps a crash bucket keeps across runs (`--keep-dumps`).
+    pub keep_dumps: crash_triage::KeepDumps,
 }
 
 /// How a run ended.
@@ -178,6 +180,7 @@ pub async fn run_with_source(
         files,
         vms: vms.clone(),
         vm_counter: Default::default(),
+        keep_dumps: settings.keep_dumps,
     });
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..max_vms {
@@ -252,9 +255,11 @@ pub async fn run_with_source(
         );
     }
     let interrupted = interrupts > 0;
+    // A results file that could not be written outranks test failures: the verdict on
+    // disk is incomplete, so CI must not read it as "the driver failed" (or passed).
     let exit_code = if interrupted {
         exit::INTERRUPTED
-    } else if stats.errored > 0 || errored_infra {
+    } else if stats.errored > 0 || errored_infra || reporters.failed() {
         exit::INFRA
     } else if stats.failed > 0 {
         exit::FAILED
@@ -270,6 +275,13 @@ pub async fn run_with_source(
             interrupted,
         },
     );
+    // The final files themselves failed (reported on the terminal by the fanout): the run
+    // still ends as an infrastructure error.
+    let exit_code = if reporters.failed() && exit_code != exit::INTERRUPTED {
+        exit::INFRA
+    } else {
+        exit_code
+    };
     Ok(RunOutcome {
         exit_code,
         stats,

@@ -124,6 +124,10 @@ pub struct RunModel {
     pub interrupt_requested: bool,
     pub infra_errors: Vec<(Option<String>, String)>,
     pub leftovers: Vec<(String, String)>,
+    /// `Warning` events, in order.
+    pub warnings: Vec<String>,
+    /// `DumpsRemoved` events: bucket, `--keep-dumps` N, paths relative to the results root.
+    pub dumps_removed: Vec<(String, usize, Vec<PathBuf>)>,
     /// Artifacts that belong to no unit (e.g. a VM's boot log).
     pub run_artifacts: Vec<(ArtifactKind, PathBuf)>,
     pub end: Option<RunEnd>,
@@ -246,7 +250,22 @@ impl RunModel {
             }
             Event::InfraError { vm, message } => {
                 self.infra_errors.push((vm.clone(), message.clone()));
+                // Only a results file failing at the very end comes after `RunFinished`;
+                // the runner then exits 3 (infrastructure outranks test failures).
+                if let Some(end) = &mut self.end
+                    && matches!(end.exit_code, crate::exit::OK | crate::exit::FAILED)
+                {
+                    end.exit_code = crate::exit::INFRA;
+                }
             }
+            Event::Warning { message } => self.warnings.push(message.clone()),
+            Event::DumpsRemoved {
+                bucket,
+                keep,
+                removed,
+            } => self
+                .dumps_removed
+                .push((bucket.clone(), *keep, removed.clone())),
             Event::Interrupted { .. } => self.interrupt_requested = true,
             Event::Leftover {
                 what,

@@ -308,6 +308,16 @@ impl ReproTerminal {
                 let vm = vm.as_deref().map(|v| format!("{v}: ")).unwrap_or_default();
                 writeln!(self.out, "{} {vm}{message}", p.status("ERROR"))?;
             }
+            Event::Warning { message } => writeln!(self.out, "{} {message}", p.status("WARN"))?,
+            Event::DumpsRemoved {
+                bucket,
+                keep,
+                removed,
+            } => writeln!(
+                self.out,
+                "{}",
+                crate::report::dumps_removed_line(bucket, *keep, removed)
+            )?,
             Event::Leftover {
                 what,
                 how_to_remove,
