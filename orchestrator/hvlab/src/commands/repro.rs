@@ -139,7 +139,7 @@ pub fn run_cmd(root: &Path, args: &ReproArgs) -> Result<u8, CliError> {
         *template = scenario.vms[0].clone();
     }
     let run_dir =
-        RunDir::create(&results_root, Utc::now()).map_err(|e| CliError::Infra(e.to_string()))?;
+        RunDir::create(&results_root, Utc::now()).map_err(|e| CliError::Infra(error_chain(&e)))?;
     let _log = logging::to_file(&run_dir.join(RunDir::LOG))?;
     if let Some(note) = &target.note
         && args.format == Format::Human

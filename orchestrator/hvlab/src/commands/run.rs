@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
+use crash_triage::report::error_chain;
 use lab_config::{Plan, ValidateRequest, Workspace, validate};
 use lab_runner::report::{Fanout, OutputFormat, TerminalOptions};
 use lab_runner::results::RunDir;
@@ -109,14 +110,14 @@ pub fn run_cmd(root: &Path, args: &RunArgs) -> Result<u8, CliError> {
     }
     let results_root = args.results.clone().unwrap_or_else(|| root.join("results"));
     let run_dir =
-        RunDir::create(&results_root, Utc::now()).map_err(|e| CliError::Infra(e.to_string()))?;
+        RunDir::create(&results_root, Utc::now()).map_err(|e| CliError::Infra(error_chain(&e)))?;
     let _log = logging::to_file(&run_dir.join(RunDir::LOG))?;
     let format = match args.format {
         Format::Human => OutputFormat::Human,
         Format::Json => OutputFormat::Json,
     };
     let reporters = Fanout::standard(&run_dir, TerminalOptions::detect(format))
-        .map_err(|e| CliError::Infra(e.to_string()))?;
+        .map_err(|e| CliError::Infra(error_chain(&e)))?;
     let rt = crate::runtime(true)?;
     rt.block_on(async {
         let hypervisor = backend::connect(&plan.lab)?;

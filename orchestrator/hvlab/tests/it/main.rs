@@ -1,5 +1,6 @@
 //! Integration tests of the hvlab binary.
 
+mod durability;
 mod repro;
 mod run;
 mod support;
