@@ -337,3 +337,36 @@ async fn record_bucket(
     .map_err(|e| format!("bucket index update stopped: {e}"))?
     .map_err(|e| format!("update the crash bucket index: {}", chain(&e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use lab_backends::EventRecord;
+
+    use super::dump_not_saved;
+
+    fn rec(event_id: u32, message: &str) -> EventRecord {
+        EventRecord {
+            record: u64::from(event_id),
+            event_id,
+            provider: String::new(),
+            time: String::new(),
+            message: message.to_owned(),
+            data: Default::default(),
+        }
+    }
+
+    #[test]
+    fn only_event_161_means_a_dump_was_lost() {
+        // "A dump was not saved." alone is what a VM configured for no dump logs.
+        assert_eq!(dump_not_saved(&[rec(1001, "A dump was not saved.")]), None);
+        let lost = dump_not_saved(&[
+            rec(
+                161,
+                "Dump file creation failed: No space left on device (os error 28)",
+            ),
+            rec(1001, "A dump was not saved."),
+        ])
+        .expect("a lost dump");
+        assert!(lost.reason.contains("No space left on device"), "{lost:?}");
+    }
+}
