@@ -20,7 +20,7 @@ pub mod triage;
 pub mod writer;
 
 pub use analyze::{Analyze, DebuggerConfig, analyze_command, parse_analyze, run_analyze};
-pub use bucket::{BucketIndex, CrashRecord, Recorded};
+pub use bucket::{BucketIndex, CrashRecord, KeepDumps, Recorded};
 pub use signature::{Signature, signature};
 pub use spec::{DumpKind, DumpSpec, Module, OsVersion, PageEncoding, ProductType};
 pub use triage::{

@@ -87,6 +87,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SEED")]
     pub seed: Option<u64>,
 
+    /// Dumps each crash bucket keeps across runs in the results root: `all` (default), or N
+    /// to remove, oldest first, dumps of *earlier* runs while a bucket holds more than N.
+    /// Dumps of this run are always kept; what is removed is printed and recorded.
+    #[arg(long, value_name = "all|N", default_value = "all")]
+    pub keep_dumps: lab_runner::KeepDumps,
+
     /// Results root (default: <root>/results); the run writes <DIR>/<run-id>/.
     #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
@@ -155,6 +161,12 @@ pub struct ReproArgs {
     /// Failed iterations per bucket kept in full (dumps); later ones are counted.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub keep: usize,
+
+    /// Dumps each crash bucket keeps across runs in the results root: `all` (default), or N
+    /// to remove, oldest first, dumps of *earlier* runs while a bucket holds more than N.
+    /// Dumps of this run are always kept; what is removed is printed and recorded.
+    #[arg(long, value_name = "all|N", default_value = "all")]
+    pub keep_dumps: lab_runner::KeepDumps,
 
     /// Results root (default: <root>/results); the repro writes <DIR>/<run-id>/.
     #[arg(long, value_name = "DIR")]

@@ -39,6 +39,14 @@ impl Event {
                 cap_in_place(message, MESSAGE_MAX);
                 cap_causes(causes);
             }
+            Event::Warning { message } => cap_in_place(message, MESSAGE_MAX),
+            Event::DumpsRemoved {
+                bucket, removed, ..
+            } => {
+                cap_in_place(bucket, NAME_MAX);
+                // The paths are the record of what was deleted; a long list keeps its head.
+                removed.truncate(1000);
+            }
             Event::Leftover {
                 what,
                 how_to_remove,

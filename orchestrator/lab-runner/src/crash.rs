@@ -9,7 +9,7 @@ use lab_backends::guest::{MEMORY_DMP, MINIDUMP_DIR};
 use lab_backends::{Guest, Hypervisor, VmState};
 
 use crate::error::{self, RunnerError};
-use crate::events::{ArtifactKind, Bucket, BugcheckInfo, Crash, CrashKind, Event};
+use crate::events::{ArtifactKind, Bucket, BugcheckInfo, Crash, CrashKind, Event, LostDump};
 use crate::exec::UnitCtx;
 use crate::verdict;
 
@@ -102,6 +102,7 @@ pub async fn collect(
         dumps: Vec::new(),
         bucket: None,
         triage_error: None,
+        dumps_lost: Vec::new(),
     };
     let before = ctx.boot_id.lock().expect("boot id lock").clone();
     let after = match wait_back(ctx).await {
@@ -126,20 +127,40 @@ pub async fn collect(
                     symbol: None,
                 });
             }
+            if let Some(l) = dump_not_saved(&records) {
+                crash.dumps_lost.push(l);
+            }
             let rel = ctx.unit_rel.join("system-events.json");
-            let body = serde_json::to_vec_pretty(&records).unwrap_or_default();
-            if crate::results::atomic_write(&ctx.unit_dir.join("system-events.json"), &body).is_ok()
-            {
-                artifact(ctx, ArtifactKind::EventLog, rel);
+            let path = ctx.unit_dir.join("system-events.json");
+            let written = serde_json::to_vec_pretty(&records)
+                .map_err(std::io::Error::other)
+                .map_err(|source| crate::results::ResultsError::Write {
+                    path: path.clone(),
+                    source,
+                })
+                .and_then(|body| crate::results::atomic_write(&path, &body));
+            match written {
+                Ok(()) => artifact(ctx, ArtifactKind::EventLog, rel),
+                Err(e) => results_error(ctx, &e),
             }
             Ok(records.iter().map(|r| r.event_id).collect())
         }
         Err(e) => {
             tracing::warn!(vm = ctx.vm, error = %e, "could not read the System event log");
-            Err(e.to_string())
+            Err(error::text(&e))
         }
     };
-    let dumps = collect_dumps(ctx).await;
+    let (dumps, lost) = collect_dumps(ctx).await;
+    crash.dumps_lost.extend(lost);
+    // Evidence lost to the lab (a full disk, a failed transfer) is a lab failure as well as
+    // a line in the verdict: the run must not pass as a clean result.
+    for l in &crash.dumps_lost {
+        let _ = ctx.events.send(Event::InfraError {
+            vm: Some(ctx.vm.to_owned()),
+            message: format!("keep dump {} of {}: {}", l.dump, ctx.unit, l.reason),
+            causes: vec![],
+        });
+    }
     for (local, rel) in dumps {
         // Only the first dump is triaged and bucketed: a small dump beside MEMORY.DMP is
         // the same crash.
@@ -158,18 +179,14 @@ pub async fn collect(
                     module: t.faulting_module.as_ref().map(|m| m.name.clone()),
                     symbol: sig.symbol.clone(),
                 });
-                match record_bucket(ctx, &sig, &rel).await {
+                match record_bucket(ctx, &sig, &local).await {
                     Ok(rec) => {
                         crash.bucket = Some(Bucket {
-                            id: rec.bucket_id,
-                            title: rec.title,
+                            id: rec.bucket_id.clone(),
+                            title: rec.title.clone(),
                             new: rec.is_new,
                         });
-                        if !rec.keep_dump {
-                            // Past the first few of a bucket only the count is kept.
-                            let _ = std::fs::remove_file(&local);
-                            continue;
-                        }
+                        bucket_notices(ctx, &rec);
                     }
                     Err(e) => crash.triage_error = Some(error::text(&e)),
                 }
@@ -195,6 +212,56 @@ pub async fn collect(
     Ok(crash)
 }
 
+/// Event 161 (volmgr) says the guest could not write its dump (e.g. its disk was full),
+/// and why. Without it, "A dump was not saved." in event 1001 only means none was
+/// configured.
+fn dump_not_saved(records: &[lab_backends::EventRecord]) -> Option<LostDump> {
+    let failed = records.iter().rev().find(|r| r.event_id == 161)?;
+    Some(LostDump {
+        dump: "(the guest's crash dump)".to_owned(),
+        reason: format!("the guest saved no dump: {}", failed.message),
+    })
+}
+
+/// A failed write into the results folder is a lab failure: announced (terminal, junit.xml,
+/// summary.json) and the run ends with exit code 3.
+fn results_error(ctx: &UnitCtx<'_>, e: &crate::results::ResultsError) {
+    let _ = ctx.events.send(Event::InfraError {
+        vm: Some(ctx.vm.to_owned()),
+        message: format!("record results of {}: {}", ctx.unit, lab_error::Chain(e)),
+        causes: vec![],
+    });
+}
+
+/// What recording a crash did to the index beyond the bucket itself: a corrupt index moved
+/// aside, dumps of earlier runs trimmed by `--keep-dumps`.
+fn bucket_notices(ctx: &UnitCtx<'_>, rec: &crash_triage::Recorded) {
+    if let Some(aside) = &rec.moved_aside {
+        let _ = ctx.events.send(Event::Warning {
+            message: format!(
+                "the crash bucket index was corrupt: moved it aside to {} and started a \
+                 fresh one (bucket history before this run is in that file)",
+                aside.display()
+            ),
+        });
+    }
+    if let (false, crash_triage::KeepDumps::Last(keep)) = (rec.removed.is_empty(), ctx.keep_dumps) {
+        let _ = ctx.events.send(Event::DumpsRemoved {
+            bucket: rec.bucket_id.clone(),
+            keep,
+            removed: rec.removed.iter().map(PathBuf::from).collect(),
+        });
+    }
+    for (dump, why) in &rec.remove_failed {
+        let _ = ctx.events.send(Event::Warning {
+            message: format!(
+                "--keep-dumps: could not remove {dump} of bucket {}: {why}",
+                rec.bucket_id
+            ),
+        });
+    }
+}
+
 fn artifact(ctx: &UnitCtx<'_>, kind: ArtifactKind, path: PathBuf) {
     let _ = ctx.events.send(Event::ArtifactCollected {
         unit: Some(ctx.unit.clone()),
@@ -205,11 +272,19 @@ fn artifact(ctx: &UnitCtx<'_>, kind: ArtifactKind, path: PathBuf) {
 }
 
 /// Downloads `MEMORY.DMP` and `Minidump\*.dmp` into the unit folder and removes them from
-/// the guest, so the next crash on this VM is not mistaken for this one.
-async fn collect_dumps(ctx: &UnitCtx<'_>) -> Vec<(PathBuf, PathBuf)> {
+/// the guest, so the next crash on this VM is not mistaken for this one. Returns the dumps
+/// kept (local, relative to the run dir) and those that could not be kept, with why; a
+/// dump that failed to download stays on the guest.
+async fn collect_dumps(ctx: &UnitCtx<'_>) -> (Vec<(PathBuf, PathBuf)>, Vec<LostDump>) {
     let mut remote = Vec::new();
-    if let Ok(Some(_)) = ctx.guest.stat(MEMORY_DMP).await {
-        remote.push((MEMORY_DMP.to_owned(), "MEMORY.DMP".to_owned()));
+    let mut lost = Vec::new();
+    match ctx.guest.stat(MEMORY_DMP).await {
+        Ok(Some(_)) => remote.push((MEMORY_DMP.to_owned(), "MEMORY.DMP".to_owned())),
+        Ok(None) => {}
+        Err(e) => lost.push(LostDump {
+            dump: MEMORY_DMP.to_owned(),
+            reason: format!("look for it on the guest: {e}"),
+        }),
     }
     if let Ok(entries) = ctx.guest.list_dir(MINIDUMP_DIR).await {
         for e in entries.into_iter().filter(|e| !e.is_dir) {
@@ -218,21 +293,40 @@ async fn collect_dumps(ctx: &UnitCtx<'_>) -> Vec<(PathBuf, PathBuf)> {
     }
     let dir = ctx.unit_dir.join("dumps");
     let mut out = Vec::new();
-    if remote.is_empty() || std::fs::create_dir_all(&dir).is_err() {
-        return out;
+    if remote.is_empty() {
+        return (out, lost);
+    }
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        let reason = format!("create {}: {e}", dir.display());
+        lost.extend(remote.into_iter().map(|(dump, _)| LostDump {
+            dump,
+            reason: reason.clone(),
+        }));
+        return (out, lost);
     }
     for (path, name) in remote {
         let name = crate::results::safe_name(&name);
         let local = dir.join(&name);
         match ctx.guest.download(&path, &local).await {
             Ok(_) => {
-                let _ = ctx.guest.remove(&path).await;
+                if let Err(e) = ctx.guest.remove(&path).await {
+                    tracing::warn!(vm = ctx.vm, dump = %path, error = %e, "dump left on the guest");
+                }
                 out.push((local, ctx.unit_rel.join("dumps").join(name)));
             }
-            Err(e) => tracing::warn!(vm = ctx.vm, dump = %path, error = %e, "dump not collected"),
+            Err(e) => {
+                // A half-written copy is no evidence, and it holds the space that ran out.
+                let mut reason = format!("download to {}: {}", local.display(), error::text(&e));
+                match std::fs::remove_file(&local) {
+                    Ok(()) => {}
+                    Err(r) if r.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(r) => reason.push_str(&format!(" (and removing the partial copy: {r})")),
+                }
+                lost.push(LostDump { dump: path, reason });
+            }
         }
     }
-    out
+    (out, lost)
 }
 
 /// Triage on a blocking thread: the dump parser is synchronous and not `Send`.
@@ -250,36 +344,68 @@ async fn triage(path: &Path) -> Result<crash_triage::Triage, RunnerError> {
 }
 
 /// Files the crash in the results root's bucket index (shared across runs, file-locked).
+/// `local` is the dump's absolute path, so the index records it relative to the results
+/// root (`<run-id>/<unit>/dumps/MEMORY.DMP`).
 async fn record_bucket(
     ctx: &UnitCtx<'_>,
     sig: &crash_triage::signature::Signature,
-    rel: &Path,
+    local: &Path,
 ) -> Result<crash_triage::bucket::Recorded, RunnerError> {
     let bucket_err = |source: lab_error::BoxError| RunnerError::Triage {
         what: "update the crash bucket index in",
         path: ctx.results_root.clone(),
         source,
     };
-    let (root, run_id, sig, rel) = (
+    let (root, run_id, sig, local, keep) = (
         ctx.results_root.clone(),
         ctx.run_id.clone(),
         sig.clone(),
-        rel.to_path_buf(),
+        local.to_path_buf(),
+        ctx.keep_dumps,
     );
     tokio::task::spawn_blocking(move || {
         let rec = crash_triage::bucket::CrashRecord {
             signature: &sig,
             run_id: &run_id,
-            dump: Some(&rel),
+            dump: Some(&local),
             seen_at: chrono::Utc::now(),
         };
-        crash_triage::bucket::BucketIndex::record(
-            &root,
-            &rec,
-            crash_triage::bucket::DEFAULT_KEEP_DUMPS,
-        )
+        crash_triage::bucket::BucketIndex::record(&root, &rec, keep)
     })
     .await
     .map_err(|e| bucket_err(e.into()))?
     .map_err(|e| bucket_err(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use lab_backends::EventRecord;
+
+    use super::dump_not_saved;
+
+    fn rec(event_id: u32, message: &str) -> EventRecord {
+        EventRecord {
+            record: u64::from(event_id),
+            event_id,
+            provider: String::new(),
+            time: String::new(),
+            message: message.to_owned(),
+            data: Default::default(),
+        }
+    }
+
+    #[test]
+    fn only_event_161_means_a_dump_was_lost() {
+        // "A dump was not saved." alone is what a VM configured for no dump logs.
+        assert_eq!(dump_not_saved(&[rec(1001, "A dump was not saved.")]), None);
+        let lost = dump_not_saved(&[
+            rec(
+                161,
+                "Dump file creation failed: No space left on device (os error 28)",
+            ),
+            rec(1001, "A dump was not saved."),
+        ])
+        .expect("a lost dump");
+        assert!(lost.reason.contains("No space left on device"), "{lost:?}");
+    }
 }

@@ -138,6 +138,17 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         causes: Vec<String>,
     },
+    /// Something the user should know that changes no verdict (e.g. a corrupt bucket index
+    /// was moved aside and a fresh one started).
+    Warning { message: String },
+    /// `--keep-dumps N` removed dumps of earlier runs from a crash bucket.
+    DumpsRemoved {
+        bucket: String,
+        /// The `N` of `--keep-dumps`.
+        keep: usize,
+        /// Relative to the results root (`<run-id>/<unit>/dumps/MEMORY.DMP`).
+        removed: Vec<PathBuf>,
+    },
     /// A Ctrl-C (or SIGTERM) arrived; `count` is 1 for the graceful stop, 2 for force.
     Interrupted { count: u32 },
     /// Teardown could not remove something; named so the user can remove it.
@@ -198,6 +209,18 @@ pub struct Crash {
     pub bucket: Option<Bucket>,
     /// Triage error text when a dump could not be read.
     pub triage_error: Option<String>,
+    /// Dumps the guest wrote that could not be kept (download failed, disk full).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dumps_lost: Vec<LostDump>,
+}
+
+/// A dump that was not kept, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostDump {
+    /// The dump as the guest names it (`C:\Windows\MEMORY.DMP`).
+    pub dump: String,
+    /// Why, with the OS cause (`write .../MEMORY.DMP: No space left on device (os error 28)`).
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,3 +28,5 @@ pub mod signals;
 pub mod unit;
 pub mod verdict;
 pub mod worker;
+
+pub use crash_triage::KeepDumps;

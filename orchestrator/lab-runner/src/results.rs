@@ -50,6 +50,12 @@ pub enum ResultsError {
         #[source]
         source: io::Error,
     },
+    #[error("remove {}", path.display())]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A run id: `YYYYMMDD-HHMMSS-xxxx` (UTC start time, 4 random hex digits). Sorts by time.
@@ -264,12 +270,82 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
         let _ = fs::remove_file(&tmp);
         return Err(err(e));
     }
-    // Directory fsync makes the rename durable; not supported on every platform/FS, and
-    // the data itself is already safe, so a failure here is not an error.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    // Directory fsync makes the rename durable. Some platforms and file systems cannot
+    // open or sync a directory (Windows, some network file systems): that is not a failed
+    // write. Any other error (EIO) is.
+    let synced = File::open(dir).and_then(|d| d.sync_all());
+    match synced {
+        Err(e)
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported
+                    | io::ErrorKind::InvalidInput
+                    | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            Err(err(e))
+        }
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// Room held back in a run folder for the files written when the run ends.
+///
+/// A run that fills its disk (dumps are large) would otherwise be unable to write its final
+/// junit.xml and summary.json, leaving the last good ones: counts from the middle of the
+/// run and no exit code. The reserve is a file of [`Reserve::BYTES`] created when the run
+/// starts and deleted just before the final files are written, so they have that much room.
+#[derive(Debug)]
+pub struct Reserve {
+    path: Option<PathBuf>,
+}
+
+impl Reserve {
+    /// Enough for the final junit.xml, summary.json and index.html of a few dozen units
+    /// (each is written beside its old version before the rename frees it).
+    pub const BYTES: usize = 96 * 1024;
+    pub const FILE: &'static str = ".hvlab-reserve";
+
+    /// Writes `<dir>/.hvlab-reserve`. Fails (naming the file and the OS cause) when there is
+    /// not even that much room: such a run could not keep its results.
+    pub fn create(dir: &Path) -> Result<Self, ResultsError> {
+        let path = dir.join(Self::FILE);
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            // Real bytes, not `set_len`: a sparse file would hold no room at all.
+            f.write_all(&vec![0u8; Self::BYTES])?;
+            f.sync_all()
+        };
+        if let Err(source) = write() {
+            // Cleanup of what we just failed to fill; the error below names the path.
+            let _ = fs::remove_file(&path);
+            return Err(ResultsError::Write { path, source });
+        }
+        Ok(Reserve { path: Some(path) })
+    }
+
+    /// Deletes the file so the final writes can use its room. Idempotent.
+    pub fn release(&mut self) -> Result<(), ResultsError> {
+        match self.path.take() {
+            Some(path) => match fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(ResultsError::Remove { path, source }),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Reserve {
+    fn drop(&mut self) {
+        // A run that ends by an error path still leaves no reserve behind; a failure here
+        // was already reported by an explicit `release` where it mattered.
+        let _ = self.release();
+    }
 }
 
 #[cfg(test)]
@@ -370,6 +446,21 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("summary.json")]);
+    }
+
+    #[test]
+    fn a_reserve_holds_real_bytes_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Reserve::create(dir.path()).unwrap();
+        let p = dir.path().join(Reserve::FILE);
+        assert_eq!(fs::read(&p).unwrap().len(), Reserve::BYTES);
+        r.release().unwrap();
+        assert!(!p.exists());
+        r.release().unwrap();
+        let e = Reserve::create(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(Reserve::FILE), "{e}");
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct RunSettings {
     pub max_vms: Option<usize>,
     /// Only these units (repro/replay); `None` = the whole matrix.
     pub only: Option<Vec<UnitId>>,
+    /// How many dumps a crash bucket keeps across runs (`--keep-dumps`).
+    pub keep_dumps: crash_triage::KeepDumps,
 }
 
 /// How a run ended.
@@ -178,6 +180,7 @@ pub async fn run_with_source(
         files,
         vms: vms.clone(),
         vm_counter: Default::default(),
+        keep_dumps: settings.keep_dumps,
     });
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..max_vms {
@@ -258,11 +261,18 @@ pub async fn run_with_source(
         );
     }
     let interrupted = interrupts > 0;
-    let exit_code = exit::for_run(
-        stats.failed > 0,
-        stats.errored > 0 || errored_infra,
-        interrupted,
-    );
+    // A results file that could not be written makes it an infrastructure error whatever
+    // the units did: the verdict on disk is incomplete. Otherwise a failure of the code
+    // under test outranks a lab error (CI must see "your driver is broken").
+    let exit_code = if reporters.failed() && !interrupted {
+        i32::from(exit::INFRA_ERROR)
+    } else {
+        exit::for_run(
+            stats.failed > 0,
+            stats.errored > 0 || errored_infra,
+            interrupted,
+        )
+    };
     emit(
         &mut reporters,
         Event::RunFinished {
@@ -272,6 +282,13 @@ pub async fn run_with_source(
             interrupted,
         },
     );
+    // The final files themselves failed (reported on the terminal by the fanout): the run
+    // still ends as an infrastructure error.
+    let exit_code = if reporters.failed() && exit_code != i32::from(exit::INTERRUPTED) {
+        i32::from(exit::INFRA_ERROR)
+    } else {
+        exit_code
+    };
     Ok(RunOutcome {
         exit_code,
         stats,

@@ -44,6 +44,7 @@ pub struct UnitEnv<'a> {
     pub boot_timeout: Duration,
     pub results_root: PathBuf,
     pub run_id: String,
+    pub keep_dumps: crash_triage::KeepDumps,
 }
 
 /// Runs a unit on a VM that is at its `deployed` state; returns the verdict and the guest
@@ -83,6 +84,7 @@ pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<Pa
         files: env.files,
         results_root: env.results_root,
         run_id: env.run_id,
+        keep_dumps: env.keep_dumps,
     };
     let limit = env.scenario.timeout;
     let outcome = match tokio::time::timeout(limit, judge(&ctx)).await {
@@ -358,7 +360,13 @@ pub fn describe_crash(c: &Crash) -> String {
         .as_ref()
         .map(|b| format!(" [bucket {}]", b.id))
         .unwrap_or_default();
-    format!("{kind}{what}{during}{bucket}")
+    // Evidence that could not be kept is named in the verdict itself, never dropped.
+    let lost: String = c
+        .dumps_lost
+        .iter()
+        .map(|l| format!("; dump {} not kept: {}", l.dump, l.reason))
+        .collect();
+    format!("{kind}{what}{during}{bucket}{lost}")
 }
 
 fn failed_by_crash(c: Crash) -> UnitOutcome {

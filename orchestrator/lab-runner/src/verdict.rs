@@ -67,6 +67,7 @@ mod tests {
             dumps: vec![],
             bucket: None,
             triage_error: None,
+            dumps_lost: vec![],
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Shared {
     /// force teardown, which must not hold `events` or the channel would never close).
     pub vms: Arc<Mutex<BTreeSet<String>>>,
     pub vm_counter: std::sync::atomic::AtomicU32,
+    /// `--keep-dumps`: how many dumps a crash bucket keeps across runs.
+    pub keep_dumps: crash_triage::KeepDumps,
 }
 
 /// Hands units to workers. `hvlab run` uses the plan's fixed list (`VecDeque`); repro mode
@@ -280,6 +282,7 @@ async fn run_one(
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default(),
         run_id: shared.run_dir.id().as_str().to_owned(),
+        keep_dumps: shared.keep_dumps,
     };
     let (outcome, junit) = run_unit(env, unit).await;
     (outcome, junit, vm)

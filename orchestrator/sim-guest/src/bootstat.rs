@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::eventlog::{
     LEVEL_CRITICAL, LEVEL_ERROR, LEVEL_INFORMATION, NewEvent, PROVIDER_BUGCHECK, PROVIDER_EVENTLOG,
-    PROVIDER_KERNEL_POWER,
+    PROVIDER_KERNEL_POWER, PROVIDER_VOLMGR,
 };
 use crate::protocol::VerifierSettings;
 
@@ -26,6 +26,9 @@ pub struct CrashRecord {
     pub params: [u64; 4],
     /// Windows path of the dump written, if any.
     pub dump: Option<String>,
+    /// Why a configured dump could not be written (the VM folder's disk was full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_error: Option<String>,
     pub time: DateTime<Utc>,
 }
 
@@ -91,6 +94,16 @@ pub fn events_for_previous_boot(prev: &BootStat) -> Vec<NewEvent> {
             .to_owned(),
         data,
     });
+    if let Some(why) = prev.bugcheck.as_ref().and_then(|b| b.dump_error.as_ref()) {
+        // What Windows logs (volmgr 161) when it could not write the dump.
+        events.push(NewEvent {
+            event_id: 161,
+            provider: PROVIDER_VOLMGR,
+            level: LEVEL_ERROR,
+            message: format!("Dump file creation failed due to error during dump creation: {why}"),
+            data: BTreeMap::new(),
+        });
+    }
     if let Some(bc) = &prev.bugcheck {
         let bugcheck = bugcheck_text(bc.code, bc.params);
         let (saved, dump) = match &bc.dump {
@@ -161,11 +174,32 @@ mod tests {
     }
 
     #[test]
+    fn a_dump_that_could_not_be_written_gives_161_with_the_cause() {
+        let bc = CrashRecord {
+            code: 0x50,
+            params: [0; 4],
+            dump: None,
+            dump_error: Some("No space left on device (os error 28)".into()),
+            time: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
+        };
+        let ev = events_for_previous_boot(&prev(Some(bc), false));
+        let ids: Vec<u32> = ev.iter().map(|e| e.event_id).collect();
+        assert_eq!(ids, [6008, 41, 161, 1001]);
+        assert!(
+            ev[2]
+                .message
+                .ends_with("No space left on device (os error 28)")
+        );
+        assert!(ev[3].message.contains("A dump was not saved."));
+    }
+
+    #[test]
     fn bugcheck_gives_6008_41_with_decimal_code_and_1001() {
         let bc = CrashRecord {
             code: 0x50,
             params: [0xffff_c000_0000_0000, 0, 0xffff_f806_1000_1230, 2],
             dump: Some(r"C:\Windows\MEMORY.DMP".into()),
+            dump_error: None,
             time: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
         };
         let ev = events_for_previous_boot(&prev(Some(bc), false));

@@ -41,12 +41,16 @@ impl GuestCore {
         self.power.halting.store(true, Ordering::SeqCst);
         let cc = self.registry.snapshot().crash_control;
         let time = Utc::now();
-        let dump = self.write_dump(bc, cc.dump_kind, time);
+        let (dump, dump_error) = match self.write_dump(bc, cc.dump_kind, time) {
+            Ok(dump) => (dump, None),
+            Err(e) => (None, Some(e)),
+        };
         let record = CrashRecord {
             code: bc.code,
             params: bc.params,
             dump: dump
                 .and_then(|p| WinPath::from_host(self.disk.root(), &p).map(|w| w.to_string())),
+            dump_error,
             time,
         };
         {
@@ -59,11 +63,16 @@ impl GuestCore {
         });
     }
 
-    /// Writes the dump for `kind`; returns its path, or `None` when no dump is configured
-    /// or writing failed (Windows then logs that no dump was saved).
-    fn write_dump(&self, bc: &Bugcheck, kind: DumpKind, time: DateTime<Utc>) -> Option<PathBuf> {
+    /// Writes the dump for `kind`; returns its path, `None` when no dump is configured, or
+    /// why writing failed (the next boot logs it as event 161, as Windows does).
+    fn write_dump(
+        &self,
+        bc: &Bugcheck,
+        kind: DumpKind,
+        time: DateTime<Utc>,
+    ) -> Result<Option<PathBuf>, String> {
         let triage_kind = match kind {
-            DumpKind::None => return None,
+            DumpKind::None => return Ok(None),
             DumpKind::Complete => TriageKind::Complete,
             DumpKind::Kernel | DumpKind::Automatic => TriageKind::Kernel,
             DumpKind::Small => TriageKind::Small,
@@ -87,10 +96,10 @@ impl GuestCore {
         spec.physical_memory = self.vm.memory_mb.saturating_mul(1024 * 1024);
         spec.comment = Some(format!("{} in {}!{}", bc.name(), bc.module, bc.function));
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).ok()?;
+            std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         }
-        crash_triage::write_dump(&path, &spec).ok()?;
-        Some(path)
+        crash_triage::write_dump(&path, &spec).map_err(|e| lab_error::Chain(&e).to_string())?;
+        Ok(Some(path))
     }
 
     /// `Minidump\MMDDYY-NNNNN-01.dmp`, NNNNN counting up past the dumps already there.

@@ -20,6 +20,7 @@ pub const PROVIDER_KERNEL_POWER: &str = "Microsoft-Windows-Kernel-Power";
 pub const PROVIDER_BUGCHECK: &str = "Microsoft-Windows-WER-SystemErrorReporting";
 pub const PROVIDER_EVENTLOG: &str = "EventLog";
 pub const PROVIDER_SCM: &str = "Service Control Manager";
+pub const PROVIDER_VOLMGR: &str = "volmgr";
 
 /// The only log the guest keeps.
 pub const SYSTEM_LOG: &str = "System";

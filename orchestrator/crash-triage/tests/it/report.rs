@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
-use crash_triage::bucket::{BucketIndex, CrashRecord};
+use crash_triage::bucket::{BucketIndex, CrashRecord, KeepDumps};
 use crash_triage::report::{self, Outcome, ReportOptions};
 use crash_triage::{DumpKind, signature, triage_file, write_dump};
 
@@ -47,7 +47,7 @@ fn results_tree(root: &Path) {
             dump: Some(&path),
             seen_at: t.system_time.unwrap(),
         };
-        BucketIndex::record(root, &crash, 5).unwrap();
+        BucketIndex::record(root, &crash, KeepDumps::All).unwrap();
     }
 }
 

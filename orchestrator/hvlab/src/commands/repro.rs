@@ -157,6 +157,7 @@ pub fn run_cmd(root: &Path, args: &ReproArgs) -> Result<u8, CliError> {
             max_iterations: args.max_iterations,
             max_time: args.max_time.map(Into::into),
             keep: args.keep,
+            keep_dumps: args.keep_dumps,
             seed: args.seed.unwrap_or_else(lab_runner::seed::random_seed),
             mode,
             replay_prefix: replay_prefix(args),

@@ -131,6 +131,7 @@ pub fn run_cmd(root: &Path, args: &RunArgs) -> Result<u8, CliError> {
             seed: args.seed.unwrap_or_else(lab_runner::seed::random_seed),
             max_vms: args.vms.map(|n| n as usize),
             only: None,
+            keep_dumps: args.keep_dumps,
         };
         let signals = SignalSource::os().map_err(|source| CliError::Io {
             action: "install the Ctrl-C handler".into(),

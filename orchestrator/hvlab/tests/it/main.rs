@@ -3,6 +3,7 @@
 mod bounded;
 mod causes;
 mod docs;
+mod durability;
 mod hog;
 mod infra;
 mod load;

@@ -161,44 +161,57 @@ impl Guest for SimGuest {
             })?;
         let mut conn = AgentConn::connect(&self.vm, &self.disk).await?;
         let tmp = local.with_extension("part");
-        let mut out = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(BackendError::io("create download file", &tmp))?;
-        let mut hasher = Sha256::new();
-        let mut offset = 0u64;
-        loop {
-            let req = Request::Download {
-                path: remote.to_owned(),
-                offset,
-                max_len: CHUNK,
-            };
-            let (data, eof) = match check(&self.vm, op, conn.call(&req, REQUEST_TIMEOUT).await?)? {
-                Response::Data { data, eof } => (data, eof),
-                other => return Err(unexpected(&self.vm, op, &other)),
-            };
-            hasher.update(&data);
-            out.write_all(&data)
+        let fetched = async {
+            let mut out = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(BackendError::io("create download file", &tmp))?;
+            let mut hasher = Sha256::new();
+            let mut offset = 0u64;
+            loop {
+                let req = Request::Download {
+                    path: remote.to_owned(),
+                    offset,
+                    max_len: CHUNK,
+                };
+                let (data, eof) =
+                    match check(&self.vm, op, conn.call(&req, REQUEST_TIMEOUT).await?)? {
+                        Response::Data { data, eof } => (data, eof),
+                        other => return Err(unexpected(&self.vm, op, &other)),
+                    };
+                hasher.update(&data);
+                out.write_all(&data)
+                    .await
+                    .map_err(BackendError::io("write download file", &tmp))?;
+                offset += data.len() as u64;
+                if eof || data.is_empty() {
+                    break;
+                }
+            }
+            out.flush()
                 .await
                 .map_err(BackendError::io("write download file", &tmp))?;
-            offset += data.len() as u64;
-            if eof || data.is_empty() {
-                break;
+            drop(out);
+            let actual = hex::encode(hasher.finalize());
+            if actual != expected.sha256 || offset != expected.size {
+                return Err(BackendError::HashMismatch {
+                    vm: self.vm.clone(),
+                    path: remote.to_owned(),
+                    expected: expected.sha256.clone(),
+                    actual,
+                });
             }
+            Ok((offset, actual))
         }
-        out.flush()
-            .await
-            .map_err(BackendError::io("write download file", &tmp))?;
-        drop(out);
-        let actual = hex::encode(hasher.finalize());
-        if actual != expected.sha256 || offset != expected.size {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(BackendError::HashMismatch {
-                vm: self.vm.clone(),
-                path: remote.to_owned(),
-                expected: expected.sha256,
-                actual,
-            });
-        }
+        .await;
+        let (offset, actual) = match fetched {
+            Ok(v) => v,
+            Err(e) => {
+                // A partial copy is no use and holds the space that may have run out; the
+                // error returned already says what failed.
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
         tokio::fs::rename(&tmp, local)
             .await
             .map_err(BackendError::io("move download into place", local))?;

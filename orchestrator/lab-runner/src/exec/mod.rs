@@ -80,6 +80,8 @@ pub struct UnitCtx<'a> {
     /// Results root (holds the cross-run bucket index) and this run's id.
     pub results_root: PathBuf,
     pub run_id: String,
+    /// `--keep-dumps`: how many dumps a crash bucket keeps across runs.
+    pub keep_dumps: crash_triage::KeepDumps,
     /// The payload's files, resolved by the preflight.
     pub files: &'a [crate::deploy::LocalFile],
 }

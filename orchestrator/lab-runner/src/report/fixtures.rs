@@ -40,6 +40,7 @@ pub fn page_fault_crash(dump: &str) -> Crash {
             new: true,
         }),
         triage_error: None,
+        dumps_lost: vec![],
     }
 }
 

@@ -67,9 +67,10 @@ impl Reporter for JunitReporter {
                 self.guest.insert(unit.clone(), cases);
                 self.write()
             }
-            Event::RunStarted { .. } | Event::Interrupted { .. } | Event::RunFinished { .. } => {
-                self.write()
-            }
+            Event::RunStarted { .. }
+            | Event::Interrupted { .. }
+            | Event::InfraError { .. }
+            | Event::RunFinished { .. } => self.write(),
             _ => Ok(()),
         }
     }

@@ -154,6 +154,12 @@ fn log_event(ev: &Event) {
             "lab error: {}",
             UnitOutcome::error_text(message, causes)
         ),
+        Event::Warning { message } => tracing::warn!("{message}"),
+        Event::DumpsRemoved {
+            bucket,
+            keep,
+            removed,
+        } => tracing::info!("{}", text::dumps_removed(bucket, *keep, removed)),
         Event::Interrupted { count } => {
             tracing::warn!(count, "interrupted: stopping units and tearing down VMs")
         }

@@ -8,7 +8,10 @@
 //!                              ├─> SummaryReporter    summary.json (rewritten per unit)
 //!                              └─> HtmlReporter       index.html   (rewritten per unit)
 //! ```
-//! Reporters are plain sync code; a failing one never stops the others.
+//! Reporters are plain sync code; a failing one never stops the others. A reporter that
+//! fails (a full or read-only disk) is announced to all of them as an
+//! [`Event::InfraError`], so the terminal, junit.xml and summary.json say which file could
+//! not be written and why, and the run ends with exit code 3.
 
 #[cfg(test)]
 mod fixtures;
@@ -26,21 +29,22 @@ mod text;
 
 use std::fmt;
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter};
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 pub use html::HtmlReporter;
-pub use jsonl::JsonLinesReporter;
+pub use jsonl::{JsonLinesReporter, LineLog, Truncate};
 pub use junit::JunitReporter;
 pub use log::LogReporter;
 pub use model::{BucketSeen, RunEnd, RunInfo, RunModel, StepRecord, UnitRecord};
 pub use summary::{Summary, SummaryReporter, build_summary};
 pub use summary_text::{Paint, render_summary};
 pub use terminal::{OutputFormat, TerminalOptions, TerminalReporter};
+pub use text::dumps_removed as dumps_removed_line;
 pub use text::{duration as duration_text, timeout as timeout_text};
 
 use crate::events::{Envelope, Event};
-use crate::results::{ResultsError, RunDir};
+use crate::results::{Reserve, ResultsError, RunDir};
 
 /// Errors a reporter can hit. Messages read after "failed to".
 #[derive(Debug, thiserror::Error)]
@@ -84,22 +88,25 @@ impl fmt::Display for FanoutList<'_> {
 
 /// Whether a file derived from the whole run (junit.xml, summary.json, index.html) must be
 /// rewritten after `ev`: when the run starts, after each unit, on Ctrl-C and at the end, so
-/// a run that is interrupted or even killed always leaves valid files behind.
+/// a run that is interrupted or even killed always leaves valid files behind; and on a lab
+/// error, so one that happens while the final files are written still reaches them.
 pub fn rewrite_due(ev: &Event) -> bool {
     matches!(
         ev,
         Event::RunStarted { .. }
             | Event::UnitFinished { .. }
+            | Event::InfraError { .. }
             | Event::Interrupted { .. }
             | Event::RunFinished { .. }
     )
 }
 
 /// The run's `events.jsonl` reporter. The file is created new: a run never appends to (or
-/// truncates) another run's log.
+/// truncates) another run's log. Unbuffered on purpose: [`LineLog`] writes each event as one
+/// whole line and cuts a partial one back, so the file never ends mid-JSON.
 pub fn events_log(
     run_dir: &RunDir,
-) -> Result<JsonLinesReporter<BufWriter<std::fs::File>>, ReportError> {
+) -> Result<JsonLinesReporter<LineLog<std::fs::File>>, ReportError> {
     let path = run_dir.join(RunDir::EVENTS);
     let file = OpenOptions::new()
         .write(true)
@@ -109,7 +116,7 @@ pub fn events_log(
             path: path.clone(),
             source,
         })?;
-    Ok(JsonLinesReporter::new(BufWriter::new(file), path))
+    Ok(JsonLinesReporter::new(LineLog::new(file, 0), path))
 }
 
 /// A sink for run events.
@@ -124,6 +131,10 @@ pub trait Reporter: Send {
 #[derive(Default)]
 pub struct Fanout {
     reporters: Vec<(&'static str, Box<dyn Reporter>)>,
+    /// Room held for the final files, released when `RunFinished` arrives.
+    reserve: Option<Reserve>,
+    /// Reporter failures already announced as `InfraError` (each message once).
+    announced: Vec<String>,
 }
 
 impl fmt::Debug for Fanout {
@@ -142,6 +153,24 @@ impl Fanout {
     pub fn push(&mut self, name: &'static str, reporter: impl Reporter + 'static) -> &mut Self {
         self.reporters.push((name, Box::new(reporter)));
         self
+    }
+
+    /// Holds [`Reserve::BYTES`] in `dir` until the run finishes, so the final junit.xml and
+    /// summary.json can still be written when the run filled its disk.
+    pub fn hold_reserve(&mut self, dir: &Path) -> Result<&mut Self, ReportError> {
+        self.reserve = Some(Reserve::create(dir)?);
+        Ok(self)
+    }
+
+    /// Whether any reporter failed during the run (a results file is missing or stale):
+    /// the run's exit code is then 3.
+    pub fn failed(&self) -> bool {
+        !self.announced.is_empty()
+    }
+
+    /// The failures announced so far, as their `InfraError` messages.
+    pub fn failures(&self) -> &[String] {
+        &self.announced
     }
 
     pub fn len(&self) -> usize {
@@ -164,7 +193,8 @@ impl Fanout {
         terminal: TerminalReporter,
     ) -> Result<Self, ReportError> {
         let mut f = Fanout::new();
-        f.push("terminal", terminal)
+        f.hold_reserve(run_dir.path())?
+            .push("terminal", terminal)
             .push("events.jsonl", events_log(run_dir)?)
             .push("junit.xml", JunitReporter::new(run_dir.path()))
             .push("summary.json", SummaryReporter::new(run_dir.path()))
@@ -174,17 +204,64 @@ impl Fanout {
     }
 }
 
-impl Reporter for Fanout {
-    fn event(&mut self, ev: &Envelope) -> Result<(), ReportError> {
+impl Fanout {
+    /// Feeds one event to every reporter and returns the failures.
+    fn deliver(&mut self, ev: &Envelope) -> Vec<(&'static str, ReportError)> {
         let mut failed = Vec::new();
         for (name, r) in &mut self.reporters {
             if let Err(e) = r.event(ev) {
                 failed.push((*name, e));
             }
         }
+        failed
+    }
+
+    /// Announces each new failure to every reporter as an `InfraError`. Announcing can fail
+    /// in turn (another file on the same full disk); each distinct message is announced
+    /// once, so this ends.
+    fn announce(
+        &mut self,
+        at: chrono::DateTime<chrono::Utc>,
+        failed: &[(&'static str, ReportError)],
+    ) {
+        let mut pending: Vec<String> = failed
+            .iter()
+            .map(|(name, e)| format!("record results: {name}: {}", lab_error::Chain(e)))
+            .collect();
+        while let Some(message) = pending.pop() {
+            if self.announced.contains(&message) {
+                continue;
+            }
+            self.announced.push(message.clone());
+            let ev = Envelope {
+                at,
+                event: Event::InfraError {
+                    vm: None,
+                    message,
+                    causes: vec![],
+                },
+            };
+            for (name, e) in self.deliver(&ev) {
+                pending.push(format!("record results: {name}: {}", lab_error::Chain(&e)));
+            }
+        }
+    }
+}
+
+impl Reporter for Fanout {
+    fn event(&mut self, ev: &Envelope) -> Result<(), ReportError> {
+        let mut failed = Vec::new();
+        if matches!(ev.event, Event::RunFinished { .. })
+            && let Some(mut reserve) = self.reserve.take()
+            && let Err(e) = reserve.release()
+        {
+            failed.push(("reserve", ReportError::Results(e)));
+        }
+        failed.extend(self.deliver(ev));
         if failed.is_empty() {
             Ok(())
         } else {
+            self.announce(ev.at, &failed);
             Err(ReportError::Fanout(failed, self.reporters.len()))
         }
     }

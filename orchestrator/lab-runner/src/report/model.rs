@@ -139,6 +139,10 @@ pub struct RunModel {
     pub interrupt_requested: bool,
     pub infra_errors: Vec<(Option<String>, String)>,
     pub leftovers: Vec<(String, String)>,
+    /// `Warning` events, in order.
+    pub warnings: Vec<String>,
+    /// `DumpsRemoved` events: bucket, `--keep-dumps` N, paths relative to the results root.
+    pub dumps_removed: Vec<(String, usize, Vec<PathBuf>)>,
     /// Artifacts that belong to no unit (e.g. a VM's boot log).
     pub run_artifacts: Vec<(ArtifactKind, PathBuf)>,
     pub end: Option<RunEnd>,
@@ -287,7 +291,22 @@ impl RunModel {
             } => {
                 let text = UnitOutcome::error_text(message, causes);
                 self.infra_errors.push((vm.clone(), text));
+                // Only a results file failing at the very end comes after `RunFinished`;
+                // the runner then exits 3: the results on disk are incomplete.
+                if let Some(end) = &mut self.end
+                    && matches!(end.exit_code, 0 | 1)
+                {
+                    end.exit_code = i32::from(crate::exit::INFRA_ERROR);
+                }
             }
+            Event::Warning { message } => self.warnings.push(message.clone()),
+            Event::DumpsRemoved {
+                bucket,
+                keep,
+                removed,
+            } => self
+                .dumps_removed
+                .push((bucket.clone(), *keep, removed.clone())),
             Event::Interrupted { .. } => self.interrupt_requested = true,
             Event::Leftover {
                 what,

@@ -36,6 +36,18 @@ pub struct Summary {
     pub crash_buckets: Vec<BucketSummary>,
     pub infra_errors: Vec<String>,
     pub leftovers: Vec<Leftover>,
+    /// Warnings that change no verdict (e.g. a corrupt bucket index moved aside).
+    pub warnings: Vec<String>,
+    /// Dumps of earlier runs removed by `--keep-dumps N`.
+    pub dumps_removed: Vec<DumpsRemoved>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DumpsRemoved {
+    pub bucket: String,
+    pub keep: usize,
+    /// Relative to the results root.
+    pub removed: Vec<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,6 +177,16 @@ pub fn build_summary(model: &RunModel) -> Summary {
             .map(|(what, how)| Leftover {
                 what: what.clone(),
                 how_to_remove: how.clone(),
+            })
+            .collect(),
+        warnings: model.warnings.clone(),
+        dumps_removed: model
+            .dumps_removed
+            .iter()
+            .map(|(bucket, keep, removed)| DumpsRemoved {
+                bucket: bucket.clone(),
+                keep: *keep,
+                removed: removed.clone(),
             })
             .collect(),
     }

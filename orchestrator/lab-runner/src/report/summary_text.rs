@@ -167,6 +167,9 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
         let vm = vm.as_deref().map(|v| format!("{v}: ")).unwrap_or_default();
         let _ = writeln!(s, "Lab error: {vm}{msg}");
     }
+    for msg in &m.warnings {
+        let _ = writeln!(s, "Warning: {msg}");
+    }
     if !m.leftovers.is_empty() {
         let _ = writeln!(s, "\nLeft behind (remove by hand):");
         for (what, how) in &m.leftovers {

@@ -178,6 +178,9 @@ impl Human {
                 for d in &crash.dumps {
                     s.push_str(&format!("\n        dump {}", d.display()));
                 }
+                for l in &crash.dumps_lost {
+                    s.push_str(&format!("\n        dump {} not kept: {}", l.dump, l.reason));
+                }
                 self.line(&s)?;
             }
             Event::UnitFinished {
@@ -230,6 +233,14 @@ impl Human {
                 let message = UnitOutcome::error_text(message, causes);
                 self.line(&format!("{} {vm}{message}", p.status("ERROR")))?;
             }
+            Event::Warning { message } => {
+                self.line(&format!("{} {message}", p.status("WARN")))?;
+            }
+            Event::DumpsRemoved {
+                bucket,
+                keep,
+                removed,
+            } => self.line(&text::dumps_removed(bucket, *keep, removed))?,
             Event::Interrupted { count } => self.line(if *count <= 1 {
                 "interrupted: stopping after the current steps, collecting and tearing down \
                  (press Ctrl-C again to force)"

@@ -595,7 +595,66 @@ fn fanout_feeds_everyone_and_collects_the_failures() {
             "report to 1 of 2 reporters: broken: write to the terminal: disk on fire"
         );
     }
-    assert_eq!(*n.lock().unwrap(), 2);
+    // The two events, plus the failure announced once as an InfraError (the same failure
+    // on the second event is not announced again).
+    assert_eq!(*n.lock().unwrap(), 3);
+    assert!(f.failed());
+    assert_eq!(
+        f.failures(),
+        ["record results: broken: write to the terminal: disk on fire"]
+    );
+}
+
+/// Fails its second and later writes with ENOSPC, like a junit.xml on a disk that filled.
+struct FullAfterFirst(usize);
+impl Reporter for FullAfterFirst {
+    fn event(&mut self, _: &Envelope) -> Result<(), ReportError> {
+        self.0 += 1;
+        if self.0 == 1 {
+            return Ok(());
+        }
+        Err(ReportError::Io {
+            path: "/r/run/junit.xml".into(),
+            source: io::Error::from_raw_os_error(28),
+        })
+    }
+}
+
+#[test]
+fn a_results_write_failure_reaches_every_reporter_as_an_infra_error() {
+    let (_root, dir) = new_run();
+    let term = Buf::default();
+    let opts = TerminalOptions {
+        format: OutputFormat::Human,
+        color: false,
+        progress: false,
+    };
+    let mut f = Fanout::new();
+    f.push(
+        "terminal",
+        TerminalReporter::with_writer(opts, Box::new(term.clone())),
+    )
+    .push("junit.xml", FullAfterFirst(0))
+    .push("summary.json", SummaryReporter::new(dir.path()));
+    let mut s = Stream::new(dir.path());
+    // The runner's verdict was 1; the final junit.xml then failed, so the run ends as 3
+    // and the summary (written after the announcement) says so.
+    s.start(&[]).end(stats(0, 0, 0, 0, 0, 0), 1, false);
+    for ev in &s.events {
+        let _ = f.event(ev);
+    }
+    let msg = "record results: junit.xml: write /r/run/junit.xml: No space left on device \
+               (os error 28)";
+    assert_eq!(f.failures(), [msg]);
+    assert!(
+        term.text().contains(&format!("ERROR {msg}")),
+        "{}",
+        term.text()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["infra_errors"][0], msg);
+    assert_eq!(summary["exit_code"], 3);
 }
 
 #[test]
@@ -686,4 +745,27 @@ fn an_errored_attempt_is_a_flaky_error_under_a_pass_and_a_rerun_error_under_an_e
         "{term}"
     );
     assert!(term.contains("attempt 1: the VM restarted"), "{term}");
+}
+
+#[test]
+fn the_standard_set_holds_a_reserve_until_the_run_finishes() {
+    let (_root, dir) = new_run();
+    let opts = TerminalOptions {
+        format: OutputFormat::Human,
+        color: false,
+        progress: false,
+    };
+    let mut f = Fanout::standard_with(
+        &dir,
+        TerminalReporter::with_writer(opts, Box::new(Buf::default())),
+    )
+    .unwrap();
+    let reserve = dir.join(crate::results::Reserve::FILE);
+    let mut s = Stream::new(dir.path());
+    s.start(&[]).end(stats(0, 0, 0, 0, 0, 0), 0, false);
+    f.event(&s.events[0]).unwrap();
+    assert!(reserve.is_file());
+    f.event(&s.events[1]).unwrap();
+    assert!(!reserve.exists());
+    assert!(!f.failed());
 }

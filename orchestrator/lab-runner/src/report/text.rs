@@ -44,6 +44,17 @@ pub fn crash(c: &Crash) -> String {
     s
 }
 
+/// `removed 2 dumps of bucket 1a2b from earlier runs (--keep-dumps 5): a, b`.
+pub fn dumps_removed(bucket: &str, keep: usize, removed: &[std::path::PathBuf]) -> String {
+    let paths: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+    format!(
+        "removed {} dump{} of bucket {bucket} from earlier runs (--keep-dumps {keep}): {}",
+        removed.len(),
+        if removed.len() == 1 { "" } else { "s" },
+        paths.join(", ")
+    )
+}
+
 /// `bucket 1a2b3c4d "PAGE_FAULT_IN_NONPAGED_AREA in sample_ebpf_ext.sys" (new)`.
 pub fn bucket(b: &Bucket) -> String {
     let new = if b.new { " (new)" } else { "" };

@@ -50,6 +50,8 @@ pub struct ReproSettings {
     pub max_iterations: u32,
     pub max_time: Option<std::time::Duration>,
     pub keep: usize,
+    /// `--keep-dumps`: dumps a crash bucket keeps across runs.
+    pub keep_dumps: crash_triage::KeepDumps,
     pub seed: u64,
     pub mode: Mode,
     pub replay_prefix: String,
@@ -176,6 +178,7 @@ pub async fn run(
         seed: settings.seed,
         max_vms: Some(vms),
         only: None,
+        keep_dumps: settings.keep_dumps,
     };
     let source = Box::new(ReproSource(shared.clone()));
     let outcome = run_with_source(run_settings, source, run_dir, reporters, signals).await?;
@@ -198,19 +201,20 @@ fn fanout(
         Terminal::Json { out } => report::ReproTerminal::json(shared.clone(), out),
     };
     let mut f = Fanout::new();
-    f.push(
-        "repro.json",
-        report::ReproObserver::new(shared.clone(), run_dir.path()),
-    )
-    .push("terminal", term)
-    .push("events.jsonl", events_log(run_dir)?)
-    .push("junit.xml", JunitReporter::new(run_dir.path()))
-    .push(
-        "summary.json",
-        report::ReproSummaryReporter::new(shared.clone(), run_dir.path()),
-    )
-    .push("index.html", HtmlReporter::new(run_dir.path()))
-    .push("hvlab.log", crate::report::LogReporter);
+    f.hold_reserve(run_dir.path())?
+        .push(
+            "repro.json",
+            report::ReproObserver::new(shared.clone(), run_dir.path()),
+        )
+        .push("terminal", term)
+        .push("events.jsonl", events_log(run_dir)?)
+        .push("junit.xml", JunitReporter::new(run_dir.path()))
+        .push(
+            "summary.json",
+            report::ReproSummaryReporter::new(shared.clone(), run_dir.path()),
+        )
+        .push("index.html", HtmlReporter::new(run_dir.path()))
+        .push("hvlab.log", crate::report::LogReporter);
     Ok(f)
 }
 

@@ -313,6 +313,16 @@ impl ReproTerminal {
                 let message = UnitOutcome::error_text(message, causes);
                 writeln!(self.out, "{} {vm}{message}", p.status("ERROR"))?;
             }
+            Event::Warning { message } => writeln!(self.out, "{} {message}", p.status("WARN"))?,
+            Event::DumpsRemoved {
+                bucket,
+                keep,
+                removed,
+            } => writeln!(
+                self.out,
+                "{}",
+                crate::report::dumps_removed_line(bucket, *keep, removed)
+            )?,
             Event::Leftover {
                 what,
                 how_to_remove,

@@ -214,6 +214,7 @@ fn failures_are_keyed_by_bucket_else_by_masked_message() {
             new: false,
         }),
         triage_error: None,
+        dumps_lost: vec![],
     };
     let failed = |message: &str, crash: Option<Crash>| UnitOutcome::Failed {
         message: message.into(),
