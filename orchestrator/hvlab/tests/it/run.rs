@@ -308,10 +308,39 @@ fn a_killed_orchestrator_leaves_only_what_lab_gc_removes() {
     let gc = sb.hvlab().args(["lab", "gc"]).output().unwrap();
     assert_eq!(gc.status.code(), Some(0), "{}", text(&gc));
     assert!(
+        text(&gc).contains("removed"),
+        "gc says what it removed: {}",
+        text(&gc)
+    );
+    assert!(
         sb.leftover_vms().is_empty(),
         "gc left {:?}",
         sb.leftover_vms()
     );
+    // What the killed run had written is still whole: atomic files parse, and the event log
+    // holds only complete lines (a SIGKILL can land mid-run, never mid-file).
+    let run_dir = sb.run_dir();
+    let log = std::fs::read_to_string(run_dir.join("events.jsonl")).unwrap();
+    assert!(log.ends_with('\n'), "events.jsonl ends in a partial line");
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("events.jsonl line does not parse ({e}): {line}"));
+    }
+    for f in ["junit.xml", "summary.json"] {
+        let p = run_dir.join(f);
+        if !p.exists() {
+            continue;
+        }
+        let body = std::fs::read_to_string(&p).unwrap();
+        if f == "junit.xml" {
+            junit(&run_dir);
+        } else {
+            let sum: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("summary.json does not parse ({e})"));
+            // A killed run has no exit code to record; it must not read as finished.
+            assert_eq!(sum["finished"], false, "{sum}");
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     while !sb.live_guests().is_empty() {
         assert!(
