@@ -218,7 +218,8 @@ pub async fn run_with_source(
                         Event::UnitRetried { unit, .. } if retried.insert(unit.clone()) => {
                             stats.retried += 1;
                         }
-                        // hvlab.log gets the whole chain from the log reporter.
+                        // Evidence or results not kept; hvlab.log gets the chain from
+                        // the log reporter.
                         Event::InfraError { .. } => errored_infra = true,
                         _ => {}
                     }
@@ -261,17 +262,15 @@ pub async fn run_with_source(
         );
     }
     let interrupted = interrupts > 0;
-    // A results file that could not be written makes it an infrastructure error whatever
-    // the units did: the verdict on disk is incomplete. Otherwise a failure of the code
-    // under test outranks a lab error (CI must see "your driver is broken").
-    let exit_code = if reporters.failed() && !interrupted {
+    // Lab errors the units report (`InfraError`: a results file, an event log or a dump that
+    // could not be kept) and results files that could not be written make it an
+    // infrastructure error whatever the units did: the verdict on disk is incomplete.
+    // Otherwise a failure of the code under test outranks a unit's lab error (CI must see
+    // "your driver is broken").
+    let exit_code = if (reporters.failed() || errored_infra) && !interrupted {
         i32::from(exit::INFRA_ERROR)
     } else {
-        exit::for_run(
-            stats.failed > 0,
-            stats.errored > 0 || errored_infra,
-            interrupted,
-        )
+        exit::for_run(stats.failed > 0, stats.errored > 0, interrupted)
     };
     emit(
         &mut reporters,
