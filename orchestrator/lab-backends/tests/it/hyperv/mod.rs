@@ -6,4 +6,5 @@ mod injection;
 mod real_host;
 mod recorded;
 mod scripts;
+mod secure_boot;
 mod support;
