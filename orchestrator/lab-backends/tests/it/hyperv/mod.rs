@@ -3,6 +3,8 @@
 
 mod flows;
 mod injection;
+mod ps_parse;
+mod ps_syntax;
 mod real_host;
 mod recorded;
 mod scripts;
