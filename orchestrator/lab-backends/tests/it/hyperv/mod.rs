@@ -3,6 +3,7 @@
 
 mod flows;
 mod injection;
+mod ps_cmdlets;
 mod ps_parse;
 mod ps_syntax;
 mod real_host;
