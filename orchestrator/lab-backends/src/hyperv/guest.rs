@@ -484,6 +484,25 @@ impl Guest for HyperVGuest {
     }
 
     async fn set_test_signing(&self, on: bool) -> Result<()> {
+        // With Secure Boot on, Windows ignores `testsigning` at boot (and newer builds refuse
+        // to write it); bcdedit's exit code 0 would otherwise pass for success and every
+        // test-signed driver would then fail to load.
+        if on
+            && self
+                .hv
+                .template(&self.template)
+                .is_some_and(|t| t.secure_boot)
+        {
+            return Err(BackendError::VmState {
+                vm: self.vm.clone(),
+                operation: "set test signing".into(),
+                message: format!(
+                    "template {} has Secure Boot on, which blocks test signing: turn \
+                     secure_boot off in the template or set test_signing: false",
+                    self.template
+                ),
+            });
+        }
         let value = if on { "on" } else { "off" };
         let r = self
             .native(

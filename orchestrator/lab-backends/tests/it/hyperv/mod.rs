@@ -3,7 +3,11 @@
 
 mod flows;
 mod injection;
+mod ps_cmdlets;
+mod ps_parse;
+mod ps_syntax;
 mod real_host;
 mod recorded;
 mod scripts;
+mod secure_boot;
 mod support;
