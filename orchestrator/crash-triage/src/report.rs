@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::analyze::{Analyze, DebuggerConfig, run_analyze};
 use crate::bucket::{BUCKETS_FILE, Bucket, BucketIndex};
 use crate::signature::{Signature, signature};
-use crate::triage::{Triage, triage_file};
+use crate::triage::{BugCheck, DumpFormat, FaultingModule, LoadedModule, Triage, triage_file};
 
 /// Exit code when every dump was triaged.
 pub const EXIT_OK: i32 = 0;
@@ -362,5 +362,223 @@ fn humanize(d: Duration) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m {}s", s / 60, s % 60),
         _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The bucket a crash was filed in, as the results folder names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRef {
+    pub id: String,
+    pub title: String,
+    /// First seen in this run (no earlier run of the results root had it).
+    pub new: bool,
+}
+
+/// `crashes/<bucket>/triage.json`: what triage learned from the first dump of a run that
+/// landed in the bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrashTriage {
+    /// The dump triaged, relative to the run folder.
+    pub dump: PathBuf,
+    pub format: DumpFormat,
+    pub format_description: String,
+    pub bugcheck: BugCheck,
+    pub rip: u64,
+    pub faulting_module: Option<FaultingModule>,
+    /// Sorted by base address.
+    pub modules: Vec<LoadedModule>,
+    pub warnings: Vec<String>,
+    pub signature: Signature,
+    pub bucket: BucketRef,
+}
+
+impl CrashTriage {
+    pub fn new(t: &Triage, dump: PathBuf, signature: &Signature, new: bool) -> Self {
+        CrashTriage {
+            dump,
+            format: t.format,
+            format_description: t.format.describe().to_owned(),
+            bugcheck: t.bugcheck.clone(),
+            rip: t.rip,
+            faulting_module: t.faulting_module.clone(),
+            modules: t.modules.clone(),
+            warnings: t.warnings.clone(),
+            signature: signature.clone(),
+            bucket: BucketRef {
+                id: signature.id.clone(),
+                title: signature.title.clone(),
+                new,
+            },
+        }
+    }
+}
+
+/// `0xfffff807`4a000000`-style address as WinDbg prints it.
+fn windbg_addr(a: u64) -> String {
+    format!("{:08x}`{:08x}", a >> 32, a & 0xFFFF_FFFF)
+}
+
+/// `crashes/<bucket>/analyze.txt`: the triage in the shape of `!analyze -v` output, so
+/// readers (and [`crate::parse_analyze`]) used to the debugger find the fields where they
+/// expect them. Only facts the dump holds are written: SYMBOL_NAME is `module+offset`
+/// unless a debugger named the function, and MODULE_NAME / IMAGE_NAME are left out when
+/// RIP is in no listed module (so re-signing the parsed text gives the same bucket).
+pub fn render_analyze(c: &CrashTriage, t: &Triage) -> String {
+    let mut out = String::new();
+    let b = &c.bugcheck;
+    let _ = writeln!(
+        out,
+        "hvlab crash triage (no debugger; fields as !analyze -v)"
+    );
+    let _ = writeln!(out, "Loading Dump File [{}]", c.dump.display());
+    let _ = writeln!(out, "{}", c.format_description);
+    if let Some(time) = t.system_time {
+        let _ = writeln!(
+            out,
+            "Debug session time: {}",
+            time.format("%a %b %e %H:%M:%S%.3f %Y (UTC + 0:00)")
+        );
+    }
+    if let Some(up) = t.uptime {
+        let s = up.as_secs();
+        let _ = writeln!(
+            out,
+            "System Uptime: {} days {}:{:02}:{:02}.{:03}",
+            s / 86400,
+            (s % 86400) / 3600,
+            (s % 3600) / 60,
+            s % 60,
+            up.subsec_millis()
+        );
+    }
+    let star = "*".repeat(79);
+    let _ = writeln!(
+        out,
+        "\n{star}\n*{:77}*\n*{:^77}*\n*{:77}*\n{star}\n",
+        "", "Bugcheck Analysis", ""
+    );
+    let name = b
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("BUGCHECK_{:X}", b.code));
+    let _ = writeln!(out, "{name} ({:x})", b.code);
+    if let Some(m) = &b.subcode_meaning {
+        let _ = writeln!(out, "{m}");
+    }
+    let _ = writeln!(out, "Arguments:");
+    for (i, p) in b.params.iter().enumerate() {
+        let _ = writeln!(out, "Arg{}: {p:016x}", i + 1);
+    }
+    let _ = writeln!(out, "\nDebugging Details:\n------------------\n");
+    let _ = writeln!(out, "BUGCHECK_CODE:  {:x}\n", b.code);
+    for (i, p) in b.params.iter().enumerate() {
+        let _ = writeln!(out, "BUGCHECK_P{}: {p:x}\n", i + 1);
+    }
+    let _ = writeln!(out, "DUMP_TYPE:  {}\n", c.format_description);
+    let _ = writeln!(out, "FAULTING_IP:  {}\n", windbg_addr(c.rip));
+    let stem = |n: &str| n.rsplit_once('.').map_or(n, |(s, _)| s).to_owned();
+    let symbol = match (&c.faulting_module, &c.signature.symbol) {
+        (Some(m), Some(s)) => Some(format!("{}!{s}", stem(&m.name))),
+        (Some(m), None) => Some(format!("{}+{:x}", stem(&m.name), m.offset)),
+        (None, _) => None,
+    };
+    if let Some(s) = &symbol {
+        let _ = writeln!(out, "SYMBOL_NAME:  {s}\n");
+    }
+    if let Some(m) = &c.faulting_module {
+        let _ = writeln!(out, "MODULE_NAME: {}\n", stem(&m.name));
+        let _ = writeln!(out, "IMAGE_NAME:  {}\n", m.name);
+    }
+    let place = match &c.faulting_module {
+        Some(m) => format!(
+            "{}!{}",
+            stem(&m.name),
+            c.signature.symbol.as_deref().unwrap_or("unknown_function")
+        ),
+        None => "Unknown_Module".to_owned(),
+    };
+    let _ = writeln!(out, "FAILURE_BUCKET_ID:  0x{:X}_{place}\n", b.code);
+    let _ = writeln!(out, "HVLAB_BUCKET_ID:  {}\n", c.bucket.id);
+    let _ = writeln!(out, "HVLAB_BUCKET_TITLE:  {}\n", c.bucket.title);
+    for w in &c.warnings {
+        let _ = writeln!(out, "HVLAB_WARNING:  {w}\n");
+    }
+    let _ = writeln!(
+        out,
+        "0: kd> lm\nstart             end                 module name"
+    );
+    for m in &c.modules {
+        let _ = writeln!(
+            out,
+            "{} {}   {:<20} {}",
+            windbg_addr(m.base),
+            windbg_addr(m.base.wrapping_add(m.size)),
+            stem(&m.name),
+            m.path
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DumpKind, DumpSpec, Module, parse_analyze, triage_bytes};
+
+    fn triaged(rip: u64) -> Triage {
+        let modules = vec![
+            Module::new("ntoskrnl.exe", 0xFFFF_F807_4A00_0000, 0x0104_6000),
+            Module::new("sample_ebpf_ext.sys", 0xFFFF_F807_5020_0000, 0x0001_0000),
+        ];
+        let spec = DumpSpec::new(
+            DumpKind::Kernel,
+            0x50,
+            [0xFFFF_B00A_1C2E_3000, 0, rip, 2],
+            rip,
+            modules,
+        );
+        triage_bytes(
+            std::path::Path::new("MEMORY.DMP"),
+            crate::dump_bytes(&spec).expect("dump"),
+        )
+        .expect("triage")
+    }
+
+    #[test]
+    fn analyze_text_parses_back_to_the_same_bugcheck_module_and_bucket() {
+        let t = triaged(0xFFFF_F807_5020_1A3C);
+        let sig = signature(&t, None);
+        let c = CrashTriage::new(&t, PathBuf::from("s/t/iter-1/dumps/MEMORY.DMP"), &sig, true);
+        let a = parse_analyze(&render_analyze(&c, &t)).expect("an analysis");
+        assert_eq!(a.bugcheck_code, Some(0x50));
+        assert_eq!(
+            a.bugcheck_name.as_deref(),
+            Some("PAGE_FAULT_IN_NONPAGED_AREA")
+        );
+        assert_eq!(a.bugcheck_args, t.bugcheck.params.to_vec());
+        assert_eq!(a.module_name.as_deref(), Some("sample_ebpf_ext"));
+        assert_eq!(a.image_name.as_deref(), Some("sample_ebpf_ext.sys"));
+        assert_eq!(a.symbol_name.as_deref(), Some("sample_ebpf_ext+1a3c"));
+        assert_eq!(
+            a.failure_bucket_id.as_deref(),
+            Some("0x50_sample_ebpf_ext!unknown_function")
+        );
+        // Whoever re-signs the text with the debugger path files it in the same bucket.
+        assert_eq!(signature(&t, Some(&a)), sig);
+    }
+
+    #[test]
+    fn analyze_text_without_a_faulting_module_names_none() {
+        let t = triaged(0x1000);
+        assert!(t.faulting_module.is_none());
+        let sig = signature(&t, None);
+        let c = CrashTriage::new(&t, PathBuf::from("MEMORY.DMP"), &sig, false);
+        let a = parse_analyze(&render_analyze(&c, &t)).expect("an analysis");
+        assert_eq!(
+            (&a.module_name, &a.image_name, &a.symbol_name),
+            (&None, &None, &None)
+        );
+        assert_eq!(a.failure_bucket_id.as_deref(), Some("0x50_Unknown_Module"));
+        assert_eq!(signature(&t, Some(&a)), sig);
     }
 }

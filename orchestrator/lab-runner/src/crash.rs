@@ -187,6 +187,7 @@ pub async fn collect(
                             new: rec.is_new,
                         });
                         bucket_notices(ctx, &rec);
+                        write_triage(ctx, &t, &sig, &rel, rec.is_new);
                     }
                     Err(e) => crash.triage_error = Some(error::text(&e)),
                 }
@@ -231,6 +232,49 @@ fn results_error(ctx: &UnitCtx<'_>, e: &crate::results::ResultsError) {
         message: format!("record results of {}: {}", ctx.unit, lab_error::Chain(e)),
         causes: vec![],
     });
+}
+
+/// Writes `crashes/<bucket>/triage.json` and `analyze.txt` for the first crash of the run
+/// in the bucket (later ones are the same signature; `index.json` lists them all). The
+/// folder exists before `CrashDetected` is sent, so no report links to a missing folder.
+fn write_triage(
+    ctx: &UnitCtx<'_>,
+    t: &crash_triage::Triage,
+    sig: &crash_triage::Signature,
+    dump_rel: &Path,
+    new: bool,
+) {
+    // The unit folder is `<run dir>/<unit_rel>`: walk up as many components.
+    let Some(run_dir) = ctx
+        .unit_dir
+        .ancestors()
+        .nth(ctx.unit_rel.components().count())
+    else {
+        return;
+    };
+    let dir = run_dir.join(crate::results::RunDir::crash_rel(&sig.id));
+    let json_path = dir.join("triage.json");
+    if json_path.exists() {
+        return;
+    }
+    let doc = crash_triage::report::CrashTriage::new(t, dump_rel.to_path_buf(), sig, new);
+    let write = |path: PathBuf, body: Vec<u8>| {
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| crate::results::ResultsError::CreateRunDir {
+                path: dir.clone(),
+                source,
+            })
+            .and_then(|()| crate::results::atomic_write(&path, &body))
+    };
+    // Plain data: serializing cannot fail, but a failure must not panic a worker either.
+    let json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    let text = crash_triage::report::render_analyze(&doc, t).into_bytes();
+    for (name, body) in [("analyze.txt", text), ("triage.json", json)] {
+        if let Err(e) = write(dir.join(name), body) {
+            results_error(ctx, &e);
+            return;
+        }
+    }
 }
 
 /// What recording a crash did to the index beyond the bucket itself: a corrupt index moved

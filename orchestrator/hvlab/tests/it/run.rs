@@ -430,3 +430,129 @@ fn a_reader_that_closes_the_pipe_early_ends_triage_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
+
+/// `href="..."` values of a page, HTML-unescaped and percent-decoded.
+fn hrefs(html: &str) -> Vec<String> {
+    html.split("href=\"")
+        .skip(1)
+        .map(|s| {
+            let raw = s[..s.find('"').unwrap()]
+                .replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&");
+            let b = raw.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' && i + 2 < b.len() {
+                    out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).unwrap());
+                    i += 3;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn every_link_in_index_html_resolves_and_crash_folders_hold_the_triage() {
+    let (sb, _) = fault_run();
+    let run = sb.run_dir();
+    let html = std::fs::read_to_string(run.join("index.html")).unwrap();
+    let links = hrefs(&html);
+    let relative: Vec<&String> = links
+        .iter()
+        .filter(|h| !h.contains("://") && !h.starts_with('/') && !h.starts_with('#'))
+        .collect();
+    assert!(
+        relative.iter().any(|h| h.starts_with("crashes/")),
+        "{links:?}"
+    );
+    for h in &relative {
+        assert!(run.join(h).exists(), "index.html links to missing {h}");
+    }
+
+    // Every crashed unit names its crash folder, and the folder lists it.
+    let sum: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let mut crashed = 0;
+    for u in sum["units"].as_array().unwrap() {
+        let Some(folder) = u["crash_dir"].as_str() else {
+            continue;
+        };
+        crashed += 1;
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join(folder).join("index.json")).unwrap())
+                .unwrap();
+        let listed = index["crashes"].as_array().unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|c| c["unit"] == u["unit"] && c["unit_dir"] == u["dir"]),
+            "{folder}/index.json lacks {}",
+            u["unit"]
+        );
+        for c in listed {
+            for d in c["dumps"].as_array().unwrap() {
+                assert!(run.join(d.as_str().unwrap()).is_file(), "{folder}: {d}");
+            }
+        }
+        if !folder.ends_with("untriaged") {
+            for f in ["analyze.txt", "triage.json"] {
+                assert!(run.join(folder).join(f).is_file(), "{folder}/{f}");
+            }
+        }
+    }
+    assert!(crashed >= 4, "{sum:#}");
+
+    let folder_of = |scenario: &str| -> std::path::PathBuf {
+        let u = sum["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["unit"]["scenario"] == scenario)
+            .unwrap();
+        run.join(u["crash_dir"].as_str().unwrap())
+    };
+    let hang =
+        std::fs::read_to_string(folder_of("fault-hang-on-unload").join("analyze.txt")).unwrap();
+    let a = crash_triage::parse_analyze(&hang).unwrap();
+    assert_eq!(a.bugcheck_code, Some(0x80), "{hang}");
+    assert_eq!(
+        a.image_name.as_deref(),
+        Some("sample_ext_hang_on_unload.sys"),
+        "{hang}"
+    );
+
+    let text =
+        std::fs::read_to_string(folder_of("fault-free-without-epoch").join("analyze.txt")).unwrap();
+    let a = crash_triage::parse_analyze(&text).unwrap();
+    assert_eq!(
+        (a.bugcheck_name.as_deref(), a.module_name.as_deref()),
+        (
+            Some("PAGE_FAULT_IN_NONPAGED_AREA"),
+            Some("sample_ext_free_without_epoch")
+        ),
+        "{text}"
+    );
+    insta::with_settings!({
+        filters => vec![
+            // Which template's dump is triaged first, and the guest's clock, vary per run.
+            (r"Loading Dump File \[.*\]", "Loading Dump File [DUMP]"),
+            (r"Debug session time: .*", "Debug session time: [TIME]"),
+            (r"System Uptime: .*", "System Uptime: [UPTIME]"),
+            // Addresses and offsets differ per run (allocation and load addresses).
+            (r"[0-9a-f]{8}`[0-9a-f]{8}", "[ADDR]"),
+            (r"(Arg[13]: )[0-9a-f]{16}", "$1[ADDR]"),
+            (r"(BUGCHECK_P[13]: )[0-9a-f]+", "$1[ADDR]"),
+            (r"\+[0-9a-f]+\n", "+[OFFSET]\n"),
+        ],
+    }, {
+        insta::assert_snapshot!(text);
+    });
+}

@@ -211,7 +211,12 @@ fn failures(h: &mut String, m: &RunModel) {
             let _ = writeln!(h, "<pre>{}</pre>", escape(&message));
         }
         for c in &u.crashes {
-            let _ = writeln!(h, "<p>{}</p>", escape(&text::crash(c)));
+            let _ = writeln!(
+                h,
+                "<p>{} (folder {})</p>",
+                escape(&text::crash(c)),
+                link(&super::crash_folder(c))
+            );
             if let Some(b) = &c.bucket {
                 let _ = writeln!(h, "<p>Crash {}</p>", escape(&text::bucket(b)));
             }
@@ -242,6 +247,19 @@ fn units(h: &mut String, m: &RunModel) {
             None if m.interrupted() => "run interrupted".to_owned(),
             None => "not run".to_owned(),
         };
+        // A unit that never started has no folder: no link that leads nowhere.
+        let ran = u.started_at.is_some()
+            || matches!(
+                u.outcome,
+                Some(
+                    UnitOutcome::Passed | UnitOutcome::Failed { .. } | UnitOutcome::Errored { .. }
+                )
+            );
+        let folder = if ran {
+            link(&RunDir::unit_rel(&u.id))
+        } else {
+            escape(&RunDir::unit_rel(&u.id).display().to_string())
+        };
         let _ = writeln!(
             h,
             "<tr><td class=\"{word}\">{word}</td><td><code>{}</code></td><td>{}</td><td>{}</td>\
@@ -251,7 +269,7 @@ fn units(h: &mut String, m: &RunModel) {
             u.seed.map(|s| s.to_string()).unwrap_or_default(),
             u.duration.map(text::duration).unwrap_or_default(),
             escape(&reason),
-            link(&RunDir::unit_rel(&u.id))
+            folder
         );
     }
     h.push_str("</table>\n");

@@ -19,7 +19,7 @@ pub fn case_name(u: &UnitRecord) -> String {
 /// Builds the testcase of one unit. `results_dir` makes attachment paths absolute, which
 /// is what the `[[ATTACHMENT|path]]` convention (Jenkins, GitLab) resolves best.
 pub fn unit_case(model: &RunModel, u: &UnitRecord, results_dir: &Path) -> TestCase {
-    let mut status = status(model, u);
+    let mut status = status(model, u, results_dir);
     // Errored attempts retried on a fresh VM: `flakyError` under a pass, `rerunError` under
     // an error or failure (quick-junit picks the element from the status).
     status.add_reruns(u.retries.iter().map(attempt_rerun));
@@ -67,7 +67,7 @@ pub fn unit_case(model: &RunModel, u: &UnitRecord, results_dir: &Path) -> TestCa
     case
 }
 
-fn status(model: &RunModel, u: &UnitRecord) -> TestCaseStatus {
+fn status(model: &RunModel, u: &UnitRecord, results_dir: &Path) -> TestCaseStatus {
     match &u.outcome {
         Some(UnitOutcome::Passed) => TestCaseStatus::success(),
         Some(UnitOutcome::Failed { message, crash }) => {
@@ -92,6 +92,11 @@ fn status(model: &RunModel, u: &UnitRecord) -> TestCaseStatus {
                     if let Some(e) = &c.triage_error {
                         let _ = write!(description, "\ntriage error: {e}");
                     }
+                    let _ = write!(
+                        description,
+                        "\ncrash folder: {}",
+                        results_dir.join(super::crash_folder(c)).display()
+                    );
                 }
                 None => {
                     s.set_message(text::first_line(message))

@@ -13,6 +13,7 @@
 //! [`Event::InfraError`], so the terminal, junit.xml and summary.json say which file could
 //! not be written and why, and the run ends with exit code 3.
 
+mod crash_dirs;
 #[cfg(test)]
 mod fixtures;
 mod guest_junit;
@@ -32,6 +33,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use crash_dirs::{CrashDirReporter, crash_folder};
 pub use html::HtmlReporter;
 pub use jsonl::{JsonLinesReporter, LineLog, Truncate};
 pub use junit::JunitReporter;
@@ -196,6 +198,8 @@ impl Fanout {
         f.hold_reserve(run_dir.path())?
             .push("terminal", terminal)
             .push("events.jsonl", events_log(run_dir)?)
+            // Before the files that link to crash folders, so the folders exist first.
+            .push("crashes", CrashDirReporter::new(run_dir.path()))
             .push("junit.xml", JunitReporter::new(run_dir.path()))
             .push("summary.json", SummaryReporter::new(run_dir.path()))
             .push("index.html", HtmlReporter::new(run_dir.path()))

@@ -61,6 +61,10 @@ pub struct UnitSummary {
     pub duration_secs: Option<f64>,
     pub crash: Option<Crash>,
     pub bucket: Option<String>,
+    /// The deciding crash's folder (`crashes/<bucket>` or `crashes/untriaged`), relative
+    /// to the run directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash_dir: Option<PathBuf>,
     /// Per-unit results folder, relative to the run directory.
     pub dir: PathBuf,
     /// Earlier attempts that errored (the lab failed) and were run again on a fresh VM.
@@ -84,6 +88,8 @@ pub struct BucketSummary {
     pub new: bool,
     pub count: usize,
     pub units: Vec<UnitId>,
+    /// `crashes/<bucket>`, relative to the run directory.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +124,7 @@ pub fn build_summary(model: &RunModel) -> Summary {
                 bucket: crash
                     .as_ref()
                     .and_then(|c| c.bucket.as_ref().map(|b| b.id.clone())),
+                crash_dir: crash.as_ref().map(super::crash_folder),
                 crash,
                 dir: RunDir::unit_rel(&u.id),
                 retries: u
@@ -141,6 +148,7 @@ pub fn build_summary(model: &RunModel) -> Summary {
         .buckets()
         .into_iter()
         .map(|b| BucketSummary {
+            dir: RunDir::crash_rel(&b.bucket.id),
             id: b.bucket.id,
             title: b.bucket.title,
             new: b.bucket.new,

@@ -769,3 +769,88 @@ fn the_standard_set_holds_a_reserve_until_the_run_finishes() {
     assert!(!reserve.exists());
     assert!(!f.failed());
 }
+
+#[test]
+fn every_crash_is_filed_in_a_crash_folder_the_reports_link_to() {
+    let us = [unit("s", "t", 1), unit("s", "t", 2), unit("s", "t", 3)];
+    let r = run(|s, _| {
+        s.start(&us).crash(&us[0], "vm-1").crash(&us[1], "vm-2");
+        let mut bad = super::fixtures::page_fault_crash("s/t/iter-3/dumps/MEMORY.DMP");
+        bad.bucket = None;
+        bad.triage_error = Some("triage s/t/iter-3/dumps/MEMORY.DMP: truncated".into());
+        s.steps(&us[2], "vm-1", &[("stress maps", StepOutcome::Crashed)])
+            .push(Event::CrashDetected {
+                unit: us[2].clone(),
+                vm: "vm-1".into(),
+                crash: bad.clone(),
+            })
+            .finish(
+                &us[2],
+                "vm-1",
+                UnitOutcome::Failed {
+                    message: "guest bugchecked".into(),
+                    crash: Some(bad),
+                },
+                &[],
+            );
+        s.end(stats(3, 0, 3, 0, 0, 3), 1, false);
+    });
+    let read = |rel: &str| -> Value {
+        serde_json::from_slice(&fs::read(r.dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")))
+            .unwrap()
+    };
+    let bucket = "crashes/0x50-sample_ebpf_ext.sys-map_find_entry";
+    let idx = read(&format!("{bucket}/index.json"));
+    assert_eq!(
+        idx["bucket"]["title"],
+        "PAGE_FAULT_IN_NONPAGED_AREA in sample_ebpf_ext.sys!map_find_entry"
+    );
+    let crashes = idx["crashes"].as_array().unwrap();
+    assert_eq!(crashes.len(), 2, "{idx:#}");
+    for (c, u) in crashes.iter().zip(&us) {
+        assert_eq!(
+            c["unit"]["iteration"].as_u64(),
+            Some(u64::from(u.iteration))
+        );
+        assert_eq!(c["unit_dir"], format!("s/t/iter-{}", u.iteration));
+        assert_eq!(
+            c["dumps"][0],
+            format!("s/t/iter-{}/MEMORY.DMP", u.iteration)
+        );
+        assert_eq!(c["seed"].as_u64(), Some(super::fixtures::seed_of(u)));
+        assert_eq!(c["bugcheck"]["code"], 0x50);
+        assert!(c.get("triage_error").is_none(), "{c:#}");
+    }
+    let untriaged = read("crashes/untriaged/index.json");
+    assert_eq!(untriaged["bucket"], Value::Null);
+    assert_eq!(untriaged["crashes"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        untriaged["crashes"][0]["triage_error"],
+        "triage s/t/iter-3/dumps/MEMORY.DMP: truncated"
+    );
+    assert_eq!(untriaged["crashes"][0]["unit_dir"], "s/t/iter-3");
+
+    let sum = r.summary();
+    assert_eq!(sum["units"][0]["crash_dir"], bucket);
+    assert_eq!(sum["units"][2]["crash_dir"], "crashes/untriaged");
+    assert_eq!(sum["crash_buckets"][0]["dir"], bucket);
+
+    let html = r.html();
+    for folder in [bucket, "crashes/untriaged"] {
+        assert!(html.contains(&format!("href=\"{folder}\"")), "{html}");
+        assert!(r.dir.join(folder).is_dir());
+    }
+    let j = r.junit();
+    let c = case(suite(&j, "s@t"), "iter-3");
+    let TestCaseStatus::NonSuccess { description, .. } = &c.status else {
+        panic!("{:?}", c.status)
+    };
+    let want = format!(
+        "crash folder: {}",
+        r.dir.join("crashes/untriaged").display()
+    );
+    assert!(
+        description.as_ref().unwrap().as_str().contains(&want),
+        "{description:?}"
+    );
+}
