@@ -5,20 +5,11 @@ use std::collections::BTreeMap;
 
 use super::Walk;
 use crate::diag::Related;
-use crate::model::invocation::InvocationContext;
 use crate::model::{CounterCheck, Exec, Payload, RunTool, Tool, ToolRef};
 use crate::validate::payload::{in_range, typed_value};
-use crate::validate::{Cx, list};
+use crate::validate::{CHECK_CONTEXT, Cx, list};
 use crate::values::Sp;
 use crate::wire::scenario::{ExecWire, RangeWire, RunExpectWire, RunWire};
-
-/// Built-in values for rendering a command line once at validation time.
-const CHECK_CONTEXT: InvocationContext<'static> = InvocationContext {
-    seed: 1,
-    iteration: 0,
-    vm: "vm",
-    scenario: "scenario",
-};
 
 pub(super) fn run(cx: &mut Cx<'_>, walk: &Walk<'_>, w: &RunWire, p: &str) -> Option<RunTool> {
     let payload = walk.payload;
