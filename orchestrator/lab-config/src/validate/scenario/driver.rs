@@ -8,34 +8,35 @@ use crate::validate::{Cx, list};
 use crate::values::Sp;
 use crate::wire::scenario::{DriverOpWire, DriverState};
 
-pub(super) fn start(
-    cx: &mut Cx<'_>,
-    walk: &Walk<'_>,
-    w: &DriverOpWire,
-    kp: &str,
-) -> Option<StepKind> {
-    let running = DriverState::Running;
-    driver_op(cx, walk, w, kp, running, &[running]).map(StepKind::DriverStart)
+use DriverState::{Running, StopPending, Stopped};
+
+/// The state a driver step ends in without `expect`, and the states `expect` may name.
+pub(super) struct Ends {
+    default: DriverState,
+    allowed: &'static [DriverState],
 }
 
-pub(super) fn stop(
-    cx: &mut Cx<'_>,
-    walk: &Walk<'_>,
-    w: &DriverOpWire,
-    kp: &str,
-) -> Option<StepKind> {
-    let allowed = [DriverState::Stopped, DriverState::StopPending];
-    driver_op(cx, walk, w, kp, DriverState::Stopped, &allowed).map(StepKind::DriverStop)
-}
+/// `driver_start` and `driver_restart`.
+pub(super) const RUNNING: Ends = Ends {
+    default: Running,
+    allowed: &[Running],
+};
 
-pub(super) fn restart(
+/// `driver_stop`: it may also be told to end in STOP_PENDING (`expect: stop_pending`).
+pub(super) const STOPPED: Ends = Ends {
+    default: Stopped,
+    allowed: &[Stopped, StopPending],
+};
+
+/// `driver_start`, `driver_stop` and `driver_restart`.
+pub(super) fn op(
     cx: &mut Cx<'_>,
     walk: &Walk<'_>,
     w: &DriverOpWire,
     kp: &str,
-) -> Option<StepKind> {
-    let running = DriverState::Running;
-    driver_op(cx, walk, w, kp, running, &[running]).map(StepKind::DriverRestart)
+    ends: &Ends,
+) -> Option<DriverOp> {
+    driver_op(cx, walk, w, kp, ends.default, ends.allowed)
 }
 
 pub(super) fn wait(
@@ -52,12 +53,8 @@ pub(super) fn wait(
             "`driver_wait` needs `expect` (running, stopped or stop_pending)",
         );
     }
-    let allowed = [
-        DriverState::Running,
-        DriverState::Stopped,
-        DriverState::StopPending,
-    ];
-    driver_op(cx, walk, w, kp, DriverState::Stopped, &allowed).map(StepKind::DriverWait)
+    let allowed = [Running, Stopped, StopPending];
+    driver_op(cx, walk, w, kp, Stopped, &allowed).map(StepKind::DriverWait)
 }
 
 fn driver_op(

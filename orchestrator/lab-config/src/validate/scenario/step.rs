@@ -112,9 +112,12 @@ fn kind(
 ) -> Option<StepKind> {
     match kind_name {
         "deploy" => Some(StepKind::Deploy),
-        "driver_start" => driver::start(cx, walk, s.driver_start.as_ref()?, kp),
-        "driver_stop" => driver::stop(cx, walk, s.driver_stop.as_ref()?, kp),
-        "driver_restart" => driver::restart(cx, walk, s.driver_restart.as_ref()?, kp),
+        "driver_start" => driver::op(cx, walk, s.driver_start.as_ref()?, kp, &driver::RUNNING)
+            .map(StepKind::DriverStart),
+        "driver_stop" => driver::op(cx, walk, s.driver_stop.as_ref()?, kp, &driver::STOPPED)
+            .map(StepKind::DriverStop),
+        "driver_restart" => driver::op(cx, walk, s.driver_restart.as_ref()?, kp, &driver::RUNNING)
+            .map(StepKind::DriverRestart),
         "driver_wait" => driver::wait(cx, walk, s.driver_wait.as_ref()?, kp),
         "run" => program::run(cx, walk, s.run.as_ref()?, kp).map(StepKind::Run),
         "exec" => program::exec(cx, walk, s.exec.as_ref()?, kp).map(StepKind::Exec),
