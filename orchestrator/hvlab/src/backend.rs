@@ -10,7 +10,7 @@ use lab_backends::hyperv::{
     AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
     LocalPowerShell, RemotePowerShell, TemplateConfig, Timing, dry_run,
 };
-use lab_backends::sim::{GuestLauncher, SimHypervisor, default_root};
+use lab_backends::sim::{GuestLauncher, SimHypervisor};
 use lab_backends::{ServiceSpec, StartType, VmSpec};
 use lab_config::{
     CheckpointType, Connection, GuestTransportKind, HyperVLab, Lab, LabBackend, Plan,
@@ -21,25 +21,20 @@ use lab_transport::{
 };
 
 use crate::error::CliError;
+use crate::settings::EnvSettings;
 
 /// The hidden verb a simulated VM runs (`hvlab __sim-guest --disk DIR`).
 pub const GUEST_VERB: &str = "__sim-guest";
 
-/// The simulated lab's state directory: `HVLAB_SIM_ROOT`, else a per-user temp folder.
-pub fn sim_root() -> std::path::PathBuf {
-    std::env::var_os("HVLAB_SIM_ROOT")
-        .map(Into::into)
-        .unwrap_or_else(default_root)
-}
-
-/// The simulated hypervisor, launching guests as this very executable.
-pub fn sim() -> Result<SimHypervisor, CliError> {
+/// The simulated hypervisor (state under `env.sim_root`), launching guests as this very
+/// executable.
+pub fn sim(env: &EnvSettings) -> Result<SimHypervisor, CliError> {
     let exe = std::env::current_exe().map_err(|source| CliError::Io {
         action: "find the hvlab executable to start simulated guests".into(),
         source,
     })?;
     Ok(SimHypervisor::new(
-        sim_root(),
+        env.sim_root.clone(),
         GuestLauncher {
             program: exe,
             args: vec![GUEST_VERB.into()],
@@ -48,15 +43,15 @@ pub fn sim() -> Result<SimHypervisor, CliError> {
 }
 
 /// A backend for `lab`. Hyper-V host credentials are read here, at connect time.
-pub fn connect(lab: &Lab) -> Result<AnyHypervisor, CliError> {
+pub fn connect(lab: &Lab, env: &EnvSettings) -> Result<AnyHypervisor, CliError> {
     match &lab.backend {
-        LabBackend::Sim(_) => Ok(AnyHypervisor::Sim(sim()?)),
+        LabBackend::Sim(_) => Ok(AnyHypervisor::Sim(sim(env)?)),
         LabBackend::HyperV(hv) => {
             let config = hyperv_config(hv, true);
             let hosts = hv
                 .hosts
                 .iter()
-                .map(|h| connect_host(h).map(Arc::new))
+                .map(|h| connect_host(h, env).map(Arc::new))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(AnyHypervisor::HyperV(HyperV::new(config, hosts)))
         }
@@ -70,7 +65,7 @@ fn secret(r: &lab_config::SecretRef) -> lab_transport::SecretRef {
     }
 }
 
-fn connect_host(h: &lab_config::Host) -> Result<AnyPsHost, CliError> {
+fn connect_host(h: &lab_config::Host, env: &EnvSettings) -> Result<AnyPsHost, CliError> {
     let infra =
         |what: String| CliError::infra_msg(format!("connect to Hyper-V host {}: {what}", h.name));
     let address = || {
@@ -130,9 +125,7 @@ fn connect_host(h: &lab_config::Host) -> Result<AnyPsHost, CliError> {
             };
             // lab-transport checks host keys against known_hosts; the lab file's
             // host_key_sha256 is documented as the fingerprint to check that entry against.
-            let known_hosts = std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".ssh").join("known_hosts"))
-                .unwrap_or_else(|| PathBuf::from("known_hosts"));
+            let known_hosts = env.known_hosts();
             let cfg = SshConfig::new(
                 address()?,
                 credentials.user.clone(),

@@ -9,6 +9,7 @@ pub mod error;
 pub use lab_error::exit;
 pub mod logging;
 pub mod root;
+pub mod settings;
 
 use std::process::ExitCode;
 
@@ -16,11 +17,12 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 use crate::error::{CliError, print_error};
+use crate::settings::EnvSettings;
 
 /// Parses the process arguments, runs the command and returns its exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    ExitCode::from(match dispatch(cli) {
+    ExitCode::from(match dispatch(cli, &EnvSettings::from_env()) {
         Ok(code) => code,
         Err(e) => {
             print_error(&e);
@@ -29,8 +31,9 @@ pub fn run() -> ExitCode {
     })
 }
 
-/// Runs one parsed command; `Ok` carries the exit code of a command that ran to the end.
-pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
+/// Runs one parsed command with the environment resolved into `env`; `Ok` carries the exit
+/// code of a command that ran to the end.
+pub fn dispatch(cli: Cli, env: &EnvSettings) -> Result<u8, CliError> {
     if let Command::SimGuest(args) = &cli.command {
         return Ok(commands::guest::run(args));
     }
@@ -38,9 +41,9 @@ pub fn dispatch(cli: Cli) -> Result<u8, CliError> {
     match cli.command {
         Command::Validate(args) => commands::validate::run(&root, &args),
         Command::Schema(args) => commands::schema::run(&root, &args),
-        Command::Run(args) => commands::run::run_cmd(&root, &args),
-        Command::Repro(args) => commands::repro::run_cmd(&root, &args),
-        Command::Lab(args) => commands::lab::run(&args),
+        Command::Run(args) => commands::run::run_cmd(&root, &args, env),
+        Command::Repro(args) => commands::repro::run_cmd(&root, &args, env),
+        Command::Lab(args) => commands::lab::run(&args, env),
         Command::Triage(args) => commands::triage::run(&args),
         Command::SimGuest(_) => unreachable!("handled above"),
     }

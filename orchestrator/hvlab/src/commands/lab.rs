@@ -5,11 +5,12 @@ use lab_backends::Hypervisor;
 
 use crate::cli::{LabArgs, LabCommand};
 use crate::error::CliError;
+use crate::settings::EnvSettings;
 use crate::{backend, exit};
 
 /// Runs `hvlab lab ...`.
-pub fn run(args: &LabArgs) -> Result<u8, CliError> {
-    let hv = backend::sim()?;
+pub fn run(args: &LabArgs, env: &EnvSettings) -> Result<u8, CliError> {
+    let hv = backend::sim(env)?;
     let rt = crate::runtime(false)?;
     rt.block_on(async {
         let vms = hv

@@ -14,6 +14,7 @@ use lab_runner::signals::SignalSource;
 use crate::cli::{Format, ReproArgs};
 use crate::commands::run::{lab_path, select_plan};
 use crate::error::CliError;
+use crate::settings::EnvSettings;
 use crate::{backend, logging};
 
 /// What to run, resolved from the arguments (and, for `--replay`, the recorded run).
@@ -99,7 +100,7 @@ fn resolve(args: &ReproArgs, results_root: &Path) -> Result<Target, CliError> {
 }
 
 /// Runs `hvlab repro`.
-pub fn run_cmd(root: &Path, args: &ReproArgs) -> Result<u8, CliError> {
+pub fn run_cmd(root: &Path, args: &ReproArgs, env: &EnvSettings) -> Result<u8, CliError> {
     let results_root = args.results.clone().unwrap_or_else(|| root.join("results"));
     let target = resolve(args, &results_root)?;
     let lab = lab_path(root, args.lab.as_deref())?;
@@ -139,8 +140,7 @@ pub fn run_cmd(root: &Path, args: &ReproArgs) -> Result<u8, CliError> {
     let terminal = match args.format {
         Format::Human => Terminal::Human {
             out: Box::new(std::io::stderr()),
-            color: std::io::stderr().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            color: std::io::stderr().is_terminal() && !env.no_color,
         },
         Format::Json => Terminal::Json {
             out: Box::new(std::io::stdout()),
@@ -148,7 +148,7 @@ pub fn run_cmd(root: &Path, args: &ReproArgs) -> Result<u8, CliError> {
     };
     let rt = crate::runtime(true)?;
     rt.block_on(async {
-        let hypervisor = backend::connect(&plan.lab)?;
+        let hypervisor = backend::connect(&plan.lab, env)?;
         let settings = ReproSettings {
             plan,
             hypervisor,

@@ -12,6 +12,7 @@ use lab_runner::signals::SignalSource;
 
 use crate::cli::{Format, RunArgs};
 use crate::error::CliError;
+use crate::settings::EnvSettings;
 use crate::{backend, logging};
 
 /// Picks the lab file: `--lab`, else the default sim lab under the root.
@@ -104,7 +105,7 @@ pub fn select_plan(
 }
 
 /// Runs `hvlab run`.
-pub fn run_cmd(root: &Path, args: &RunArgs) -> Result<u8, CliError> {
+pub fn run_cmd(root: &Path, args: &RunArgs, env: &EnvSettings) -> Result<u8, CliError> {
     let lab = lab_path(root, args.lab.as_deref())?;
     let plan = select_plan(root, &lab, &args.scenarios, &args.tag)?;
     if args.dry_run {
@@ -119,11 +120,11 @@ pub fn run_cmd(root: &Path, args: &RunArgs) -> Result<u8, CliError> {
         Format::Human => OutputFormat::Human,
         Format::Json => OutputFormat::Json,
     };
-    let reporters = Fanout::standard(&run_dir, TerminalOptions::detect(format))
+    let reporters = Fanout::standard(&run_dir, TerminalOptions::detect(format, env.no_color))
         .map_err(|e| CliError::infra("start the run", e))?;
     let rt = crate::runtime(true)?;
     rt.block_on(async {
-        let hypervisor = backend::connect(&plan.lab)?;
+        let hypervisor = backend::connect(&plan.lab, env)?;
         let settings = RunSettings {
             plan,
             hypervisor,

@@ -16,6 +16,7 @@
 pub mod archive;
 pub mod dry_run;
 pub mod error;
+#[cfg(feature = "test-support")]
 pub mod fake;
 mod guest;
 pub mod host;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::Origin;
+use crate::model::invocation::InvocationContext;
 use crate::values::{HumanDuration, Loc, Sp};
 
 /// The validation context of one file.
@@ -171,6 +172,15 @@ impl Diagnostics {
         self.items_mut().last_mut()
     }
 }
+
+/// Sample built-in values for rendering a command line once at validation time, so a
+/// template that cannot render is a config error and not a mid-run surprise.
+pub(crate) const CHECK_CONTEXT: InvocationContext<'static> = InvocationContext {
+    seed: 1,
+    iteration: 0,
+    vm: "vm",
+    scenario: "scenario",
+};
 
 /// `a`, `b` and `c` for messages.
 pub(crate) fn list(names: &[&str]) -> String {

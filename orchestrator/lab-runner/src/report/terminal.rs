@@ -34,11 +34,10 @@ pub struct TerminalOptions {
 }
 
 impl TerminalOptions {
-    /// Colours and bars only when stderr is a terminal; no colours when `NO_COLOR` is set
-    /// to anything non-empty (no-color.org).
-    pub fn detect(format: OutputFormat) -> Self {
+    /// Colours and bars only when stderr is a terminal; no colours when `no_color` (the
+    /// caller resolves `NO_COLOR`, no-color.org, from its environment).
+    pub fn detect(format: OutputFormat, no_color: bool) -> Self {
         let tty = io::stderr().is_terminal();
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         TerminalOptions {
             format,
             color: tty && !no_color,
