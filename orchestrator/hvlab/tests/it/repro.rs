@@ -59,6 +59,7 @@ fn search_dir(sb: &Sandbox) -> PathBuf {
 fn search() -> &'static (Sandbox, Output) {
     static RUN: OnceLock<(Sandbox, Output)> = OnceLock::new();
     RUN.get_or_init(|| {
+        let _timing = crate::support::timing_sensitive();
         let sb = Sandbox::new();
         let scenario = repo_root().join(SCENARIO);
         let out = repro(
@@ -161,6 +162,7 @@ fn the_hot_unload_race_is_found_with_its_bucket_rate_and_replay_command() {
 #[test]
 fn a_replayed_seed_reproduces_its_failure() {
     let (sb, _) = search();
+    let _timing = crate::support::timing_sensitive();
     let run = search_dir(sb);
     let rec = json(&run.join("repro.json"));
     let bucket = &rec["buckets"][0];

@@ -22,6 +22,7 @@ fn default_run() -> &'static (Sandbox, Output) {
 fn fault_run() -> &'static (Sandbox, Output) {
     static RUN: OnceLock<(Sandbox, Output)> = OnceLock::new();
     RUN.get_or_init(|| {
+        let _timing = crate::support::timing_sensitive();
         let sb = Sandbox::new();
         let out = sb
             .run(&["--tag", "fault", "--seed", "2", "--vms", "2"])

@@ -122,3 +122,19 @@ pub fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Serialises the CPU hog of the load test against the tests that need a race to fire with
+/// its usual timing (fault runs, repro searches and replays): they hold [`timing_sensitive`]
+/// while their runs execute, the load test holds [`exclusive_load`]. Without it the hog,
+/// started by a test running in parallel, would slow the races those tests expect to see.
+static LOAD: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn timing_sensitive() -> std::sync::RwLockReadGuard<'static, ()> {
+    LOAD.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub fn exclusive_load() -> std::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
