@@ -144,12 +144,13 @@ pub async fn run_with_source(
     let (tx, mut rx) = crate::exec::EventTx::channel();
     let cancel = CancellationToken::new();
     let all_units: Vec<UnitId> = source.planned();
+    // The dispatcher's own events; the units' are capped by `EventTx::send`.
     let emit = |reporters: &mut Fanout, event: Event| {
         forward(
             reporters,
             Envelope {
                 at: Utc::now(),
-                event,
+                event: event.bounded(),
             },
         )
     };
@@ -297,9 +298,7 @@ pub async fn run_with_source(
 }
 
 /// Hands one event to every reporter; a failing reporter is logged, the run goes on.
-fn forward(reporters: &mut Fanout, mut env: Envelope) {
-    // Every event reaches the reporters through here: cap its free text once for all.
-    env.event = env.event.bounded();
+fn forward(reporters: &mut Fanout, env: Envelope) {
     if let Err(e) = reporters.event(&env) {
         tracing::error!(error = %e, "a reporter failed");
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, FixedOffset, Utc};
 use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestRerun};
 
-use super::model::{Attempt, RunModel, UnitRecord};
+use super::model::{Attempt, RunModel, StepRecord, UnitRecord};
 use super::text;
 use crate::events::{CrashKind, UnitOutcome};
 
@@ -132,20 +132,7 @@ fn timeline(u: &UnitRecord, attachments: &[String]) -> (String, String) {
     let mut err = String::new();
     let t0 = u.started_at.or(u.steps.first().map(|s| s.started_at));
     for s in &u.steps {
-        let offset = t0
-            .and_then(|t0| (s.started_at - t0).to_std().ok())
-            .unwrap_or_default();
-        let result = match (&s.outcome, s.duration) {
-            (Some(o), Some(d)) => format!("{} in {}", text::step_outcome(o), text::duration(d)),
-            _ => "did not finish".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "[+{}] {} {}: {result}",
-            text::duration(offset),
-            s.path,
-            s.label
-        );
+        step_line(&mut out, s, t0);
         let failed = !matches!(s.outcome, Some(crate::events::StepOutcome::Passed));
         if let (true, Some(o)) = (failed, &s.output) {
             if let Some(code) = o.exit_code {
@@ -171,6 +158,24 @@ fn timeline(u: &UnitRecord, attachments: &[String]) -> (String, String) {
     (out, err)
 }
 
+/// One timeline line: `[+offset] path label: outcome in duration`, offset from `t0`.
+fn step_line(out: &mut String, s: &StepRecord, t0: Option<DateTime<Utc>>) {
+    let offset = t0
+        .and_then(|t0| (s.started_at - t0).to_std().ok())
+        .unwrap_or_default();
+    let result = match (&s.outcome, s.duration) {
+        (Some(o), Some(d)) => format!("{} in {}", text::step_outcome(o), text::duration(d)),
+        _ => "did not finish".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "[+{}] {} {}: {result}",
+        text::duration(offset),
+        s.path,
+        s.label
+    );
+}
+
 /// An errored attempt as a rerun entry: its message, VM and step timeline.
 fn attempt_rerun(a: &Attempt) -> TestRerun {
     let (kind, ty) = match &a.outcome {
@@ -183,9 +188,8 @@ fn attempt_rerun(a: &Attempt) -> TestRerun {
         .set_type(ty)
         .set_time(a.duration);
     let full = match &a.outcome {
-        UnitOutcome::Errored { message, .. } | UnitOutcome::Failed { message, .. } => {
-            message.clone()
-        }
+        UnitOutcome::Errored { message, causes } => UnitOutcome::error_text(message, causes),
+        UnitOutcome::Failed { message, .. } => message.clone(),
         other => text::outcome_reason(other),
     };
     let vm = a.vm.as_deref().unwrap_or("no VM");
@@ -195,21 +199,7 @@ fn attempt_rerun(a: &Attempt) -> TestRerun {
     }
     let mut out = String::new();
     for s in &a.steps {
-        let offset = a
-            .started_at
-            .and_then(|t0| (s.started_at - t0).to_std().ok())
-            .unwrap_or_default();
-        let result = match (&s.outcome, s.duration) {
-            (Some(o), Some(d)) => format!("{} in {}", text::step_outcome(o), text::duration(d)),
-            _ => "did not finish".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "[+{}] {} {}: {result}",
-            text::duration(offset),
-            s.path,
-            s.label
-        );
+        step_line(&mut out, s, a.started_at);
     }
     if !out.is_empty() {
         r.set_system_out(out);
