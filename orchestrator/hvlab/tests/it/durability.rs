@@ -302,3 +302,18 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_bad_keep_dumps_value_is_a_usage_error_that_names_it() {
+    let sb = Sandbox::new();
+    for bad in ["foo", "1.5", ""] {
+        let out = sb.run(&["smoke", "--keep-dumps", bad]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out));
+        let t = text(&out);
+        assert!(
+            t.contains("--keep-dumps") && t.contains("expected `all` or a number of dumps"),
+            "{bad:?}: {t}"
+        );
+    }
+    assert!(!sb.results().exists(), "a usage error starts no run");
+}
