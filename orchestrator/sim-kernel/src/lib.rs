@@ -33,6 +33,8 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p sim-kernel --release --lib loom`
 //! (use a separate `CARGO_TARGET_DIR` to keep the normal build cache).
 
+#[cfg(test)]
+mod bounded;
 mod bugcheck;
 mod epoch;
 mod error;

@@ -46,7 +46,9 @@ impl Rundown {
         let mut s = lock(&self.state);
         debug_assert!(s.refs > 0, "rundown released more often than acquired");
         s.refs = s.refs.saturating_sub(1);
-        if s.refs == 0 && s.closing {
+        // Wakes on every drop to zero, closing or not: a notify nobody waits for is cheap,
+        // and "is anyone closing" was an optimisation no test could tell from its absence.
+        if s.refs == 0 {
             self.drained.notify_all();
         }
     }
@@ -148,40 +150,211 @@ impl Nmr {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    //! Rule tests of `EX_RUNDOWN_REF` and NMR deregistration, the heart of hot unload. Every
+    //! wait is bounded: a model that stalls fails here within seconds, naming the wait.
     use super::*;
+    use crate::bounded;
+    use crate::inner::KernelInner;
+    use crate::pool::OwnerId;
+    use crate::sample_ext::SampleExt;
+    use crate::types::KernelConfig;
 
+    fn registration(k: &KernelInner, map_type: u32) -> Arc<Registration> {
+        Arc::new(Registration {
+            map_type,
+            provider: Arc::new(SampleExt::new(k, ModuleId(1), OwnerId(1), vec![])),
+            module: ModuleId(1),
+            module_loaded: Arc::new(AtomicBool::new(true)),
+            rundown: Rundown::default(),
+        })
+    }
+
+    fn closing(r: &Rundown) -> bool {
+        lock(&r.state).closing
+    }
+
+    /// `ExWaitForRundownProtectionRelease` on its own thread; returns what it returned and
+    /// the reference count it saw on return.
+    fn start_wait(r: &Arc<Rundown>) -> std::thread::JoinHandle<(Result<(), Cancelled>, u64)> {
+        let r = r.clone();
+        std::thread::spawn(move || {
+            let res = r.wait_for_release();
+            (res, r.refs())
+        })
+    }
+
+    /// Rule: a closed rundown refuses new acquires (`ExAcquireRundownProtection` fails once
+    /// rundown began), without waiting for the references already taken.
+    #[test]
+    fn a_closed_rundown_refuses_new_acquires() {
+        let r = Rundown::default();
+        assert!(r.acquire(), "an open rundown grants references");
+        assert_eq!(r.refs(), 1);
+        r.close();
+        assert!(!r.acquire(), "acquire after close must fail");
+        assert_eq!(r.refs(), 1, "a refused acquire takes no reference");
+        r.release();
+        assert_eq!(r.refs(), 0);
+    }
+
+    /// Rule: the rundown wait refuses new references at once and returns only when the
+    /// last old one is released.
     #[test]
     fn rundown_refuses_new_references_once_closing_and_waits_for_old_ones() {
         let r = Arc::new(Rundown::default());
         assert!(r.acquire());
         assert!(r.acquire());
-        let waiter = {
-            let r = r.clone();
-            std::thread::spawn(move || r.wait_for_release())
-        };
-        while !lock(&r.state).closing {
-            std::thread::yield_now();
-        }
+        let waiter = start_wait(&r);
+        bounded::until("the rundown wait to begin", || closing(&r));
         assert!(!r.acquire(), "acquire after rundown began must fail");
         r.release();
-        assert!(!waiter.is_finished());
+        assert!(!waiter.is_finished(), "returned with a reference held");
         r.release();
-        assert_eq!(waiter.join().unwrap(), Ok(()));
+        let (res, refs) = bounded::join("the rundown wait after the last release", waiter);
+        assert_eq!(res, Ok(()));
+        assert_eq!(refs, 0, "the wait returned while a reference was held");
+    }
+
+    /// Rule: a rundown with no references outstanding completes at once.
+    #[test]
+    fn a_rundown_without_references_completes_at_once() {
+        let r = Rundown::default();
+        assert_eq!(
+            bounded::within("an idle rundown", move || r.wait_for_release()),
+            Ok(())
+        );
     }
 
     #[test]
     fn cancel_ends_the_wait() {
         let r = Arc::new(Rundown::default());
         assert!(r.acquire());
-        let waiter = {
-            let r = r.clone();
-            std::thread::spawn(move || r.wait_for_release())
-        };
-        while !lock(&r.state).closing {
-            std::thread::yield_now();
-        }
+        let waiter = start_wait(&r);
+        bounded::until("the rundown wait to begin", || closing(&r));
         r.cancel();
-        assert_eq!(waiter.join().unwrap(), Err(Cancelled));
+        let (res, refs) = bounded::join("the cancelled rundown wait", waiter);
+        assert_eq!(res, Err(Cancelled));
+        assert_eq!(refs, 1, "cancel ends the wait, it does not drop references");
+    }
+
+    /// Rule: one provider registration per NPI and map type (`NmrRegisterProvider` fails
+    /// with STATUS_OBJECT_NAME_COLLISION for a second one).
+    #[test]
+    fn a_map_type_has_at_most_one_provider() {
+        let k = KernelInner::new(KernelConfig::default());
+        let nmr = Nmr::default();
+        let (a, b) = (registration(&k, 15), registration(&k, 15));
+        assert!(nmr.register(a.clone()));
+        assert!(
+            !nmr.register(b),
+            "a second provider for type 15 must be refused"
+        );
+        assert!(nmr.get(15).is_some_and(|r| Arc::ptr_eq(&r, &a)));
+        assert!(
+            nmr.register(registration(&k, 16)),
+            "another type is independent"
+        );
+    }
+
+    /// Rule: a client (map) binds only to a registered provider, and binding takes a
+    /// rundown reference on it.
+    #[test]
+    fn attaching_takes_a_rundown_reference_on_the_registered_provider() {
+        let k = KernelInner::new(KernelConfig::default());
+        let nmr = Nmr::default();
+        assert!(nmr.attach(15).is_none(), "no provider: no binding");
+        let reg = registration(&k, 15);
+        assert!(nmr.register(reg.clone()));
+        let bound = nmr.attach(15).expect("binds to the registered provider");
+        assert!(Arc::ptr_eq(&bound, &reg));
+        assert_eq!(reg.rundown.refs(), 1);
+        assert!(nmr.attach(16).is_none(), "other types stay unbound");
+    }
+
+    /// Rule: deregistration completes only after the last client detaches, and no new
+    /// client binds once it began.
+    #[test]
+    fn deregistration_completes_only_after_the_last_client_detaches() {
+        let k = KernelInner::new(KernelConfig::default());
+        let nmr = Arc::new(Nmr::default());
+        let reg = registration(&k, 15);
+        assert!(nmr.register(reg.clone()));
+        let maps = [nmr.attach(15).unwrap(), nmr.attach(15).unwrap()];
+        nmr.begin_deregister(&reg);
+        assert!(
+            nmr.attach(15).is_none(),
+            "a new map bound while deregistering"
+        );
+        let unload = {
+            let (nmr, reg) = (nmr.clone(), reg.clone());
+            std::thread::spawn(move || {
+                let res = reg.rundown.wait_for_release();
+                nmr.end_deregister(&reg);
+                (res, reg.rundown.refs())
+            })
+        };
+        bounded::until("the detach to wait for the rundown", || {
+            closing(&reg.rundown)
+        });
+        maps[0].rundown.release();
+        assert!(
+            !unload.is_finished(),
+            "detach finished with a map still bound"
+        );
+        maps[1].rundown.release();
+        let (res, refs) = bounded::join("the detach after the last map went", unload);
+        assert_eq!((res, refs), (Ok(()), 0));
+        drop(maps);
+        assert_eq!(
+            Arc::strong_count(&reg),
+            1,
+            "a completed deregistration leaves the NMR holding the provider"
+        );
+    }
+
+    /// Rule: deregistering an old registration never removes a newer provider of the type
+    /// (a driver restarted while the old instance's detach is still pending).
+    #[test]
+    fn deregistering_an_old_registration_keeps_its_successor() {
+        let k = KernelInner::new(KernelConfig::default());
+        let nmr = Nmr::default();
+        let (old, new) = (registration(&k, 15), registration(&k, 15));
+        assert!(nmr.register(old.clone()));
+        nmr.begin_deregister(&old);
+        assert!(nmr.get(15).is_none(), "deregistration removes the provider");
+        assert!(nmr.register(new.clone()), "the type is free again");
+        nmr.begin_deregister(&old);
+        nmr.end_deregister(&old);
+        assert!(nmr.get(15).is_some_and(|r| Arc::ptr_eq(&r, &new)));
+    }
+
+    /// Rule: a halt ends every pending deregistration wait (a bugcheck must not leave the
+    /// unload thread blocked), and a later wait on a still-registered provider too.
+    #[test]
+    fn a_halt_ends_pending_deregistrations() {
+        let k = KernelInner::new(KernelConfig::default());
+        let nmr = Nmr::default();
+        let (leaving, staying) = (registration(&k, 15), registration(&k, 16));
+        assert!(nmr.register(leaving.clone()) && nmr.register(staying.clone()));
+        let _maps = [nmr.attach(15).unwrap(), nmr.attach(16).unwrap()];
+        nmr.begin_deregister(&leaving);
+        let waiter = {
+            let reg = leaving.clone();
+            std::thread::spawn(move || reg.rundown.wait_for_release())
+        };
+        bounded::until("the detach to wait", || closing(&leaving.rundown));
+        nmr.cancel_all();
+        assert_eq!(
+            bounded::join("the detach after a halt", waiter),
+            Err(Cancelled)
+        );
+        let reg = staying.clone();
+        assert_eq!(
+            bounded::within("a wait after the halt", move || reg
+                .rundown
+                .wait_for_release()),
+            Err(Cancelled)
+        );
     }
 }
 

@@ -437,6 +437,131 @@ mod tests {
         assert!(p.alloc(t, OwnerId(0), 8, 0, 0).is_some());
     }
 
+    /// Rule: Driver Verifier charges every allocation to its tag and to its driver, on
+    /// whichever CPU it is allocated and freed; the counts return to zero when all is freed.
+    #[test]
+    fn usage_is_kept_per_tag_and_per_owner_across_cpus() {
+        let p = pool();
+        let (smpl, emap) = (p.tag(*b"Smpl"), p.tag(*b"eMap"));
+        let a = p.alloc(smpl, OwnerId(3), 16, 0, 1).unwrap();
+        let b = p.alloc(emap, OwnerId(5), 64, 0, 0).unwrap();
+        let c = p.alloc(emap, OwnerId(3), 8, 0, 1).unwrap();
+        assert_eq!(p.tag_usage(), vec![(*b"Smpl", 16, 1), (*b"eMap", 72, 2)]);
+        assert_eq!(p.owner_usage(OwnerId(3)), (24, 2));
+        assert_eq!(p.owner_usage(OwnerId(5)), (64, 1));
+        assert_eq!(p.owner_usage(OwnerId(4)), (0, 0));
+        p.free(a, 0).unwrap();
+        assert_eq!(
+            p.invalidate(b, 1),
+            Ok(64),
+            "a free reports the size it freed"
+        );
+        p.free(c, 0).unwrap();
+        assert_eq!(p.tag_usage(), vec![(*b"Smpl", 0, 0), (*b"eMap", 0, 0)]);
+        assert_eq!(p.owner_usage(OwnerId(3)), (0, 0));
+        assert_eq!(p.owner_usage(OwnerId(5)), (0, 0));
+    }
+
+    /// Rule: past the tracked number of tags and owners, the rest share the last counter
+    /// (accounted, never lost or out of range).
+    #[test]
+    fn tags_and_owners_beyond_the_limit_share_the_last_counter() {
+        let p = pool();
+        let ids: Vec<_> = (0..=MAX_TAGS as u8)
+            .map(|i| p.tag([b'T', b'g', b'0' + i / 10, b'0' + i % 10]))
+            .collect();
+        assert_eq!(ids[0], TagId(0));
+        assert_eq!(ids[MAX_TAGS - 1], TagId(MAX_TAGS as u16 - 1));
+        assert_eq!(
+            ids[MAX_TAGS],
+            TagId(MAX_TAGS as u16 - 1),
+            "the extra tag shares"
+        );
+        assert_eq!(p.tag(*b"Tg00"), TagId(0), "a known tag is found again");
+        assert_eq!(p.tag_usage().len(), MAX_TAGS);
+        let far = OwnerId(MAX_OWNERS as u16 + 36);
+        let h = p.alloc(ids[MAX_TAGS], far, 40, 0, 0).unwrap();
+        assert_eq!(p.owner_usage(far), (40, 1));
+        assert_eq!(p.owner_usage(OwnerId(MAX_OWNERS as u16 - 1)), (40, 1));
+        assert_eq!(p.tag_usage()[MAX_TAGS - 1].1, 40);
+        p.free(h, 1).unwrap();
+        assert_eq!(p.owner_usage(far), (0, 0));
+    }
+
+    /// Rule: a freed slot goes back to the freeing CPU's shard and is reused from there;
+    /// the epoch timer's batched recycle does the same.
+    #[test]
+    fn freed_slots_are_reused_from_the_freeing_cpus_shard() {
+        let p = pool();
+        let t = p.tag(*b"Smpl");
+        let a = p.alloc(t, OwnerId(0), 16, 0, 0).unwrap();
+        p.free(a, 1).unwrap();
+        let fresh = p.alloc(t, OwnerId(0), 16, 0, 0).unwrap();
+        assert_ne!(
+            fresh.index(),
+            a.index(),
+            "CPU 0's shard is empty: a fresh slot"
+        );
+        let b = p.alloc(t, OwnerId(0), 16, 0, 1).unwrap();
+        assert_eq!(b.index(), a.index(), "CPU 1 reuses the slot freed there");
+        assert_eq!(p.invalidate(b, 1), Ok(16));
+        assert!(matches!(p.read(b), Err(PoolFault::StaleAccess { .. })));
+        let mut batch = vec![b.index()];
+        p.recycle(1, &mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(p.alloc(t, OwnerId(0), 16, 0, 1).unwrap().index(), b.index());
+    }
+
+    /// Rule: when fresh slots run out, a CPU takes a slot another CPU freed before the
+    /// allocation fails.
+    #[test]
+    fn an_exhausted_pool_takes_slots_from_other_cpus() {
+        let p = Pool::new(SEGMENT, 3);
+        let t = p.tag(*b"Tst ");
+        let hs: Vec<_> = (0..SEGMENT)
+            .map(|_| p.alloc(t, OwnerId(0), 8, 0, 0).unwrap())
+            .collect();
+        p.free(hs[7], 2).unwrap();
+        let h = p.alloc(t, OwnerId(0), 8, 0, 0).expect("CPU 2's free slot");
+        assert_eq!(h.index(), hs[7].index());
+        assert!(p.alloc(t, OwnerId(0), 8, 0, 1).is_none());
+    }
+
+    /// Rule: a bad free names the block's pool tag (BAD_POOL_CALLER parameter 3), also for
+    /// a block of a later tag and owner, and for an `epoch_free` of a freed block.
+    #[test]
+    fn bad_frees_name_the_blocks_tag() {
+        let p = pool();
+        p.tag(*b"Frst");
+        let t = p.tag(*b"Scnd");
+        let a = p.alloc(t, OwnerId(2), 16, 0, 0).unwrap();
+        p.free(a, 0).unwrap();
+        let bad = PoolFault::BadFree {
+            va: a.va(),
+            tag: *b"Scnd",
+        };
+        assert_eq!(p.free(a, 0), Err(bad));
+        assert_eq!(p.stamp_freed(a, 3), Err(bad));
+        assert_eq!(
+            p.owner_usage(OwnerId(2)),
+            (0, 0),
+            "a bad free changes no count"
+        );
+    }
+
+    /// Rule: pool blocks have kernel addresses in the nonpaged pool range, one slot apart.
+    #[test]
+    fn addresses_are_nonpaged_pool_one_slot_apart() {
+        let p = pool();
+        let t = p.tag(*b"Smpl");
+        let a = p.alloc(t, OwnerId(0), 16, 0, 0).unwrap();
+        let b = p.alloc(t, OwnerId(0), 16, 0, 0).unwrap();
+        assert_eq!(a.va(), POOL_VA_BASE + u64::from(a.index()) * 0x40);
+        assert_eq!(b.va() - a.va(), 0x40 * u64::from(b.index() - a.index()));
+        let far = PoolHandle::from_raw((5 << 32) | 1);
+        assert_eq!(far.va(), 0xFFFF_B000_0000_0140);
+    }
+
     #[test]
     fn handles_round_trip_through_raw() {
         let h = PoolHandle {
@@ -444,8 +569,18 @@ mod tests {
             generation: 9,
         };
         assert_eq!(PoolHandle::from_raw(h.raw()), h);
+        assert_eq!(h.raw(), (77 << 32) | 9, "index high, generation low");
+        assert_eq!(h.index(), 77);
         assert_eq!(parse_tag("Smpl"), Some(*b"Smpl"));
+        assert_eq!(
+            parse_tag("Tst "),
+            Some(*b"Tst "),
+            "a space is a tag character"
+        );
         assert_eq!(parse_tag("toolong"), None);
+        assert_eq!(parse_tag("abc"), None);
+        assert_eq!(parse_tag("a\tbc"), None);
         assert_eq!(tag_text(*b"eMap"), "eMap");
+        assert_eq!(tag_text(*b"Ab \x01"), "Ab ?");
     }
 }

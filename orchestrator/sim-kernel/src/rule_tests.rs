@@ -21,6 +21,12 @@ fn boot() -> Kernel {
     k
 }
 
+/// `ebpf_epoch_synchronize`, failing the test (not hanging it) if it never returns.
+fn synchronize(k: &Kernel) {
+    let k = k.clone();
+    crate::bounded::within("synchronize", move || k.synchronize()).unwrap();
+}
+
 #[test]
 fn every_map_holds_one_rundown_reference_for_its_lifetime() {
     let k = boot();
@@ -55,14 +61,14 @@ fn synchronize_returns_only_after_the_frees_it_waits_for() {
     for key in 0..64 {
         m.update(key, key, UpdateOption::Any).unwrap();
     }
-    k.synchronize().unwrap();
+    synchronize(&k);
     // The timer thread is preempted between publishing the released epoch and freeing.
     k.inner.release_delay_us.store(30_000, Ordering::Relaxed);
     for key in 0..64 {
         m.update(key, key + 1, UpdateOption::Any).unwrap(); // retires the old entry
     }
     assert!(k.inner.epoch.stats().pending_items > 0);
-    k.synchronize().unwrap();
+    synchronize(&k);
     assert_eq!(
         k.inner.epoch.stats().pending_items,
         0,
@@ -80,7 +86,7 @@ fn memory_is_released_only_after_every_older_reader_left_and_a_commit_ran() {
         .create_map(MapDefinition::new(BPF_MAP_TYPE_SAMPLE_HASH_MAP, 8))
         .unwrap();
     m.update(1, 1, UpdateOption::Any).unwrap();
-    k.synchronize().unwrap();
+    synchronize(&k);
     let inner = &k.inner;
     let reader = inner.epoch_enter();
     let cycles = inner.epoch.stats().cycles;

@@ -319,6 +319,76 @@ mod tests {
         core.cycle();
         assert!(point.wait_for(std::time::Duration::ZERO));
     }
+
+    /// Rule (`ebpf_epoch_exit`): leaving an epoch arms the flush timer exactly when the
+    /// CPU's free list holds retired items; otherwise nothing would ever release them.
+    #[test]
+    fn exit_reports_whether_its_cpu_has_retired_items_waiting() {
+        let core = EpochCore::<u32>::new(2);
+        let e = core.enter(0);
+        assert!(!core.exit(0, e), "nothing retired: no timer");
+        let e = core.enter(0);
+        core.retire_with(0, |_| Some(1));
+        assert!(core.exit(0, e), "an item waits on this CPU: arm the timer");
+        let e = core.enter(1);
+        assert!(!core.exit(1, e), "the other CPU's free list is empty");
+    }
+
+    /// Rule: leaving an epoch ends only that thread's epoch; an older reader on the same CPU
+    /// still holds back what was retired while it was inside.
+    #[test]
+    fn exit_ends_only_its_own_epoch() {
+        let core = EpochCore::<u32>::new(1);
+        let old = core.enter(0);
+        core.retire_with(0, |_| Some(7));
+        assert!(core.cycle().1.is_empty());
+        let young = core.enter(0);
+        assert!(young > old);
+        core.exit(0, young);
+        assert!(core.cycle().1.is_empty(), "the old reader is still inside");
+        core.exit(0, old);
+        assert_eq!(core.cycle().1, vec![7]);
+    }
+
+    /// Rule: retired items (and sync points) keep the timer armed until released; nothing
+    /// pending means the timer may stop.
+    #[test]
+    fn pending_tracks_the_free_lists() {
+        let core = EpochCore::<u32>::new(2);
+        assert!(!core.has_pending(), "a fresh core has nothing pending");
+        core.retire_with(1, |_| Some(1));
+        assert!(core.has_pending(), "an item on CPU 1 is pending");
+        core.retire_with(0, |_| None);
+        assert_eq!(core.cycle().1, vec![1]);
+        assert!(!core.has_pending(), "a refused retire queues nothing");
+    }
+
+    /// Rule: enter and retire stamp the published epoch; every computation advances it by
+    /// one and, with no reader inside, commits `released = published - 1`.
+    #[test]
+    fn each_computation_advances_the_published_epoch_by_one() {
+        let core = EpochCore::<u32>::new(2);
+        assert_eq!((core.published(), core.released()), (1, 0));
+        let e = core.enter(1);
+        assert_eq!(e, core.published());
+        assert_eq!(core.retire_with(0, |e| Some(e as u32)), 1);
+        let (released, out) = core.cycle();
+        assert_eq!(
+            (core.published(), released),
+            (2, 0),
+            "the reader pins epoch 1"
+        );
+        assert!(out.is_empty());
+        core.exit(1, e);
+        let (released, out) = core.cycle();
+        assert_eq!((core.published(), released), (3, 2));
+        assert_eq!(
+            out,
+            vec![1],
+            "the item carries the epoch it was stamped with"
+        );
+        assert_eq!(core.retire_with(1, |_| Some(9)), 3);
+    }
 }
 
 #[cfg(all(test, loom))]

@@ -1,0 +1,66 @@
+//! Bounded waits for the model's unit tests: a bug (or a mutant) that stalls a rundown
+//! wait, a synchronize or a join fails its test within seconds, naming what stalled,
+//! instead of hanging the whole suite until an outer timeout.
+//!
+//! The model's own waits stay unbounded (a driver stop may legitimately stay pending); only
+//! the tests put a limit on how long they are willing to watch.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a test waits for something that takes milliseconds when the model is right.
+/// Generous, because eight builds may share the machine's two cores.
+pub(crate) const LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs `f` on its own thread and returns its result, failing the test if it does not
+/// finish within [`LIMIT`] (the thread is left behind; the test binary exits anyway).
+#[track_caller]
+pub(crate) fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // A send fails only if the test already gave up; nothing to do then.
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not finish within {LIMIT:?}: the model stalled")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
+}
+
+/// Waits until `cond` holds, failing the test if it does not within [`LIMIT`].
+#[track_caller]
+pub(crate) fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "{what} did not happen within {LIMIT:?}: the model stalled"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Joins `h`, failing the test if the thread does not finish within [`LIMIT`].
+#[track_caller]
+pub(crate) fn join<T>(what: &str, h: std::thread::JoinHandle<T>) -> T {
+    until(what, || h.is_finished());
+    match h.join() {
+        Ok(v) => v,
+        Err(_) => panic!("{what} panicked"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_operation_returns_its_value() {
+        assert_eq!(within("adding", || 1 + 1), 2);
+        assert_eq!(join("a thread", std::thread::spawn(|| 3)), 3);
+        until("a true condition", || true);
+    }
+}
