@@ -8,9 +8,10 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// How long a test waits for something that takes milliseconds when the model is right.
-/// Generous, because eight builds may share the machine's two cores.
-pub(crate) const LIMIT: Duration = Duration::from_secs(10);
+/// How long a test waits for something that takes milliseconds when the model is right:
+/// generous for a loaded machine, yet short enough that a stalled model (several tests
+/// stalling at once, two test threads) still fails well inside a 30 s outer timeout.
+pub(crate) const LIMIT: Duration = Duration::from_secs(5);
 
 /// Runs `f` on its own thread and returns its result, failing the test if it does not
 /// finish within [`LIMIT`] (the thread is left behind; the test binary exits anyway).
@@ -32,24 +33,29 @@ pub(crate) fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send
 
 /// Waits until `cond` holds, failing the test if it does not within [`LIMIT`].
 #[track_caller]
-pub(crate) fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < LIMIT,
-            "{what} did not happen within {LIMIT:?}: the model stalled"
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    }
+pub(crate) fn until(what: &str, cond: impl FnMut() -> bool) {
+    poll(what, "happen", cond);
 }
 
 /// Joins `h`, failing the test if the thread does not finish within [`LIMIT`].
 #[track_caller]
 pub(crate) fn join<T>(what: &str, h: std::thread::JoinHandle<T>) -> T {
-    until(what, || h.is_finished());
+    poll(what, "finish", || h.is_finished());
     match h.join() {
         Ok(v) => v,
         Err(_) => panic!("{what} panicked"),
+    }
+}
+
+#[track_caller]
+fn poll(what: &str, verb: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "{what} did not {verb} within {LIMIT:?}: the model stalled"
+        );
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
