@@ -300,11 +300,30 @@ fn render_triaged(
         let meaning = b.subcode_meaning.as_deref().unwrap_or("no description");
         let _ = writeln!(out, "  subcode:   {sub:#x}: {meaning}");
     }
-    let place = t.faulting_module.as_ref().map_or_else(
-        || "not in a listed module".to_owned(),
-        |m| format!("{}+{:#x}", m.name, m.offset),
-    );
+    let place = match (t.stack.first(), &t.faulting_module) {
+        (Some(f), _) if f.module.is_some() => f.display(),
+        (_, Some(m)) if m.unloaded => format!("{} (unloaded)+{:#x}", m.name, m.offset),
+        (_, Some(m)) => format!("{}+{:#x}", m.name, m.offset),
+        (_, None) => "not in a listed module".to_owned(),
+    };
     let _ = writeln!(out, "  rip:       {:016x} ({place})", t.rip);
+    for (i, f) in t.stack.iter().enumerate().skip(1) {
+        let label = if i == 1 { "stack:" } else { "" };
+        let _ = writeln!(out, "  {label:<10} {:016x} {}", f.address, f.display());
+    }
+    for u in &t.unloaded_modules {
+        let when = u.time.map_or_else(
+            || "time unknown".to_owned(),
+            |s| s.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "  unloaded:  {} {:016x}-{:016x}, {when}",
+            u.name,
+            u.base,
+            u.base + u.size
+        );
+    }
     let time = t.system_time.map_or_else(
         || "unknown".to_owned(),
         |s| s.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
