@@ -406,6 +406,12 @@ pub struct CrashTriage {
     pub faulting_module: Option<FaultingModule>,
     /// Sorted by base address.
     pub modules: Vec<LoadedModule>,
+    /// Drivers unloaded earlier in the boot (`MmUnloadedDrivers`).
+    #[serde(default)]
+    pub unloaded_modules: Vec<crate::triage::UnloadedDriver>,
+    /// RIP's frame, then the return addresses on the faulting thread's stack.
+    #[serde(default)]
+    pub stack: Vec<crate::triage::StackFrame>,
     pub warnings: Vec<String>,
     pub signature: Signature,
     pub bucket: BucketRef,
@@ -421,6 +427,8 @@ impl CrashTriage {
             rip: t.rip,
             faulting_module: t.faulting_module.clone(),
             modules: t.modules.clone(),
+            unloaded_modules: t.unloaded_modules.clone(),
+            stack: t.stack.clone(),
             warnings: t.warnings.clone(),
             signature: signature.clone(),
             bucket: BucketRef {

@@ -211,47 +211,5 @@ pub fn normalize_name(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offsets_and_addresses_are_normalised() {
-        assert_eq!(
-            normalize_name("sample_find_element+0x1a3"),
-            "sample_find_element"
-        );
-        assert_eq!(
-            normalize_name("sample_find_element+1a3"),
-            "sample_find_element"
-        );
-        assert_eq!(normalize_name("f+0x1a3/0x2b0"), "f");
-        assert_eq!(normalize_name("pool_0xffffb00a1c2e3000"), "pool_ADDR");
-        assert_eq!(normalize_name("at 0xffffb00a1c2e3000"), "at ADDR");
-        assert_eq!(normalize_name("at fffff807`4a001a3c"), "at ADDR");
-        assert_eq!(normalize_name("tmp4711.sys"), "tmp.sys");
-        assert_eq!(normalize_name("ext2.sys"), "ext2.sys");
-        assert_eq!(normalize_name("sample_ebpf_ext.sys"), "sample_ebpf_ext.sys");
-    }
-
-    #[test]
-    fn symbol_function_drops_module_and_offset() {
-        assert_eq!(
-            symbol_function("sample_ebpf_ext!sample_find_element+3c").as_deref(),
-            Some("sample_find_element")
-        );
-        assert_eq!(
-            symbol_function("nt!KeBugCheckEx").as_deref(),
-            Some("KeBugCheckEx")
-        );
-    }
-
-    #[test]
-    fn ids_are_short_hex() {
-        let id = signature_id("PAGE_FAULT_IN_NONPAGED_AREA (0x50) in x.sys");
-        assert_eq!(id.len(), 16);
-        assert!(
-            id.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
-    }
-}
+#[path = "signature_tests.rs"]
+mod tests;

@@ -294,6 +294,37 @@ mod tests {
     }
 
     #[test]
+    fn exports_and_return_addresses_point_into_the_calling_functions() {
+        let t = ModuleTable::default();
+        let core = t.load("ebpfcore.sys", 0x8_0000, CORE_FUNCTIONS);
+        let ext = t.load("sample_ebpf_ext.sys", 0x2_4000, SAMPLE_FUNCTIONS);
+        let exports = t.exports(t.get(ext).base);
+        assert_eq!(exports.len(), SAMPLE_FUNCTIONS.len());
+        assert!(exports.iter().all(|(f, a)| *a == t.rip(ext, f)));
+        let chain = [
+            Frame {
+                module: KERNEL_MODULE,
+                function: "NtDeviceIoControlFile",
+            },
+            Frame {
+                module: core,
+                function: CORE_MAP_FIND,
+            },
+        ];
+        assert_eq!(
+            t.return_addresses(&chain),
+            [
+                t.rip(core, CORE_MAP_FIND) + CALL_SITE,
+                t.rip(KERNEL_MODULE, "NtDeviceIoControlFile") + CALL_SITE,
+            ]
+        );
+        t.unload(ext);
+        let gone = t.unloaded_with_time();
+        assert_eq!(gone.len(), 1);
+        assert!(gone[0].1 > SystemTime::UNIX_EPOCH);
+    }
+
+    #[test]
     fn frames_nest_and_pop() {
         assert!(current_frame().is_none());
         let _a = push_frame(ModuleId(1), "outer");
