@@ -524,7 +524,12 @@ pub fn render_analyze(c: &CrashTriage, t: &Triage) -> String {
         ),
         None => "Unknown_Module".to_owned(),
     };
-    let _ = writeln!(out, "FAILURE_BUCKET_ID:  0x{:X}_{place}\n", b.code);
+    // The bucket's code: a 0x50 in an unloaded driver is filed as 0xCE (docs/triage.md).
+    let _ = writeln!(
+        out,
+        "FAILURE_BUCKET_ID:  0x{:X}_{place}\n",
+        c.signature.bugcheck_code
+    );
     let _ = writeln!(out, "HVLAB_BUCKET_ID:  {}\n", c.bucket.id);
     let _ = writeln!(out, "HVLAB_BUCKET_TITLE:  {}\n", c.bucket.title);
     for w in &c.warnings {
