@@ -552,10 +552,6 @@ fn every_link_in_index_html_resolves_and_crash_folders_hold_the_triage() {
             (r"(Arg[13]: )[0-9a-f]{16}", "$1[ADDR]"),
             (r"(BUGCHECK_P[13]: )[0-9a-f]+", "$1[ADDR]"),
             (r"\+[0-9a-f]+\n", "+[OFFSET]\n"),
-            // The reader that hits the freed entry is a find or a helper call: the bucket
-            // names that function, so the title and id follow it.
-            (r"_sample_map_find_entry|_sample_ext_helper_map_get_value", "[READER]"),
-            (r"(HVLAB_BUCKET_ID:  )[0-9a-f]{16}", "$1[ID]"),
         ],
     }, {
         insta::assert_snapshot!(text);
