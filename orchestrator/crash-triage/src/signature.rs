@@ -5,7 +5,7 @@
 //! Blame follows `!analyze`'s FAILURE_BUCKET_ID: the first frame of the faulting thread
 //! (RIP, then the return addresses on its stack) that is not in a *common* image — the
 //! kernel, the HAL and the eBPF core, which every driver's crash passes through — names
-//! the module and, when the image's exports are in the dump, the function. A frame in a
+//! the module (its function is shown by triage, not bucketed: see below). A frame in a
 //! driver from `MmUnloadedDrivers` is `<driver> (unloaded)`. With `!analyze` output the
 //! debugger's IMAGE_NAME / SYMBOL_NAME win instead, so a bug triaged with and without a
 //! debugger may get two buckets; within one lab setup the choice is stable.
@@ -69,7 +69,10 @@ pub fn signature(triage: &Triage, analyze: Option<&Analyze>) -> Signature {
         blamed_frame(&triage.stack).map(|f| {
             (
                 f.module.clone().unwrap_or_default(),
-                f.function.clone(),
+                // The function is shown by triage but kept out of the bucket: one bug's
+                // crash site varies between callbacks (a freed entry read by a find or by a
+                // helper), and a bucket per callback would split it (docs/triage.md).
+                None::<String>,
                 f.unloaded,
             )
         })

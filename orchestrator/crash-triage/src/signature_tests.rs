@@ -270,7 +270,7 @@ fn crashes_that_must_stay_apart() {
         0x50,
         [0xFFFF_B00A_1C2E_3000, 0, 0, 2],
         vec![frame(
-            Some(DRIVER),
+            Some("other_ext.sys"),
             false,
             Some("_sample_map_update_entry"),
             0x10,
@@ -290,7 +290,7 @@ fn crashes_that_must_stay_apart() {
     }
     assert_eq!(
         titles[1],
-        format!("PAGE_FAULT_IN_NONPAGED_AREA (0x50) in {DRIVER}!_sample_map_find_entry")
+        format!("PAGE_FAULT_IN_NONPAGED_AREA (0x50) in {DRIVER}")
     );
     assert_eq!(
         titles[3],
@@ -327,7 +327,7 @@ fn the_first_frame_outside_common_images_is_blamed_and_offsets_do_not_split() {
     };
     assert_eq!(
         title(&through_core(0x3b)),
-        "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys!_sample_map_find_entry"
+        "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys"
     );
     assert_eq!(title(&through_core(0x3b)), title(&through_core(0x1a3)));
 
@@ -348,7 +348,7 @@ fn the_first_frame_outside_common_images_is_blamed_and_offsets_do_not_split() {
     );
     assert_eq!(
         title(&all_common),
-        "BAD_POOL_CALLER (0xc2/0x7) in ebpfcore.sys!_ebpf_epoch_release_free_list"
+        "BAD_POOL_CALLER (0xc2/0x7) in ebpfcore.sys"
     );
 }
 
@@ -384,7 +384,7 @@ fn names_are_normalised_in_titles() {
     );
     let s = signature(&t, None);
     assert_eq!(s.module.as_deref(), Some("tmp.sys"));
-    assert_eq!(s.symbol.as_deref(), Some("f_ADDR"));
+    assert_eq!(s.symbol, None);
     let empty = triage(
         0x50,
         [0; 4],

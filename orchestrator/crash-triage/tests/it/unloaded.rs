@@ -62,7 +62,7 @@ fn the_race_seen_as_0x50_or_0xce_lands_in_one_bucket_naming_the_unloaded_driver(
 }
 
 #[test]
-fn a_fault_in_a_loaded_driver_is_named_from_its_exports() {
+fn a_loaded_driver_s_frame_is_named_from_its_exports_and_blamed() {
     let mut spec = common::unloaded_race(DumpKind::Kernel, 0x50, 0x10, "ebpf_program_invoke");
     // RIP inside ebpfcore, called from the (loaded) sample extension.
     spec.modules[3].exports = vec![crash_triage::Export {
@@ -75,7 +75,12 @@ fn a_fault_in_a_loaded_driver_is_named_from_its_exports() {
     assert!(!t.faulting_module.as_ref().unwrap().unloaded);
     assert_eq!(
         signature(&t, None).title,
-        "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys!_sample_map_find_entry"
+        "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys"
+    );
+    let caller = &t.stack[1];
+    assert_eq!(
+        caller.display(),
+        "sample_ebpf_ext.sys!_sample_map_find_entry+0x3b"
     );
 }
 
