@@ -143,6 +143,43 @@ pub mod triage {
     pub const DRIVER_ENTRY_LDR: usize = 8;
 }
 
+pub mod kdbg {
+    //! `KDDEBUGGER_DATA64` (offsets per `wdbgexts.h`, x64).
+    /// Address of the kernel variable `MmUnloadedDrivers` (a pointer to the array).
+    pub const MM_UNLOADED_DRIVERS: usize = 0x220;
+    /// Address of the kernel variable `MmLastUnloadedDriver` (a ULONG: entries in use).
+    pub const MM_LAST_UNLOADED_DRIVER: usize = 0x228;
+}
+
+pub mod unloaded {
+    //! `UNLOADED_DRIVERS` (x64): `Name` (UNICODE_STRING), `StartAddress`, `EndAddress`,
+    //! `CurrentTime` (FILETIME). Windows keeps the last 50 in a ring.
+    pub const SIZE: usize = 0x28;
+    pub const NAME: usize = 0x00;
+    pub const START: usize = 0x10;
+    pub const END: usize = 0x18;
+    pub const TIME: usize = 0x20;
+    pub const MAX: usize = 50;
+}
+
+pub mod pe {
+    //! The PE headers a module image starts with, as far as export lookup needs them.
+    /// `IMAGE_DOS_HEADER.e_lfanew`.
+    pub const E_LFANEW: usize = 0x3C;
+    /// From the `PE\0\0` signature to `IMAGE_OPTIONAL_HEADER64`.
+    pub const OPTIONAL_HEADER: usize = 0x18;
+    pub const PE32_PLUS: u16 = 0x20B;
+    /// `DataDirectory[IMAGE_DIRECTORY_ENTRY_EXPORT]` inside the optional header.
+    pub const EXPORT_DIRECTORY: usize = 0x70;
+    /// `IMAGE_EXPORT_DIRECTORY` fields.
+    pub const EXP_NUMBER_OF_FUNCTIONS: usize = 0x14;
+    pub const EXP_NUMBER_OF_NAMES: usize = 0x18;
+    pub const EXP_ADDRESS_OF_FUNCTIONS: usize = 0x1C;
+    pub const EXP_ADDRESS_OF_NAMES: usize = 0x20;
+    pub const EXP_ADDRESS_OF_NAME_ORDINALS: usize = 0x24;
+    pub const EXP_SIZE: usize = 0x28;
+}
+
 pub mod ldr {
     //! Field offsets inside `KLDR_DATA_TABLE_ENTRY` (x64).
     pub const SIZE: usize = 0xA0;

@@ -22,9 +22,11 @@ pub mod writer;
 pub use analyze::{Analyze, DebuggerConfig, analyze_command, parse_analyze, run_analyze};
 pub use bucket::{BucketIndex, CrashRecord, KeepDumps, Recorded};
 pub use signature::{Signature, signature};
-pub use spec::{DumpKind, DumpSpec, Module, OsVersion, PageEncoding, ProductType};
+pub use spec::{
+    DumpKind, DumpSpec, Export, Module, OsVersion, PageEncoding, ProductType, UnloadedModule,
+};
 pub use triage::{
-    BugCheck, DumpFormat, FaultingModule, LoadedModule, SystemInfo, Triage, TriageError,
-    TriageErrorKind, triage_bytes, triage_file,
+    BugCheck, DumpFormat, FaultingModule, LoadedModule, StackFrame, SystemInfo, Triage,
+    TriageError, TriageErrorKind, UnloadedDriver, triage_bytes, triage_file,
 };
 pub use writer::{WriteError, dump_bytes, write_dump};

@@ -300,11 +300,30 @@ fn render_triaged(
         let meaning = b.subcode_meaning.as_deref().unwrap_or("no description");
         let _ = writeln!(out, "  subcode:   {sub:#x}: {meaning}");
     }
-    let place = t.faulting_module.as_ref().map_or_else(
-        || "not in a listed module".to_owned(),
-        |m| format!("{}+{:#x}", m.name, m.offset),
-    );
+    let place = match (t.stack.first(), &t.faulting_module) {
+        (Some(f), _) if f.module.is_some() => f.display(),
+        (_, Some(m)) if m.unloaded => format!("{} (unloaded)+{:#x}", m.name, m.offset),
+        (_, Some(m)) => format!("{}+{:#x}", m.name, m.offset),
+        (_, None) => "not in a listed module".to_owned(),
+    };
     let _ = writeln!(out, "  rip:       {:016x} ({place})", t.rip);
+    for (i, f) in t.stack.iter().enumerate().skip(1) {
+        let label = if i == 1 { "stack:" } else { "" };
+        let _ = writeln!(out, "  {label:<10} {:016x} {}", f.address, f.display());
+    }
+    for u in &t.unloaded_modules {
+        let when = u.time.map_or_else(
+            || "time unknown".to_owned(),
+            |s| s.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "  unloaded:  {} {:016x}-{:016x}, {when}",
+            u.name,
+            u.base,
+            u.base + u.size
+        );
+    }
     let time = t.system_time.map_or_else(
         || "unknown".to_owned(),
         |s| s.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
@@ -387,6 +406,12 @@ pub struct CrashTriage {
     pub faulting_module: Option<FaultingModule>,
     /// Sorted by base address.
     pub modules: Vec<LoadedModule>,
+    /// Drivers unloaded earlier in the boot (`MmUnloadedDrivers`).
+    #[serde(default)]
+    pub unloaded_modules: Vec<crate::triage::UnloadedDriver>,
+    /// RIP's frame, then the return addresses on the faulting thread's stack.
+    #[serde(default)]
+    pub stack: Vec<crate::triage::StackFrame>,
     pub warnings: Vec<String>,
     pub signature: Signature,
     pub bucket: BucketRef,
@@ -402,6 +427,8 @@ impl CrashTriage {
             rip: t.rip,
             faulting_module: t.faulting_module.clone(),
             modules: t.modules.clone(),
+            unloaded_modules: t.unloaded_modules.clone(),
+            stack: t.stack.clone(),
             warnings: t.warnings.clone(),
             signature: signature.clone(),
             bucket: BucketRef {
@@ -497,7 +524,12 @@ pub fn render_analyze(c: &CrashTriage, t: &Triage) -> String {
         ),
         None => "Unknown_Module".to_owned(),
     };
-    let _ = writeln!(out, "FAILURE_BUCKET_ID:  0x{:X}_{place}\n", b.code);
+    // The bucket's code: a 0x50 in an unloaded driver is filed as 0xCE (docs/triage.md).
+    let _ = writeln!(
+        out,
+        "FAILURE_BUCKET_ID:  0x{:X}_{place}\n",
+        c.signature.bugcheck_code
+    );
     let _ = writeln!(out, "HVLAB_BUCKET_ID:  {}\n", c.bucket.id);
     let _ = writeln!(out, "HVLAB_BUCKET_TITLE:  {}\n", c.bucket.title);
     for w in &c.warnings {

@@ -2,16 +2,29 @@
 //! normalised the way syzkaller normalises crash titles (no addresses, offsets or run-
 //! specific numbers), and a short stable id that names the bucket.
 //!
-//! Blame: with `!analyze` output the debugger's IMAGE_NAME / SYMBOL_NAME win (it skips
-//! `nt!KeBugCheckEx` frames and knows symbols); without it, the module RIP lies in. So a
-//! bug triaged with and without a debugger may get two buckets; within one lab setup the
-//! choice is stable.
+//! Blame follows `!analyze`'s FAILURE_BUCKET_ID: the first frame of the faulting thread
+//! (RIP, then the return addresses on its stack) that is not in a *common* image — the
+//! kernel, the HAL and the eBPF core, which every driver's crash passes through — names
+//! the module (its function is shown by triage, not bucketed: see below). A frame in a
+//! driver from `MmUnloadedDrivers` is `<driver> (unloaded)`. With `!analyze` output the
+//! debugger's IMAGE_NAME / SYMBOL_NAME win instead, so a bug triaged with and without a
+//! debugger may get two buckets; within one lab setup the choice is stable.
+//!
+//! One mechanism, one bucket: a 0x50 (page fault) whose blamed frame is in an unloaded
+//! driver is the same bug as a 0xCE (code of an unloaded driver ran) — a driver unloaded
+//! while its code or data was still in use — and Windows itself raises 0xCE for faults on
+//! an unloaded driver's addresses. Both are bucketed as 0xCE. See docs/triage.md.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::analyze::Analyze;
-use crate::triage::Triage;
+use crate::triage::{StackFrame, Triage};
+
+/// `DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS`.
+const UNLOADED_DRIVER_CODE: u32 = 0xCE;
+/// Codes that are symptoms of an unloaded driver when the blamed frame is in one.
+const UNLOADED_SYMPTOMS: [u32; 2] = [0x50, UNLOADED_DRIVER_CODE];
 
 /// The identity of a crash for bucketing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -21,10 +34,27 @@ pub struct Signature {
     /// 16 lower-case hex digits of SHA-256 over the title: stable across runs and
     /// machines, safe in file names.
     pub id: String,
+    /// The bucket's code: the dump's, except a 0x50 in an unloaded driver counts as 0xCE.
     pub bugcheck_code: u32,
     pub subcode: Option<u64>,
+    /// e.g. `sample_ebpf_ext.sys` or `sample_ext.sys (unloaded)`.
     pub module: Option<String>,
     pub symbol: Option<String>,
+}
+
+/// Whether frames in this image are skipped when blaming, as `!analyze` skips them.
+pub fn is_common_module(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("ntoskrnl") || n.starts_with("ntkrnl") || n == "hal.dll" || n == "ebpfcore.sys"
+}
+
+/// The frame a crash is blamed on: the first one in a module that is not common, else the
+/// first in any module.
+pub fn blamed_frame(stack: &[StackFrame]) -> Option<&StackFrame> {
+    let in_module = || stack.iter().filter(|f| f.module.is_some());
+    in_module()
+        .find(|f| f.module.as_deref().is_some_and(|m| !is_common_module(m)))
+        .or_else(|| in_module().next())
 }
 
 /// The signature of a triaged crash, refined by `!analyze` fields when available.
@@ -33,25 +63,56 @@ pub fn signature(triage: &Triage, analyze: Option<&Analyze>) -> Signature {
     let from_debugger = analyze.and_then(|a| {
         let image = a.image_name.as_deref().filter(|s| !s.is_empty())?;
         let symbol = a.symbol_name.as_deref().and_then(symbol_function);
-        Some((image.to_owned(), symbol))
+        Some((image.to_owned(), symbol, false))
     });
-    let (module, symbol) = match from_debugger {
-        Some((image, symbol)) => (Some(image), symbol),
-        None => (
-            triage.faulting_module.as_ref().map(|m| m.name.clone()),
-            None,
-        ),
+    let from_stack = || {
+        blamed_frame(&triage.stack).map(|f| {
+            (
+                f.module.clone().unwrap_or_default(),
+                // The function is shown by triage but kept out of the bucket: one bug's
+                // crash site varies between callbacks (a freed entry read by a find or by a
+                // helper), and a bucket per callback would split it (docs/triage.md).
+                None::<String>,
+                f.unloaded,
+            )
+        })
     };
-    let module = module.map(|m| normalize_name(&m)).filter(|m| !m.is_empty());
+    let from_rip = || {
+        triage
+            .faulting_module
+            .as_ref()
+            .map(|m| (m.name.clone(), None, m.unloaded))
+    };
+    let (module, symbol, unloaded) = match from_debugger.or_else(from_stack).or_else(from_rip) {
+        Some((m, s, u)) => (Some(m), s, u),
+        None => (None, None, false),
+    };
+    let module = module
+        .map(|m| normalize_name(&m))
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            if unloaded {
+                format!("{m} (unloaded)")
+            } else {
+                m
+            }
+        });
     let symbol = symbol.map(|s| normalize_name(&s)).filter(|s| !s.is_empty());
 
-    let mut title = match &bugcheck.name {
-        Some(name) => name.clone(),
-        None => format!("BUGCHECK_{:X}", bugcheck.code),
+    let grouped = unloaded && UNLOADED_SYMPTOMS.contains(&bugcheck.code);
+    let (code, name, subcode) = if grouped {
+        let name = crate::codes::bugcheck_name(UNLOADED_DRIVER_CODE).map(str::to_owned);
+        (UNLOADED_DRIVER_CODE, name, None)
+    } else {
+        (bugcheck.code, bugcheck.name.clone(), bugcheck.subcode)
     };
-    match bugcheck.subcode {
-        Some(sub) => title.push_str(&format!(" ({:#x}/{sub:#x})", bugcheck.code)),
-        None => title.push_str(&format!(" ({:#x})", bugcheck.code)),
+    let mut title = match &name {
+        Some(name) => name.clone(),
+        None => format!("BUGCHECK_{code:X}"),
+    };
+    match subcode {
+        Some(sub) => title.push_str(&format!(" ({code:#x}/{sub:#x})")),
+        None => title.push_str(&format!(" ({code:#x})")),
     }
     if let Some(m) = &module {
         title.push_str(" in ");
@@ -64,8 +125,8 @@ pub fn signature(triage: &Triage, analyze: Option<&Analyze>) -> Signature {
     Signature {
         id: signature_id(&title),
         title,
-        bugcheck_code: bugcheck.code,
-        subcode: bugcheck.subcode,
+        bugcheck_code: code,
+        subcode,
         module,
         symbol,
     }
@@ -153,47 +214,5 @@ pub fn normalize_name(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offsets_and_addresses_are_normalised() {
-        assert_eq!(
-            normalize_name("sample_find_element+0x1a3"),
-            "sample_find_element"
-        );
-        assert_eq!(
-            normalize_name("sample_find_element+1a3"),
-            "sample_find_element"
-        );
-        assert_eq!(normalize_name("f+0x1a3/0x2b0"), "f");
-        assert_eq!(normalize_name("pool_0xffffb00a1c2e3000"), "pool_ADDR");
-        assert_eq!(normalize_name("at 0xffffb00a1c2e3000"), "at ADDR");
-        assert_eq!(normalize_name("at fffff807`4a001a3c"), "at ADDR");
-        assert_eq!(normalize_name("tmp4711.sys"), "tmp.sys");
-        assert_eq!(normalize_name("ext2.sys"), "ext2.sys");
-        assert_eq!(normalize_name("sample_ebpf_ext.sys"), "sample_ebpf_ext.sys");
-    }
-
-    #[test]
-    fn symbol_function_drops_module_and_offset() {
-        assert_eq!(
-            symbol_function("sample_ebpf_ext!sample_find_element+3c").as_deref(),
-            Some("sample_find_element")
-        );
-        assert_eq!(
-            symbol_function("nt!KeBugCheckEx").as_deref(),
-            Some("KeBugCheckEx")
-        );
-    }
-
-    #[test]
-    fn ids_are_short_hex() {
-        let id = signature_id("PAGE_FAULT_IN_NONPAGED_AREA (0x50) in x.sys");
-        assert_eq!(id.len(), 16);
-        assert!(
-            id.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
-    }
-}
+#[path = "signature_tests.rs"]
+mod tests;

@@ -65,6 +65,28 @@ pub struct Module {
     /// Full path (`FullDllName`); defaults to `\SystemRoot\system32\drivers\<name>`
     /// (`\SystemRoot\system32\<name>` for the kernel and HAL).
     pub path: Option<String>,
+    /// Functions the image exports, written as a PE export directory at `base` (complete
+    /// and kernel dumps) so triage can name the function an address lies in.
+    #[serde(default)]
+    pub exports: Vec<Export>,
+}
+
+/// One exported function of a module image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    pub name: String,
+    /// Address relative to the image base.
+    pub rva: u32,
+}
+
+/// A driver unloaded earlier in this boot, as `MmUnloadedDrivers` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnloadedModule {
+    pub name: String,
+    pub base: u64,
+    pub size: u32,
+    /// When it was unloaded (`CurrentTime`).
+    pub time: DateTime<Utc>,
 }
 
 impl Module {
@@ -74,6 +96,7 @@ impl Module {
             base,
             size,
             path: None,
+            exports: Vec::new(),
         }
     }
 
@@ -155,6 +178,13 @@ pub struct DumpSpec {
     pub rsp: u64,
     /// Loaded modules, in load order (the kernel first, as on Windows).
     pub modules: Vec<Module>,
+    /// Drivers unloaded in this boot, oldest first (`MmUnloadedDrivers`).
+    #[serde(default)]
+    pub unloaded: Vec<UnloadedModule>,
+    /// Return addresses on the bugchecking thread's stack above `rsp`, innermost first
+    /// (the caller of the function RIP is in comes first).
+    #[serde(default)]
+    pub stack: Vec<u64>,
     pub system_time: DateTime<Utc>,
     pub uptime: Duration,
     pub os: OsVersion,
@@ -183,6 +213,8 @@ impl DumpSpec {
             rip,
             rsp: 0xFFFF_A581_2D6F_7478,
             modules,
+            unloaded: Vec::new(),
+            stack: Vec::new(),
             system_time: Utc
                 .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
                 .single()

@@ -81,15 +81,40 @@ impl GuestCore {
             TriageKind::Small => self.next_minidump_path(time),
             _ => self.disk.memory_dmp(),
         };
+        let size32 = |size: u64| u32::try_from(size).unwrap_or(u32::MAX);
         let modules = self
             .kernel
             .modules()
             .into_iter()
             .map(|m| {
-                crash_triage::Module::new(m.name, m.base, u32::try_from(m.size).unwrap_or(u32::MAX))
+                // Each image carries its export directory, so triage can name functions.
+                let exports = self
+                    .kernel
+                    .exports(&m)
+                    .into_iter()
+                    .map(|(name, addr)| crash_triage::Export {
+                        name: name.to_owned(),
+                        rva: size32(addr - m.base),
+                    })
+                    .collect();
+                let mut module = crash_triage::Module::new(m.name, m.base, size32(m.size));
+                module.exports = exports;
+                module
             })
             .collect();
         let mut spec = DumpSpec::new(triage_kind, bc.code, bc.params, bc.rip, modules);
+        spec.unloaded = self
+            .kernel
+            .unloaded_drivers()
+            .into_iter()
+            .map(|(m, at)| crash_triage::UnloadedModule {
+                name: m.name,
+                base: m.base,
+                size: size32(m.size),
+                time: DateTime::<Utc>::from(at),
+            })
+            .collect();
+        spec.stack = bc.stack.clone();
         spec.system_time = time;
         spec.uptime = self.started.elapsed();
         spec.processors = self.vm.cpus;

@@ -40,6 +40,10 @@ pub struct Bugcheck {
     pub function: String,
     /// Instruction pointer: inside `module`'s image range (see `Kernel::modules`).
     pub rip: u64,
+    /// Return addresses of the functions that called the one RIP is in, innermost first,
+    /// as they sit on the faulting thread's stack (callers the model ran: ebpfcore's map
+    /// path, a driver's unload routine, the epoch timer...).
+    pub stack: Vec<u64>,
     /// Simulated CPU that raised it.
     pub cpu: u32,
     /// One line saying what the model detected (for logs; not part of a real dump).

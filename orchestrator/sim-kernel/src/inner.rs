@@ -136,7 +136,14 @@ impl KernelInner {
         default_fn: &'static str,
         detail: String,
     ) -> EbpfError {
-        let frame = frame.or_else(modules::current_frame);
+        let explicit = frame.is_some();
+        let mut chain = modules::current_frames();
+        let frame = frame.or_else(|| chain.last().copied());
+        if !explicit {
+            // The innermost frame is RIP's own; the rest are its callers.
+            chain.pop();
+        }
+        let stack = self.modules.return_addresses(&chain);
         let (module, function) = match frame {
             Some(f) => (f.module, f.function),
             None => (KERNEL_MODULE, default_fn),
@@ -156,6 +163,7 @@ impl KernelInner {
             module: m.name,
             function: function.to_string(),
             rip,
+            stack,
             cpu: self.cpu() as u32,
             detail,
         };
@@ -309,6 +317,14 @@ impl KernelInner {
             self.check()?;
         }
         Ok(())
+    }
+
+    /// Marks core code `function` of ebpfcore as running (a caller frame for the stack of a
+    /// bugcheck in the driver code it calls); nothing when ebpfcore is not loaded.
+    pub(crate) fn core_frame(&self, function: &'static str) -> Option<modules::FrameGuard> {
+        self.services
+            .core_module()
+            .map(|m| modules::push_frame(m, function))
     }
 
     /// Runs driver code `module!function`; calling into an unloaded image is bugcheck 0xCE.

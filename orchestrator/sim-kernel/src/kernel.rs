@@ -231,6 +231,18 @@ impl Kernel {
         self.inner.modules.unloaded()
     }
 
+    /// Modules unloaded in this boot with the time of each unload, oldest first (what
+    /// `MmUnloadedDrivers` records).
+    pub fn unloaded_drivers(&self) -> Vec<(Module, std::time::SystemTime)> {
+        self.inner.modules.unloaded_with_time()
+    }
+
+    /// The functions of a module's image with their addresses (what its export directory
+    /// lists in a dump).
+    pub fn exports(&self, module: &Module) -> Vec<(&'static str, u64)> {
+        self.inner.modules.exports(module.base)
+    }
+
     /// Graceful stop: every kernel and tool thread stops, blocked waits end, pins are
     /// dropped. Idempotent; API calls afterwards return `Halted(None)`.
     pub fn shutdown(&self) {

@@ -5,6 +5,7 @@ use parking_lot::RwLock;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
 
 /// A kernel image loaded in the simulated kernel, with a deterministic fake address range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +43,57 @@ const DRIVER_SLOT: u64 = 0x0010_0000;
 struct Entry {
     module: Module,
     loaded: Arc<AtomicBool>,
+    /// The functions the model attributes code to in this image (its "exports").
+    functions: &'static [&'static str],
+    unloaded_at: parking_lot::Mutex<Option<SystemTime>>,
 }
+
+/// The kernel functions the model attributes bugchecks and call chains to.
+pub(crate) const NT_FUNCTIONS: &[&str] = &[
+    "KeBugCheckEx",
+    "MmAccessFault",
+    "ExFreePoolWithTag",
+    "KiProcessNMI",
+    "KeWaitForSingleObject",
+    "ebpf_epoch_free",
+    "IopLoadDriver",
+    "IopUnloadDriver",
+    "NtDeviceIoControlFile",
+];
+/// Caller-side (core) functions of the map path; see `maps::ops`.
+pub(crate) const CORE_MAP_FIND: &str = "ebpf_map_find_entry";
+pub(crate) const CORE_MAP_UPDATE: &str = "ebpf_map_update_entry";
+pub(crate) const CORE_MAP_DELETE: &str = "ebpf_map_delete_entry";
+pub(crate) const CORE_MAP_CREATE: &str = "ebpf_map_create";
+pub(crate) const CORE_MAP_DESTROY: &str = "_ebpf_map_delete";
+pub(crate) const CORE_PROGRAM_INVOKE: &str = "ebpf_program_invoke";
+/// ebpfcore's functions.
+pub(crate) const CORE_FUNCTIONS: &[&str] = &[
+    "DriverEntry",
+    "_ebpf_driver_unload",
+    "_ebpf_epoch_release_free_list",
+    CORE_MAP_FIND,
+    CORE_MAP_UPDATE,
+    CORE_MAP_DELETE,
+    CORE_MAP_CREATE,
+    CORE_MAP_DESTROY,
+    CORE_PROGRAM_INVOKE,
+];
+/// The sample extension's functions (its provider callbacks, entry and unload).
+pub(crate) const SAMPLE_FUNCTIONS: &[&str] = &[
+    "DriverEntry",
+    "_sample_ebpf_ext_driver_unload",
+    "_sample_map_create",
+    "_sample_map_delete",
+    "_sample_map_find_entry",
+    "_sample_map_update_entry",
+    "_sample_map_delete_entry",
+    "_sample_ext_helper_map_get_value",
+];
+
+/// Offset of the call instruction's successor inside a calling function: where a return
+/// address on the stack points.
+const CALL_SITE: u64 = 0x3b;
 
 /// All modules ever loaded in this boot (unloaded ones are kept: their range still names
 /// them in a 0xCE bugcheck).
@@ -60,6 +111,8 @@ impl Default for ModuleTable {
                 size: KERNEL_SIZE,
             },
             loaded: Arc::new(AtomicBool::new(true)),
+            functions: NT_FUNCTIONS,
+            unloaded_at: parking_lot::Mutex::new(None),
         };
         ModuleTable {
             entries: RwLock::new(vec![kernel]),
@@ -69,7 +122,12 @@ impl Default for ModuleTable {
 
 impl ModuleTable {
     /// Maps a new image of `size` bytes in the next free slot.
-    pub(crate) fn load(&self, name: &str, size: u64) -> ModuleId {
+    pub(crate) fn load(
+        &self,
+        name: &str,
+        size: u64,
+        functions: &'static [&'static str],
+    ) -> ModuleId {
         let mut e = self.entries.write();
         let slot = (e.len() - 1) as u64;
         e.push(Entry {
@@ -79,12 +137,15 @@ impl ModuleTable {
                 size,
             },
             loaded: Arc::new(AtomicBool::new(true)),
+            functions,
+            unloaded_at: parking_lot::Mutex::new(None),
         });
         ModuleId((e.len() - 1) as u32)
     }
 
     pub(crate) fn unload(&self, id: ModuleId) {
         if let Some(e) = self.entries.read().get(id.0 as usize) {
+            *e.unloaded_at.lock() = Some(SystemTime::now());
             e.loaded.store(false, Ordering::Release);
         }
     }
@@ -111,11 +172,45 @@ impl ModuleTable {
     }
 
     pub(crate) fn unloaded(&self) -> Vec<Module> {
-        self.entries
+        self.unloaded_with_time().into_iter().map(|u| u.0).collect()
+    }
+
+    /// Unloaded modules with the time of their unload, in unload order.
+    pub(crate) fn unloaded_with_time(&self) -> Vec<(Module, SystemTime)> {
+        let mut out: Vec<_> = self
+            .entries
             .read()
             .iter()
             .filter(|e| !e.loaded.load(Ordering::Acquire))
-            .map(|e| e.module.clone())
+            .map(|e| {
+                let at = e.unloaded_at.lock().unwrap_or(SystemTime::UNIX_EPOCH);
+                (e.module.clone(), at)
+            })
+            .collect();
+        out.sort_by_key(|u| u.1);
+        out
+    }
+
+    /// The functions of the image at `base` with their addresses.
+    pub(crate) fn exports(&self, base: u64) -> Vec<(&'static str, u64)> {
+        let e = self.entries.read();
+        e.iter()
+            .filter(|e| e.module.base == base)
+            .flat_map(|e| {
+                e.functions
+                    .iter()
+                    .map(|f| (*f, function_address(&e.module, f)))
+            })
+            .collect()
+    }
+
+    /// Return addresses for a chain of callers (outermost first in `callers`), innermost
+    /// first as they sit on the stack above RSP.
+    pub(crate) fn return_addresses(&self, callers: &[Frame]) -> Vec<u64> {
+        callers
+            .iter()
+            .rev()
+            .map(|f| self.rip(f.module, f.function) + CALL_SITE)
             .collect()
     }
 
@@ -168,6 +263,11 @@ pub(crate) fn push_frame(module: ModuleId, function: &'static str) -> FrameGuard
     FrameGuard(())
 }
 
+/// Every frame on this thread, outermost first.
+pub(crate) fn current_frames() -> Vec<Frame> {
+    FRAMES.with(|f| f.borrow().clone())
+}
+
 /// The innermost driver frame of this thread, if any driver code is running.
 pub(crate) fn current_frame() -> Option<Frame> {
     FRAMES.with(|f| f.borrow().last().copied())
@@ -180,8 +280,8 @@ mod tests {
     #[test]
     fn rip_lies_inside_the_module_and_is_stable() {
         let t = ModuleTable::default();
-        let a = t.load("ebpfcore.sys", 0x8_0000);
-        let b = t.load("sample_ebpf_ext.sys", 0x2_0000);
+        let a = t.load("ebpfcore.sys", 0x8_0000, CORE_FUNCTIONS);
+        let b = t.load("sample_ebpf_ext.sys", 0x2_0000, SAMPLE_FUNCTIONS);
         let mb = t.get(b);
         assert_eq!(mb.base, 0xFFFF_F806_1010_0000);
         let rip = t.rip(b, "_sample_map_find_entry");
@@ -191,6 +291,37 @@ mod tests {
         t.unload(b);
         assert_eq!(t.loaded().len(), 2);
         assert_eq!(t.unloaded()[0].name, "sample_ebpf_ext.sys");
+    }
+
+    #[test]
+    fn exports_and_return_addresses_point_into_the_calling_functions() {
+        let t = ModuleTable::default();
+        let core = t.load("ebpfcore.sys", 0x8_0000, CORE_FUNCTIONS);
+        let ext = t.load("sample_ebpf_ext.sys", 0x2_4000, SAMPLE_FUNCTIONS);
+        let exports = t.exports(t.get(ext).base);
+        assert_eq!(exports.len(), SAMPLE_FUNCTIONS.len());
+        assert!(exports.iter().all(|(f, a)| *a == t.rip(ext, f)));
+        let chain = [
+            Frame {
+                module: KERNEL_MODULE,
+                function: "NtDeviceIoControlFile",
+            },
+            Frame {
+                module: core,
+                function: CORE_MAP_FIND,
+            },
+        ];
+        assert_eq!(
+            t.return_addresses(&chain),
+            [
+                t.rip(core, CORE_MAP_FIND) + CALL_SITE,
+                t.rip(KERNEL_MODULE, "NtDeviceIoControlFile") + CALL_SITE,
+            ]
+        );
+        t.unload(ext);
+        let gone = t.unloaded_with_time();
+        assert_eq!(gone.len(), 1);
+        assert!(gone[0].1 > SystemTime::UNIX_EPOCH);
     }
 
     #[test]

@@ -140,7 +140,11 @@ pub(crate) fn load(
         ImageKind::EbpfCore => CORE_IMAGE_SIZE,
         ImageKind::SampleExt => sample_ext::IMAGE_SIZE,
     };
-    let module = k.modules.load(&format!("{service}.sys"), size);
+    let functions = match image.image {
+        ImageKind::EbpfCore => modules::CORE_FUNCTIONS,
+        ImageKind::SampleExt => modules::SAMPLE_FUNCTIONS,
+    };
+    let module = k.modules.load(&format!("{service}.sys"), size, functions);
     let entry = {
         let _frame = modules::push_frame(module, "DriverEntry");
         match image.image {

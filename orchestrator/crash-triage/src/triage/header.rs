@@ -78,6 +78,14 @@ impl Header {
         get_u64(&self.raw, hdr::CONTEXT_RECORD + ctx::RIP)
     }
 
+    pub fn rsp(&self) -> u64 {
+        get_u64(&self.raw, hdr::CONTEXT_RECORD + crate::format::ctx::RSP)
+    }
+
+    pub fn kd_debugger_data_block(&self) -> u64 {
+        get_u64(&self.raw, hdr::KD_DEBUGGER_DATA_BLOCK)
+    }
+
     pub fn system_time(&self) -> i64 {
         get_u64(&self.raw, hdr::SYSTEM_TIME) as i64
     }

@@ -13,6 +13,7 @@
 mod error;
 mod header;
 mod kdmp;
+mod kernel_data;
 mod physmem;
 mod small;
 mod source;
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use error::{TriageError, TriageErrorKind};
+pub use kernel_data::{StackFrame, UnloadedDriver};
 
 use self::error::TriageErrorKind as K;
 use self::source::Source;
@@ -177,6 +179,9 @@ pub struct FaultingModule {
     pub size: u64,
     /// RIP - base.
     pub offset: u64,
+    /// The image was unloaded (found in `MmUnloadedDrivers`, not the module list).
+    #[serde(default)]
+    pub unloaded: bool,
 }
 
 /// Build and machine facts from the header.
@@ -202,6 +207,13 @@ pub struct Triage {
     pub faulting_module: Option<FaultingModule>,
     /// Sorted by base address.
     pub modules: Vec<LoadedModule>,
+    /// Drivers unloaded earlier in the boot, oldest first (`MmUnloadedDrivers`).
+    #[serde(default)]
+    pub unloaded_modules: Vec<UnloadedDriver>,
+    /// The faulting thread: RIP's frame first, then the return addresses found on its
+    /// stack (see `kernel_data`). Only RIP's frame for small dumps.
+    #[serde(default)]
+    pub stack: Vec<StackFrame>,
     pub system_time: Option<DateTime<Utc>>,
     pub uptime: Option<Duration>,
     pub system: SystemInfo,
@@ -250,6 +262,8 @@ fn run(path: &Path, src: &Source) -> Result<Triage, Fail> {
     let header = header::Header::parse(raw)?;
 
     let mut warnings = Vec::new();
+    let mut unloaded_modules = Vec::new();
+    let mut stack_words: Option<Vec<StackFrame>> = None;
     let (format, modules, bugcheck, rip) = match header.dump_type() {
         dump_type::TRIAGE => {
             let small = small::read_small(src, len)?;
@@ -275,7 +289,7 @@ fn run(path: &Path, src: &Source) -> Result<Triage, Fail> {
                 None
             };
             let parsed = kdmp::parse(&header, src, len, input.unwrap_or(kdmp::Input::File), hide)?;
-            let modules = parsed
+            let modules: Vec<LoadedModule> = parsed
                 .modules
                 .into_iter()
                 .map(|(base, end, path)| {
@@ -283,6 +297,17 @@ fn run(path: &Path, src: &Source) -> Result<Triage, Fail> {
                     LoadedModule::new(name, path, base, end - base)
                 })
                 .collect();
+            if hide.is_none() {
+                unloaded_modules =
+                    kernel_data::unloaded_drivers(&reader, header.kd_debugger_data_block());
+                stack_words = Some(kernel_data::stack(
+                    &reader,
+                    &modules,
+                    &unloaded_modules,
+                    parsed.rip,
+                    header.rsp(),
+                ));
+            }
             (
                 format,
                 modules,
@@ -305,7 +330,26 @@ fn run(path: &Path, src: &Source) -> Result<Triage, Fail> {
             base: m.base,
             size: m.size,
             offset: rip - m.base,
+            unloaded: false,
+        })
+        .or_else(|| {
+            unloaded_modules
+                .iter()
+                .rev()
+                .find(|u| u.contains(rip))
+                .map(|u| FaultingModule {
+                    name: u.name.clone(),
+                    base: u.base,
+                    size: u.size,
+                    offset: rip - u.base,
+                    unloaded: true,
+                })
         });
+    let stack = stack_words.unwrap_or_else(|| {
+        kernel_data::frame(None, &modules, &unloaded_modules, rip)
+            .into_iter()
+            .collect()
+    });
     let up = header.system_up_time();
     Ok(Triage {
         path: path.to_path_buf(),
@@ -315,6 +359,8 @@ fn run(path: &Path, src: &Source) -> Result<Triage, Fail> {
         rip,
         faulting_module,
         modules,
+        unloaded_modules,
+        stack,
         system_time: filetime_to_utc(header.system_time()),
         uptime: (up != 0 && up < u64::MAX / 100).then(|| Duration::from_nanos(up * 100)),
         system: SystemInfo {

@@ -1,9 +1,10 @@
 //! Lays out the kernel structures a dump reader walks: `PsLoadedModuleList` with one
-//! `KLDR_DATA_TABLE_ENTRY` per module, and the `KDDEBUGGER_DATA64` block.
+//! `KLDR_DATA_TABLE_ENTRY` per module, `MmUnloadedDrivers`, the `KDDEBUGGER_DATA64` block,
+//! each module's PE headers with its export directory, and the bugchecking thread's stack.
 
 use super::memory::Memory;
-use crate::format::{ldr, put_u16, put_u32, put_u64};
-use crate::spec::{DumpSpec, Module};
+use crate::format::{kdbg, ldr, pe, put_u16, put_u32, put_u64, unloaded};
+use crate::spec::{DumpSpec, Module, UnloadedModule, utc_to_filetime};
 
 /// Where loader entries and their name strings live (non-paged pool).
 const POOL_VA: u64 = 0xFFFF_B00A_1C00_0000;
@@ -95,11 +96,37 @@ pub fn build(spec: &DumpSpec) -> KernelLayout {
     memory.write_u64(active_process_head, active_process_head);
     memory.write_u64(active_process_head + 8, active_process_head);
 
+    // MmUnloadedDrivers (a pointer to the array) and MmLastUnloadedDriver (entries used).
+    let unloaded_var = data_va + 0x2D0;
+    let last_unloaded_var = data_va + 0x2D8;
+    let kept = &spec.unloaded[spec.unloaded.len().saturating_sub(unloaded::MAX)..];
+    let array = (cursor + 15) & !15;
+    cursor = array + (unloaded::SIZE * unloaded::MAX) as u64;
+    for (i, u) in kept.iter().enumerate() {
+        let name = utf16(&u.name);
+        let name_va = cursor;
+        cursor = (cursor + name.len() as u64 + 2 + 15) & !15;
+        memory.write(name_va, &[name.as_slice(), &[0, 0]].concat());
+        memory.write(
+            array + (i * unloaded::SIZE) as u64,
+            &unloaded_entry(u, &name, name_va),
+        );
+    }
+    memory.write_u64(unloaded_var, array);
+    memory.write(last_unloaded_var, &(kept.len() as u32).to_le_bytes());
+
+    for module in &spec.modules {
+        if let Some(image) = pe_headers(module) {
+            memory.write(module.base, &image);
+        }
+    }
+    write_stack(&mut memory, spec);
+
     let kern_base = spec.modules.first().map_or(0, |m| m.base);
-    memory.write(
-        kdbg,
-        &kd_debugger_data(kdbg, kern_base, head, active_process_head),
-    );
+    let mut data = kd_debugger_data(kdbg, kern_base, head, active_process_head);
+    put_u64(&mut data, kdbg::MM_UNLOADED_DRIVERS, unloaded_var);
+    put_u64(&mut data, kdbg::MM_LAST_UNLOADED_DRIVER, last_unloaded_var);
+    memory.write(kdbg, &data);
 
     KernelLayout {
         memory,
@@ -107,6 +134,98 @@ pub fn build(spec: &DumpSpec) -> KernelLayout {
         ps_active_process_head: active_process_head,
         kd_debugger_data_block: kdbg,
     }
+}
+
+fn unloaded_entry(u: &UnloadedModule, name: &[u8], name_va: u64) -> Vec<u8> {
+    let mut e = vec![0u8; unloaded::SIZE];
+    put_unicode(&mut e, unloaded::NAME, name, name_va);
+    put_u64(&mut e, unloaded::START, u.base);
+    put_u64(&mut e, unloaded::END, u.base + u64::from(u.size));
+    put_u64(&mut e, unloaded::TIME, utc_to_filetime(u.time) as u64);
+    e
+}
+
+/// The first bytes of the module's image: DOS header, `PE\0\0`, a PE32+ optional header
+/// whose export directory lists `exports` (names sorted, as the loader's binary search
+/// needs). `None` when there is nothing to export or the image is too small to hold it.
+fn pe_headers(module: &Module) -> Option<Vec<u8>> {
+    if module.exports.is_empty() {
+        return None;
+    }
+    const NT: usize = 0x80;
+    const EXPORTS: usize = 0x200;
+    let mut exports: Vec<_> = module.exports.iter().collect();
+    exports.sort_by(|a, b| a.name.cmp(&b.name));
+    let n = exports.len();
+    let functions = EXPORTS + pe::EXP_SIZE;
+    let names = functions + 4 * n;
+    let ordinals = names + 4 * n;
+    let mut strings = ordinals + 2 * n;
+    let image_name = strings;
+    strings += module.name.len() + 1;
+    let len = strings + exports.iter().map(|e| e.name.len() + 1).sum::<usize>();
+    if len as u64 > u64::from(module.size) {
+        return None;
+    }
+    let mut b = vec![0u8; len];
+    b[0..2].copy_from_slice(b"MZ");
+    put_u32(&mut b, pe::E_LFANEW, NT as u32);
+    b[NT..NT + 4].copy_from_slice(b"PE\0\0");
+    put_u16(&mut b, NT + 4, 0x8664);
+    put_u16(&mut b, NT + 0x14, 0xF0);
+    put_u16(&mut b, NT + 0x16, 0x22);
+    let opt = NT + pe::OPTIONAL_HEADER;
+    put_u16(&mut b, opt, pe::PE32_PLUS);
+    put_u32(&mut b, opt + 0x38, module.size);
+    put_u32(&mut b, opt + 0x6C, 16);
+    put_u32(&mut b, opt + pe::EXPORT_DIRECTORY, EXPORTS as u32);
+    put_u32(
+        &mut b,
+        opt + pe::EXPORT_DIRECTORY + 4,
+        (len - EXPORTS) as u32,
+    );
+    put_u32(&mut b, EXPORTS + 0xC, image_name as u32);
+    put_u32(&mut b, EXPORTS + 0x10, 1);
+    put_u32(&mut b, EXPORTS + pe::EXP_NUMBER_OF_FUNCTIONS, n as u32);
+    put_u32(&mut b, EXPORTS + pe::EXP_NUMBER_OF_NAMES, n as u32);
+    put_u32(
+        &mut b,
+        EXPORTS + pe::EXP_ADDRESS_OF_FUNCTIONS,
+        functions as u32,
+    );
+    put_u32(&mut b, EXPORTS + pe::EXP_ADDRESS_OF_NAMES, names as u32);
+    put_u32(
+        &mut b,
+        EXPORTS + pe::EXP_ADDRESS_OF_NAME_ORDINALS,
+        ordinals as u32,
+    );
+    b[image_name..image_name + module.name.len()].copy_from_slice(module.name.as_bytes());
+    let mut at = image_name + module.name.len() + 1;
+    for (i, e) in exports.iter().enumerate() {
+        put_u32(&mut b, functions + 4 * i, e.rva);
+        put_u32(&mut b, names + 4 * i, at as u32);
+        put_u16(&mut b, ordinals + 2 * i, i as u16);
+        b[at..at + e.name.len()].copy_from_slice(e.name.as_bytes());
+        at += e.name.len() + 1;
+    }
+    Some(b)
+}
+
+/// The bugchecking thread's stack from RSP up: per frame a return address and two slots of
+/// locals that point at no code (a pool address, a small count), as compiled frames hold
+/// them; zeros past the outermost frame.
+fn write_stack(memory: &mut Memory, spec: &DumpSpec) {
+    if spec.stack.is_empty() {
+        return;
+    }
+    let mut b = Vec::with_capacity(spec.stack.len() * 24 + 64);
+    for (i, ret) in spec.stack.iter().enumerate() {
+        b.extend_from_slice(&(POOL_VA + 0x2E_3000 + i as u64 * 0x40).to_le_bytes());
+        b.extend_from_slice(&(i as u64 + 1).to_le_bytes());
+        b.extend_from_slice(&ret.to_le_bytes());
+    }
+    b.extend_from_slice(&[0u8; 64]);
+    memory.write(spec.rsp, &b);
 }
 
 fn put_unicode(entry: &mut [u8], at: usize, s: &[u8], va: u64) {

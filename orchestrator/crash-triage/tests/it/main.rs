@@ -9,3 +9,4 @@ mod fuzz;
 mod report;
 mod roundtrip;
 mod small;
+mod unloaded;

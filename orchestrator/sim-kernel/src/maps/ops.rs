@@ -4,6 +4,9 @@
 use super::Map;
 use crate::error::EbpfError;
 use crate::inner::KernelInner;
+use crate::modules::{
+    CORE_MAP_DELETE, CORE_MAP_DESTROY, CORE_MAP_FIND, CORE_MAP_UPDATE, CORE_PROGRAM_INVOKE,
+};
 use crate::provider::{OP_HELPER, OP_MAP_CLEANUP, OP_UPDATE, Slot};
 use crate::types::UpdateOption;
 use std::sync::atomic::Ordering;
@@ -42,6 +45,7 @@ fn notify_delete(
 /// Looks a key up (caller is inside an epoch).
 pub(crate) fn find(k: &KernelInner, map: &Map, key: u32, flags: u32) -> Result<u32, EbpfError> {
     k.check()?;
+    let _core = k.core_frame(CORE_MAP_FIND);
     refuse_program_access(map, flags)?;
     let stored = map.find_stored(key).ok_or(EbpfError::KeyNotFound)?;
     match &map.binding {
@@ -76,6 +80,7 @@ pub(crate) fn update(
     flags: u32,
 ) -> Result<(), EbpfError> {
     k.check()?;
+    let _core = k.core_frame(CORE_MAP_UPDATE);
     refuse_program_access(map, flags)?;
     let new_stored = match &map.binding {
         None => u64::from(value),
@@ -130,6 +135,7 @@ pub(crate) fn update(
 /// Deletes a key (caller is inside an epoch).
 pub(crate) fn delete(k: &KernelInner, map: &Map, key: u32, flags: u32) -> Result<(), EbpfError> {
     k.check()?;
+    let _core = k.core_frame(CORE_MAP_DELETE);
     refuse_program_access(map, flags)?;
     let old = {
         let mut bucket = map.bucket(key).lock();
@@ -180,6 +186,8 @@ pub(crate) fn next_key(k: &KernelInner, map: &Map, prev: Option<u32>) -> Result<
 /// `bpf_map_lookup_elem` for built-in maps. Caller is inside an epoch at DISPATCH.
 pub(crate) fn helper_get_value(k: &KernelInner, map: &Map, key: u32) -> Result<u32, EbpfError> {
     k.check()?;
+    // A program calling the extension's helper: ebpfcore's invoke is the caller.
+    let _core = k.core_frame(CORE_PROGRAM_INVOKE);
     match &map.binding {
         None => find(k, map, key, OP_HELPER),
         Some(b) => {
@@ -201,6 +209,7 @@ pub(crate) fn destroy(k: &KernelInner, map: &Map) -> Result<(), EbpfError> {
     }
     let result = (|| {
         k.check()?;
+        let _core = k.core_frame(CORE_MAP_DESTROY);
         let _epoch = k.epoch_enter();
         for b in map.buckets.iter() {
             let entries = std::mem::take(&mut *b.lock());

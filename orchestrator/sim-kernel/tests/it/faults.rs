@@ -90,6 +90,27 @@ fn detach_without_rundown_breaks_maps_in_use_during_hot_unload() {
                 assert!(matches!(bc.code, 0x50 | 0xCE), "{bc:?}");
                 assert_eq!(bc.module, format!("{svc}.sys"));
                 assert!(module_contains(&k, bc));
+                // The driver's callback was called by ebpfcore: its return address is the
+                // first one on the stack, and ebpfcore's exports name it.
+                let core = k.modules().into_iter().find(|m| m.name == "ebpfcore.sys");
+                let core = core.expect("ebpfcore loaded");
+                let ret = *bc.stack.first().expect("a caller on the stack");
+                assert!(core.contains(ret), "{bc:?}");
+                let named = k.exports(&core).into_iter().filter(|(_, a)| *a <= ret);
+                let caller = named.max_by_key(|(_, a)| *a).map(|(f, _)| f);
+                assert!(
+                    matches!(
+                        caller,
+                        Some(
+                            "ebpf_map_find_entry"
+                                | "ebpf_map_update_entry"
+                                | "ebpf_map_delete_entry"
+                                | "ebpf_program_invoke"
+                                | "_ebpf_map_delete"
+                        )
+                    ),
+                    "{caller:?}"
+                );
                 true
             }
             None => false,
