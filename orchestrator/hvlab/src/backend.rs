@@ -108,7 +108,9 @@ fn connect_host(h: &lab_config::Host, env: &EnvSettings) -> Result<AnyPsHost, Cl
             )))
         }
         Connection::Ssh {
-            port, credentials, ..
+            port,
+            credentials,
+            host_key_sha256,
         } => {
             let auth = match (&credentials.private_key, &credentials.password) {
                 (Some(lab_config::SecretRef::File(path)), _) => SshAuth::KeyFile {
@@ -123,17 +125,14 @@ fn connect_host(h: &lab_config::Host, env: &EnvSettings) -> Result<AnyPsHost, Cl
                 (None, Some(p)) => SshAuth::Password(secret(p)),
                 (None, None) => SshAuth::Agent,
             };
-            // lab-transport checks host keys against known_hosts; the lab file's
-            // host_key_sha256 is documented as the fingerprint to check that entry against.
-            let known_hosts = env.known_hosts();
-            let cfg = SshConfig::new(
-                address()?,
-                credentials.user.clone(),
-                auth,
-                HostKeyPolicy::KnownHosts(known_hosts),
-            )
-            .port(*port)
-            .remote_os(RemoteOs::Windows);
+            // A pin in the lab file is the host's identity; without one, known_hosts is.
+            let host_key = match host_key_sha256 {
+                Some(pin) => HostKeyPolicy::PinnedSha256(pin.clone()),
+                None => HostKeyPolicy::KnownHosts(env.known_hosts()),
+            };
+            let cfg = SshConfig::new(address()?, credentials.user.clone(), auth, host_key)
+                .port(*port)
+                .remote_os(RemoteOs::Windows);
             Ok(AnyPsHost::Remote(RemotePowerShell::new(AnyTransport::Ssh(
                 SshTransport::new(cfg),
             ))))
