@@ -108,7 +108,9 @@ fn connect_host(h: &lab_config::Host, env: &EnvSettings) -> Result<AnyPsHost, Cl
             )))
         }
         Connection::Ssh {
-            port, credentials, ..
+            port,
+            credentials,
+            host_key_sha256,
         } => {
             let auth = match (&credentials.private_key, &credentials.password) {
                 (Some(lab_config::SecretRef::File(path)), _) => SshAuth::KeyFile {
@@ -123,17 +125,14 @@ fn connect_host(h: &lab_config::Host, env: &EnvSettings) -> Result<AnyPsHost, Cl
                 (None, Some(p)) => SshAuth::Password(secret(p)),
                 (None, None) => SshAuth::Agent,
             };
-            // lab-transport checks host keys against known_hosts; the lab file's
-            // host_key_sha256 is documented as the fingerprint to check that entry against.
-            let known_hosts = env.known_hosts();
-            let cfg = SshConfig::new(
-                address()?,
-                credentials.user.clone(),
-                auth,
-                HostKeyPolicy::KnownHosts(known_hosts),
-            )
-            .port(*port)
-            .remote_os(RemoteOs::Windows);
+            // A pin in the lab file is the host's identity; without one, known_hosts is.
+            let host_key = match host_key_sha256 {
+                Some(pin) => HostKeyPolicy::PinnedSha256(pin.clone()),
+                None => HostKeyPolicy::KnownHosts(env.known_hosts()),
+            };
+            let cfg = SshConfig::new(address()?, credentials.user.clone(), auth, host_key)
+                .port(*port)
+                .remote_os(RemoteOs::Windows);
             Ok(AnyPsHost::Remote(RemotePowerShell::new(AnyTransport::Ssh(
                 SshTransport::new(cfg),
             ))))
@@ -252,9 +251,24 @@ pub fn dry_run(plan: &Plan) -> Result<String, CliError> {
                 guest: lab_runner::worker::guest_settings(&t.guest),
             })
             .collect();
+        let units: Vec<dry_run::PlannedUnit> = plan
+            .matrix()
+            .into_iter()
+            .filter(|m| m.scenario.payload.name == payload.name)
+            .map(|m| dry_run::PlannedUnit {
+                id: format!("{}@{}#{}", m.scenario.name, m.template, m.iteration + 1),
+                template: m.template.to_owned(),
+                steps: planned_steps(m.scenario, m.template, m.iteration + 1),
+            })
+            .collect();
         let rt = crate::runtime(false)?;
         let ops = rt
-            .block_on(dry_run::plan(hyperv_config(hv, false), &specs, &deploy))
+            .block_on(dry_run::plan(
+                hyperv_config(hv, false),
+                &specs,
+                &deploy,
+                &units,
+            ))
             .map_err(|e| CliError::infra("plan the run", e))?;
         out.push_str(&format!(
             "# hvlab dry run: lab `{}`, payload `{}`, {} VM(s); no host was contacted and no secret was read\n",
@@ -265,6 +279,125 @@ pub fn dry_run(plan: &Plan) -> Result<String, CliError> {
         out.push_str(&dry_run::render(&ops));
     }
     Ok(out)
+}
+
+/// The setup and scenario steps of one unit, as guest actions. `{seed}` shows as 0: the
+/// run derives it from the run seed.
+fn planned_steps(
+    scenario: &lab_config::Scenario,
+    template: &str,
+    iteration: u32,
+) -> Vec<dry_run::PlannedStep> {
+    let ctx = lab_config::InvocationContext {
+        seed: 0,
+        iteration: iteration.saturating_sub(1),
+        vm: template,
+        scenario: &scenario.name,
+    };
+    let mut out = Vec::new();
+    for (part, steps) in [("setup", &scenario.setup), ("steps", &scenario.steps)] {
+        for (i, step) in steps.iter().enumerate() {
+            let path = format!("{part}[{i}]");
+            step_actions(scenario, step, &ctx, &path, true, &mut out);
+        }
+    }
+    out
+}
+
+fn step_actions(
+    scenario: &lab_config::Scenario,
+    step: &lab_config::Step,
+    ctx: &lab_config::InvocationContext<'_>,
+    path: &str,
+    top_level: bool,
+    out: &mut Vec<dry_run::PlannedStep>,
+) {
+    use dry_run::GuestAction as A;
+    use lab_config::StepKind as K;
+    let nested = |kind: &str, steps: &[lab_config::Step], out: &mut Vec<_>| {
+        for (i, s) in steps.iter().enumerate() {
+            step_actions(scenario, s, ctx, &format!("{path}.{kind}[{i}]"), false, out);
+        }
+    };
+    let note = |n: String| vec![A::Note(n)];
+    let actions = match &step.kind {
+        K::DriverStart(o) => vec![A::ServiceStart(o.driver.service.clone())],
+        K::DriverStop(o) => vec![A::ServiceStop(o.driver.service.clone())],
+        K::DriverRestart(o) => vec![
+            A::ServiceStop(o.driver.service.clone()),
+            A::ServiceStart(o.driver.service.clone()),
+        ],
+        K::DriverWait(o) => vec![A::ServiceQuery(o.driver.service.clone())],
+        K::Run(r) => {
+            let tool = &scenario.payload.tools[r.tool.index];
+            let mut v = match r.argv(&scenario.payload, ctx) {
+                Ok(argv) => vec![A::Exec {
+                    argv,
+                    timeout: r.timeout,
+                }],
+                Err(e) => note(format!(
+                    "run {}: its command cannot be rendered: {e}",
+                    tool.name
+                )),
+            };
+            if let Some(junit) = &tool.result.junit {
+                v.push(A::Note(format!(
+                    "then the tool's JUnit report {junit} is copied back (guest -> host -> here)"
+                )));
+            }
+            v
+        }
+        K::Exec(e) => match e.argv(ctx) {
+            Ok(argv) => vec![A::Exec {
+                argv,
+                timeout: e.timeout,
+            }],
+            Err(err) => note(format!("exec: its command cannot be rendered: {err}")),
+        },
+        K::Checkpoint { name } => vec![A::Checkpoint(name.clone())],
+        K::Parallel(steps) | K::Sequence(steps) => {
+            out.push(dry_run::PlannedStep {
+                path: path.to_owned(),
+                label: step.display_name(),
+                actions: vec![],
+                top_level,
+            });
+            let kind = if matches!(step.kind, K::Parallel(_)) {
+                "parallel"
+            } else {
+                "sequence"
+            };
+            nested(kind, steps, out);
+            return;
+        }
+        K::Repeat { steps, .. } => {
+            out.push(dry_run::PlannedStep {
+                path: path.to_owned(),
+                label: step.display_name(),
+                actions: vec![A::Note(
+                    "each round runs the steps below (shown once)".into(),
+                )],
+                top_level,
+            });
+            nested("steps", steps, out);
+            return;
+        }
+        K::Deploy => note("deploy: already done when the VM was provisioned".into()),
+        K::Sleep(_) => note("sleeps here; nothing is sent to the host".into()),
+        K::ExpectBugcheck { .. } | K::ExpectNoBugcheck => {
+            note("judges the crash (if any) the runner noticed by the boot id".into())
+        }
+        other => note(format!(
+            "{}: the dry run does not list this step's operations",
+            other.describe()
+        )),
+    };
+    out.push(dry_run::PlannedStep {
+        path: path.to_owned(),
+        label: step.display_name(),
+        actions,
+        top_level,
+    });
 }
 
 #[cfg(test)]
@@ -296,5 +429,10 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in the plan");
         }
         assert!(text.starts_with("# hvlab dry run: lab `hyperv-example`"));
+        // Which unit runs where, each step with what it sends, and the counts at the end.
+        assert!(text.contains(" unit(s):\n#   '"), "{text}");
+        assert!(text.contains("# ==== step 'steps[0] "), "{text}");
+        assert!(text.contains(" operation(s):\n#   "), "{text}");
+        assert!(!text.contains(".tmp"), "no temp path in the plan");
     }
 }

@@ -45,6 +45,19 @@ pub enum TransportError {
         target: String,
         known_hosts: PathBuf,
     },
+    /// The server's host key is not the pinned one. Both fingerprints are OpenSSH's
+    /// `SHA256:<base64>` form.
+    #[error(
+        "verify the host key of {target}: its {key_type} key has fingerprint {actual}, not the \
+         pinned {expected} (possible man-in-the-middle, or the host was reinstalled; \
+         `ssh-keygen -lf` on the host's public key file prints its fingerprint)"
+    )]
+    HostKeyPinMismatch {
+        target: String,
+        key_type: String,
+        expected: String,
+        actual: String,
+    },
     /// The TLS certificate is not the pinned one.
     #[error(
         "verify the tls certificate of {target}: its sha256 fingerprint {actual} is not the \
@@ -183,6 +196,7 @@ impl TransportError {
             TransportError::Winrm { source, .. } => winrm_is_transient(source),
             TransportError::HostKeyUnknown { .. }
             | TransportError::HostKeyMismatch { .. }
+            | TransportError::HostKeyPinMismatch { .. }
             | TransportError::CertificateMismatch { .. }
             | TransportError::AuthRejected { .. }
             | TransportError::Secret(_)

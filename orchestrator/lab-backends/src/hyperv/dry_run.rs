@@ -1,7 +1,10 @@
 //! The dry run: the exact scripts a run would send to each host, produced by driving this
 //! backend through the runner's sequence (provision, configure, reboot, deploy, checkpoint,
-//! restore, remove) against recording hosts that answer like a healthy lab. Secrets are not
-//! read; their place in the scripts shows where they come from.
+//! restore, remove) against recording hosts that answer like a healthy lab, then each unit
+//! that would run on the VM (restore, readiness, and the guest operations of every setup
+//! and scenario step). Secrets are not read; their place in the scripts shows where they
+//! come from. Lab values shown in `#` comments go through [`shown`], so a newline in a
+//! path cannot end the comment and turn the rest into a command.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -9,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::host::scripted::{HostFiles, Recorded, Reply};
+use super::host::scripted::{HostFiles, Reply};
 use super::script::Script;
 use super::{AnyPsHost, HyperV, HyperVConfig, ScriptedHost};
 use crate::error::Result;
@@ -26,14 +29,79 @@ pub struct DeployPlan {
     pub services: Vec<ServiceSpec>,
 }
 
+/// What a scenario step asks of the guest; the caller maps its scenario steps to these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestAction {
+    /// Run a program (argv\[0\]) with a timeout.
+    Exec {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
+    ServiceStart(String),
+    ServiceStop(String),
+    ServiceQuery(String),
+    /// `Checkpoint-VM` under this name.
+    Checkpoint(String),
+    /// Something the runner does that sends nothing to the host (a sleep, judging a crash).
+    Note(String),
+}
+
+/// One setup or scenario step of a unit.
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    /// Where it is in the scenario (`steps[1]`, `setup[0]`).
+    pub path: String,
+    pub label: String,
+    pub actions: Vec<GuestAction>,
+    /// A top-level step: the runner reads the boot id after it (a reboot is a crash).
+    pub top_level: bool,
+}
+
+/// One unit (a scenario iteration on a template).
+#[derive(Debug, Clone)]
+pub struct PlannedUnit {
+    /// `scenario@template#iteration`.
+    pub id: String,
+    pub template: String,
+    pub steps: Vec<PlannedStep>,
+}
+
 /// One host operation of the plan.
 #[derive(Debug, Clone)]
 pub struct PlannedOp {
     pub host: String,
     pub vm: String,
+    /// The unit and step it belongs to; None while the VM is provisioned or removed.
+    pub unit: Option<String>,
+    pub step: Option<String>,
     pub op: &'static str,
     /// The complete script (or, for a file copy, what is copied where).
     pub text: String,
+}
+
+/// A lab value as a `#` comment shows it: single-quoted (quotes doubled, as in
+/// PowerShell), control and line-separator characters escaped as `\n`, `\r`, `\t` or
+/// `\u{..}`, so the comment stays one line whatever the value holds.
+pub fn shown(value: &str) -> String {
+    let mut s = String::with_capacity(value.len() + 2);
+    s.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' | '\u{2018}' | '\u{2019}' | '\u{201a}' | '\u{201b}' => {
+                s.push(c);
+                s.push(c);
+            }
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}') => {
+                s.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('\'');
+    s
 }
 
 /// Answers every script the way a healthy host and guest would.
@@ -52,6 +120,7 @@ fn healthy(boots: &Mutex<u32>, script: &Script, _files: &HostFiles) -> Reply {
         "guest.set_crash_control" => {
             json!({"RamMb": 4096, "PageFileMb": 8192, "AutomaticPageFile": true})
         }
+        "guest.events" => json!([]),
         "guest.extract" => {
             let n = match script.param("Entries") {
                 Some(super::script::PsValue::List(v)) => v.len(),
@@ -74,11 +143,13 @@ fn healthy(boots: &Mutex<u32>, script: &Script, _files: &HostFiles) -> Reply {
     })
 }
 
-/// Plans one VM per spec through provision, deploy, checkpoint, one restore and removal.
+/// Plans one VM per spec through provision, deploy and checkpoint, then every unit of
+/// its template (restore, readiness, steps), then its removal.
 pub async fn plan(
     mut config: HyperVConfig,
     specs: &[VmSpec],
     deploy: &DeployPlan,
+    units: &[PlannedUnit],
 ) -> Result<Vec<PlannedOp>> {
     config.read_secrets = false;
     config.timing.poll = Duration::ZERO;
@@ -97,15 +168,17 @@ pub async fn plan(
     let hv = HyperV::new(config, hosts);
     let mut out = Vec::new();
     let mut seen = vec![0usize; logs.len()];
-    let mut take = |vm: &str, out: &mut Vec<PlannedOp>| {
+    let mut take = |vm: &str, unit: Option<&str>, step: Option<&str>, out: &mut Vec<PlannedOp>| {
         for (i, (host, log)) in logs.iter().enumerate() {
             let log = log.lock().expect("log lock");
-            for Recorded { op, text } in &log[seen[i]..] {
+            for r in &log[seen[i]..] {
                 out.push(PlannedOp {
                     host: host.clone(),
                     vm: vm.to_owned(),
-                    op,
-                    text: text.clone(),
+                    unit: unit.map(str::to_owned),
+                    step: step.map(str::to_owned),
+                    op: r.op,
+                    text: describe(r, deploy),
                 });
             }
             seen[i] = log.len();
@@ -135,41 +208,184 @@ pub async fn plan(
             guest.service_start(&s.name).await?;
         }
         hv.checkpoint(vm, DEPLOYED_CHECKPOINT).await?;
-        hv.restore(vm, DEPLOYED_CHECKPOINT).await?;
-        hv.delete(vm).await?;
-        take(vm, &mut out);
-    }
-    // The archive is packed at run time; say what goes into it.
-    for op in out.iter_mut().filter(|o| o.op == "file.put") {
-        op.text
-            .push_str("# the deploy archive (gzip'd tar), entry <- local file -> guest path:\n");
-        for (i, (local, remote)) in deploy.files.iter().enumerate() {
-            op.text.push_str(&format!(
-                "#   {} <- {} -> {remote}\n",
-                super::archive::entry_name(i),
-                local.display()
-            ));
+        take(vm, None, None, &mut out);
+        for (n, unit) in units
+            .iter()
+            .filter(|u| u.template == spec.template)
+            .enumerate()
+        {
+            let id = Some(unit.id.as_str());
+            // The first unit runs on the freshly deployed VM; later ones restore it.
+            if n > 0 {
+                hv.restore(vm, DEPLOYED_CHECKPOINT).await?;
+            }
+            guest.boot_id().await?;
+            guest.events(0).await?;
+            take(vm, id, None, &mut out);
+            for step in &unit.steps {
+                for action in &step.actions {
+                    run_action(&hv, &guest, vm, action).await?;
+                }
+                if step.top_level {
+                    guest.boot_id().await?;
+                }
+                let label = format!("{} {}", step.path, step.label);
+                let before = out.len();
+                take(vm, id, Some(&label), &mut out);
+                for note in step.actions.iter().filter_map(|a| match a {
+                    GuestAction::Note(n) => Some(n),
+                    _ => None,
+                }) {
+                    out.insert(
+                        before,
+                        PlannedOp {
+                            host: String::new(),
+                            vm: vm.to_owned(),
+                            unit: unit.id.clone().into(),
+                            step: Some(label.clone()),
+                            op: "note",
+                            text: format!("# {}\n", shown(note)),
+                        },
+                    );
+                }
+            }
         }
+        hv.delete(vm).await?;
+        take(vm, None, None, &mut out);
     }
     Ok(out)
 }
 
-/// The plan as text: one section per operation, the script verbatim.
+async fn run_action(
+    hv: &HyperV,
+    guest: &crate::guest::AnyGuest,
+    vm: &str,
+    action: &GuestAction,
+) -> Result<()> {
+    match action {
+        GuestAction::Exec { argv, timeout } => guest.exec(argv, *timeout).await.map(drop),
+        GuestAction::ServiceStart(n) => guest.service_start(n).await.map(drop),
+        GuestAction::ServiceStop(n) => guest.service_stop(n).await.map(drop),
+        GuestAction::ServiceQuery(n) => guest.service_query(n).await.map(drop),
+        GuestAction::Checkpoint(name) => hv.checkpoint(vm, name).await,
+        GuestAction::Note(_) => Ok(()),
+    }
+}
+
+/// A recorded operation as the plan shows it: scripts verbatim; a file copy described by
+/// what it carries (the deploy archive is packed in a temp folder at run time, so its
+/// local path means nothing after the dry run).
+fn describe(r: &super::host::scripted::Recorded, deploy: &DeployPlan) -> String {
+    let Some((local, host_path)) = &r.copy else {
+        return r.text.clone();
+    };
+    if r.op != "file.put" {
+        return format!(
+            "# copy {} from the host to {}\n",
+            shown(host_path),
+            shown(&local.display().to_string())
+        );
+    }
+    let mut text = format!(
+        "# copy the deploy archive to {} on the host: a gzip'd tar packed at run time\n\
+         # holding {} file(s), entry <- local file -> guest path:\n",
+        shown(host_path),
+        deploy.files.len()
+    );
+    for (i, (local, remote)) in deploy.files.iter().enumerate() {
+        text.push_str(&format!(
+            "#   {} <- {} -> {}\n",
+            super::archive::entry_name(i),
+            shown(&local.display().to_string()),
+            shown(remote)
+        ));
+    }
+    text
+}
+
+/// The plan as text: the units and where they run, then one section per operation with
+/// the script verbatim, grouped by unit and step, and a count per kind of operation.
 pub fn render(ops: &[PlannedOp]) -> String {
     let mut s = String::new();
-    for (i, op) in ops.iter().enumerate() {
+    let mut units: Vec<(&str, &str, &str)> = Vec::new();
+    for op in ops {
+        if let Some(u) = op.unit.as_deref()
+            && !op.host.is_empty()
+            && !units.iter().any(|(x, _, _)| *x == u)
+        {
+            units.push((u, &op.host, &op.vm));
+        }
+    }
+    s.push_str(&format!("# {} unit(s):\n", units.len()));
+    for (u, host, vm) in &units {
+        s.push_str(&format!(
+            "#   {} on host {}, VM {}\n",
+            shown(u),
+            shown(host),
+            shown(vm)
+        ));
+    }
+    // `Some(None)`: in the VM's provisioning or teardown; `None`: nothing printed yet.
+    let (mut unit, mut step): (Option<Option<&str>>, Option<&str>) = (None, None);
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    let mut n = 0;
+    for op in ops {
+        if Some(op.unit.as_deref()) != unit {
+            unit = Some(op.unit.as_deref());
+            step = None;
+            match op.unit.as_deref() {
+                Some(u) => s.push_str(&format!(
+                    "\n# ======== unit {} on VM {}: restore, readiness, boot id, event log mark\n",
+                    shown(u),
+                    shown(&op.vm)
+                )),
+                None => s.push_str(&format!("\n# ======== VM {}\n", shown(&op.vm))),
+            }
+        }
+        if op.step.as_deref() != step {
+            step = op.step.as_deref();
+            if let Some(st) = step {
+                s.push_str(&format!("# ==== step {}\n", shown(st)));
+            }
+        }
+        if op.op == "note" {
+            s.push_str(&op.text);
+            continue;
+        }
+        n += 1;
+        match counts.iter_mut().find(|(k, _)| *k == op.op) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((op.op, 1)),
+        }
         // Guest scripts of WinRM/SSH templates go straight to the guest, not through the host.
         let place = if op.op.starts_with("guest.") && !op.text.contains("Invoke-Command -VMName") {
-            format!("in VM {} over its WinRM/SSH transport", op.vm)
+            format!("in VM {} over its WinRM/SSH transport", shown(&op.vm))
         } else {
-            format!("on host {} (VM {})", op.host, op.vm)
+            format!("on host {} (VM {})", shown(&op.host), shown(&op.vm))
         };
         s.push_str(&format!(
             "# ---- {n}. {op} {place}\n{text}\n",
-            n = i + 1,
             op = op.op,
             text = op.text.trim_end()
         ));
     }
+    counts.sort_by(|a, b| a.0.cmp(b.0));
+    s.push_str(&format!("\n# {n} operation(s):\n"));
+    for (op, c) in counts {
+        s.push_str(&format!("#   {op:<28} {c:>4}\n"));
+    }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn shown_values_stay_on_one_comment_line() {
+        assert_eq!(shown(r"D:\hvlab\vms"), r"'D:\hvlab\vms'");
+        assert_eq!(shown("a'b"), "'a''b'");
+        assert_eq!(shown("x\nRemove-Item C:\\"), r"'x\nRemove-Item C:\'");
+        assert_eq!(shown("a\r\tb\u{2028}c\u{7}"), r"'a\r\tb\u{2028}c\u{7}'");
+    }
 }

@@ -496,6 +496,17 @@ fn connection(cx: &mut Cx<'_>, c: &Sp<crate::wire::lab::ConnectionWire>, p: &str
                 "ssh needs `password` or `private_key` (as `{env: VAR}` or `{file: path}`)",
             );
         }
+        if let Some(pin) = &c.host_key_sha256
+            && !is_openssh_sha256(&pin.value)
+        {
+            cx.error(
+                "invalid-value",
+                pin.loc,
+                format!("{p}.host_key_sha256"),
+                "host key fingerprint must be `SHA256:` and 43 base64 characters, as \
+                 `ssh-keygen -lf KEY.pub` prints it",
+            );
+        }
         Connection::Ssh {
             port: c.port.as_ref().map_or(22, |x| x.value),
             host_key_sha256: c.host_key_sha256.as_ref().map(|h| h.value.clone()),
@@ -559,4 +570,13 @@ fn guest_transport(
         port: g.port.as_ref().map(|p| p.value),
         credentials: creds,
     }
+}
+
+/// OpenSSH's SHA-256 fingerprint form: `SHA256:` and the unpadded base64 of 32 bytes.
+fn is_openssh_sha256(s: &str) -> bool {
+    s.strip_prefix("SHA256:").is_some_and(|b| {
+        b.len() == 43
+            && b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+    })
 }

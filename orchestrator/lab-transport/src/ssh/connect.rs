@@ -1,5 +1,5 @@
 //! Opening one authenticated ssh2 session: TCP connect, handshake, host key verification
-//! against known_hosts, authentication. Blocking; runs on a `spawn_blocking` thread.
+//! against known_hosts or a pinned fingerprint, authentication. Blocking; runs on a `spawn_blocking` thread.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -48,9 +48,15 @@ pub(crate) fn connect(config: &SshConfig, target: &str) -> Result<Conn, Transpor
 
     // Offer only the host key types we have on record, so the server cannot pick one we
     // cannot check (libssh2 would then report a mismatch rather than a missing entry).
-    if let HostKeyPolicy::KnownHosts(path) = &config.host_key
-        && let Some(prefs) = known_key_types(&session, path, &config.host, config.port)
-    {
+    let prefs = match &config.host_key {
+        HostKeyPolicy::KnownHosts(path) => {
+            known_key_types(&session, path, &config.host, config.port)
+        }
+        // A pin names no key type: ask for ed25519 first, the key the docs tell users to pin.
+        HostKeyPolicy::PinnedSha256(_) => Some(PIN_KEY_PREFERENCE.to_owned()),
+        HostKeyPolicy::InsecureAcceptAny => None,
+    };
+    if let Some(prefs) = prefs {
         // An unsupported list only narrows nothing: ignore failure, the check still runs.
         let _ = session.method_pref(MethodType::HostKey, &prefs);
     }
@@ -135,9 +141,37 @@ fn known_key_types(session: &Session, path: &Path, host: &str, port: u16) -> Opt
 
 /// The algorithm name at the start of a base64 public key blob.
 fn key_type(b64: &str) -> Option<String> {
-    let blob = B64.decode(b64.trim()).ok()?;
-    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
-    String::from_utf8(blob.get(4..4 + len)?.to_vec()).ok()
+    blob_key_type(&B64.decode(b64.trim()).ok()?)
+}
+
+/// Host key algorithms offered when pinning, ed25519 first.
+const PIN_KEY_PREFERENCE: &str = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,\
+ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
+
+/// OpenSSH's fingerprint of a public key blob: `SHA256:` and the unpadded base64 of its
+/// SHA-256.
+pub(crate) fn fingerprint(blob: &[u8]) -> String {
+    use sha2::Digest;
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(blob))
+    )
+}
+
+/// A pin in the `SHA256:<base64>` form, normalised to what [`fingerprint`] prints (the
+/// `SHA256:` prefix may be left out, trailing `=` padding is dropped), or None if it is
+/// not the SHA-256 of anything.
+pub(crate) fn normalise_pin(pin: &str) -> Option<String> {
+    let pin = pin.trim();
+    let b64 = pin
+        .strip_prefix("SHA256:")
+        .or_else(|| pin.strip_prefix("sha256:"))
+        .unwrap_or(pin)
+        .trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(b64)
+        .ok()?;
+    (bytes.len() == 32).then(|| format!("SHA256:{b64}"))
 }
 
 fn host_key_algorithms(kind: &str) -> &'static [&'static str] {
@@ -167,6 +201,7 @@ fn verify_host_key(
             return Ok(());
         }
         HostKeyPolicy::KnownHosts(path) => path,
+        HostKeyPolicy::PinnedSha256(pin) => return verify_pin(session, pin, target),
     };
     let session_err = |op: &str, source: ssh2::Error| TransportError::Session {
         target: target.to_owned(),
@@ -196,6 +231,39 @@ fn verify_host_key(
             known_hosts: path.clone(),
         }),
     }
+}
+
+/// Compares the server's key with a pinned fingerprint.
+fn verify_pin(session: &Session, pin: &str, target: &str) -> Result<(), TransportError> {
+    let expected = normalise_pin(pin).ok_or_else(|| TransportError::Config {
+        target: target.to_owned(),
+        detail: format!(
+            "host_key_sha256 {pin:?} is not a SHA-256 fingerprint in OpenSSH's \
+             `SHA256:<43 base64 characters>` form (as `ssh-keygen -lf KEY.pub` prints it)"
+        ),
+    })?;
+    let (key, _) = session.host_key().ok_or_else(|| TransportError::Session {
+        target: target.to_owned(),
+        op: "read the server host key".into(),
+        transient: true,
+        source: "the server sent no host key".into(),
+    })?;
+    let actual = fingerprint(key);
+    if actual == expected {
+        return Ok(());
+    }
+    Err(TransportError::HostKeyPinMismatch {
+        target: target.to_owned(),
+        key_type: blob_key_type(key).unwrap_or_else(|| "unknown".into()),
+        expected,
+        actual,
+    })
+}
+
+/// The algorithm name at the start of a raw public key blob.
+fn blob_key_type(blob: &[u8]) -> Option<String> {
+    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+    String::from_utf8(blob.get(4..4 + len)?.to_vec()).ok()
 }
 
 fn authenticate(session: &Session, config: &SshConfig, target: &str) -> Result<(), TransportError> {
@@ -256,5 +324,21 @@ mod tests {
         blob.extend_from_slice(&[0, 0, 0, 1, 7]);
         assert_eq!(key_type(&B64.encode(blob)).as_deref(), Some("ssh-ed25519"));
         assert_eq!(key_type("not base64!"), None);
+    }
+
+    #[test]
+    fn fingerprints_and_pins_use_the_openssh_form() {
+        // SHA-256 of nothing, as `ssh-keygen -l` would print it: unpadded base64.
+        let empty = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+        assert_eq!(fingerprint(b""), empty);
+        assert_eq!(normalise_pin(empty).as_deref(), Some(empty));
+        assert_eq!(
+            normalise_pin(" 47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU= ").as_deref(),
+            Some(empty)
+        );
+        assert_eq!(normalise_pin("SHA256:tooshort"), None);
+        assert_eq!(normalise_pin("MD5:aa:bb"), None);
+        // A hex SHA-256 (the WinRM pin's form) is not taken for a host key fingerprint.
+        assert_eq!(normalise_pin(&"ab".repeat(32)), None);
     }
 }

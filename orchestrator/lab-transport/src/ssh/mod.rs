@@ -40,6 +40,10 @@ pub enum SshAuth {
 pub enum HostKeyPolicy {
     /// Against an OpenSSH known_hosts file (the default and the only safe choice).
     KnownHosts(PathBuf),
+    /// Against one pinned key fingerprint, `SHA256:<base64>` as `ssh-keygen -lf` prints it
+    /// (the lab file's `host_key_sha256`); no known_hosts file is read. The server is asked
+    /// for its ed25519 key first, so pin that one where the host has several.
+    PinnedSha256(String),
     /// Accept any key, logged as a warning on every connection. For disposable labs only:
     /// anyone on the path can impersonate the host and collect the credentials.
     InsecureAcceptAny,

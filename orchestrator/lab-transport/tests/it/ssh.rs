@@ -286,3 +286,78 @@ esac
     .unwrap();
     assert_eq!(v["vms"][0]["name"], "a b");
 }
+
+/// `ssh-keygen -lf FILE`'s fingerprint (`SHA256:...`), the form users copy into a lab file.
+fn keygen_fingerprint(public_key: &std::path::Path) -> String {
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(public_key)
+        .output()
+        .expect("run ssh-keygen -lf");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split_whitespace().nth(1).unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_host_key_connects_and_a_wrong_pin_names_both_fingerprints() {
+    let Some(sshd) = Sshd::start_or_skip("a_pinned_host_key_connects") else {
+        return;
+    };
+    // The right pin connects without any known_hosts file.
+    let right = keygen_fingerprint(&sshd.dir().join("host_ed25519.pub"));
+    let mut config = sshd.config();
+    config.host_key = HostKeyPolicy::PinnedSha256(right.clone());
+    let t = SshTransport::new(config);
+    t.health().await.unwrap();
+    let out = t.exec(&Command::shell("echo pinned")).await.unwrap();
+    assert_eq!(out.stdout_text(), "pinned\n");
+
+    // Another key's fingerprint is refused, naming both, before authentication.
+    let wrong = keygen_fingerprint(&sshd.dir().join("stranger_ed25519.pub"));
+    let mut config = sshd.config();
+    config.host_key = HostKeyPolicy::PinnedSha256(wrong.clone());
+    let err = SshTransport::new(config).health().await.unwrap_err();
+    let TransportError::HostKeyPinMismatch {
+        expected, actual, ..
+    } = &err
+    else {
+        panic!("unexpected error: {err:?}");
+    };
+    assert_eq!((expected, actual), (&wrong, &right));
+    assert!(!err.is_transient());
+    let text = lab_error::chain(&err).join("\n  because: ");
+    let (right_re, wrong_re) = (regex_lite_escape(&right), regex_lite_escape(&wrong));
+    insta::with_settings!({
+        filters => vec![
+            (right_re.as_str(), "SHA256:[HOST KEY]"),
+            (wrong_re.as_str(), "SHA256:[PINNED]"),
+            (r"\S+@127\.0\.0\.1:\d+", "[USER]@127.0.0.1:[PORT]"),
+        ],
+    }, {
+        insta::assert_snapshot!("pinned_host_key_mismatch", text);
+    });
+
+    // A pin that is no fingerprint at all is a configuration error, not a mismatch.
+    let mut config = sshd.config();
+    config.host_key = HostKeyPolicy::PinnedSha256("3F:2A:9C".into());
+    let err = SshTransport::new(config).health().await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::Config { .. }),
+        "unexpected error: {err:?}"
+    );
+    assert!(err.to_string().contains("ssh-keygen -lf"), "{err}");
+}
+
+/// A regex matching `s` literally (fingerprints hold `+` and `/`).
+fn regex_lite_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}

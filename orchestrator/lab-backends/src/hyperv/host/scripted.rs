@@ -56,6 +56,11 @@ pub struct Recorded {
     pub op: &'static str,
     /// The complete text, as a real host would have run it.
     pub text: String,
+    /// When it arrived: lines host round trips up with a run's events (the roundtrips
+    /// benchmark attributes them to units and steps this way).
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// For a file copy: the local file and the host path.
+    pub copy: Option<(std::path::PathBuf, String)>,
 }
 
 type Responder = dyn Fn(&Script, &HostFiles) -> Reply + Send + Sync;
@@ -100,10 +105,16 @@ impl ScriptedHost {
     }
 
     fn record(&self, op: &'static str, text: String) {
-        self.log
-            .lock()
-            .expect("log lock")
-            .push(Recorded { op, text });
+        self.record_copy(op, text, None);
+    }
+
+    fn record_copy(&self, op: &'static str, text: String, copy: Option<(&Path, &str)>) {
+        self.log.lock().expect("log lock").push(Recorded {
+            op,
+            text,
+            at: chrono::Utc::now(),
+            copy: copy.map(|(l, h)| (l.to_path_buf(), h.to_owned())),
+        });
     }
 }
 
@@ -143,9 +154,10 @@ impl PowerShellHost for ScriptedHost {
     }
 
     async fn put_file(&self, local: &Path, host_path: &str) -> Result<(), PsError> {
-        self.record(
+        self.record_copy(
             "file.put",
-            format!("# copy {} to {host_path} on the host\n", local.display()),
+            format!("# copy {} to {host_path:?} on the host\n", local.display()),
+            Some((local, host_path)),
         );
         // A dry run records the copy of a file that may not exist on this machine.
         let bytes = std::fs::read(local).unwrap_or_default();
@@ -157,9 +169,13 @@ impl PowerShellHost for ScriptedHost {
     }
 
     async fn get_file(&self, host_path: &str, local: &Path) -> Result<(), PsError> {
-        self.record(
+        self.record_copy(
             "file.get",
-            format!("# copy {host_path} from the host to {}\n", local.display()),
+            format!(
+                "# copy {host_path:?} from the host to {}\n",
+                local.display()
+            ),
+            Some((local, host_path)),
         );
         let bytes = self
             .files

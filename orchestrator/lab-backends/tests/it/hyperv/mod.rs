@@ -1,6 +1,7 @@
 //! Hyper-V backend tests without Hyper-V: generated scripts (snapshots), quoting against an
 //! oracle, recorded outputs, flows against a scripted host; and the opt-in real-host suite.
 
+mod dry_run;
 mod flows;
 mod injection;
 mod ps_cmdlets;
