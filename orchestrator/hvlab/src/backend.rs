@@ -1,7 +1,7 @@
 //! Turns a validated lab into a hypervisor backend: the simulated lab, or Hyper-V hosts
 //! reached locally, over WinRM or over SSH; and the `--dry-run` plan of a Hyper-V run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -211,6 +211,8 @@ pub fn dry_run(plan: &Plan) -> Result<String, CliError> {
                 .map(|f| {
                     let local = match &build {
                         Some(b) => b.join(&f.source),
+                        // Shipped with the manifest (`relative_to: manifest`): already absolute.
+                        None if Path::new(&f.source).is_absolute() => PathBuf::from(&f.source),
                         None => {
                             PathBuf::from(format!("{}/{}", payload.build_dir_template, f.source))
                         }

@@ -74,6 +74,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "LAB_FILE")]
     pub lab: Option<PathBuf>,
 
+    /// Payload for scenarios that pin none (default: the lab file's `payload`).
+    #[arg(long, value_name = "NAME")]
+    pub payload: Option<String>,
+
     /// At most this many VMs at once (default: the lab's capacity).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub vms: Option<u64>,

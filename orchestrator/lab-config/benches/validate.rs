@@ -66,6 +66,7 @@ fn main() {
         default_lab: Some(repo.join("vm-configs/local-sim.yaml")),
         lab: None,
         explicit_scenarios: true,
+        payload: None,
     };
     let v = lab_config::validate(&req)
         .unwrap_or_else(|d| panic!("generated scenarios must be valid:\n{d}"));

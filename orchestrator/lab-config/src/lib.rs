@@ -125,9 +125,9 @@ impl ScenarioSource {
     pub fn name(&self) -> &str {
         &self.wire.name.value
     }
-    /// The payload name it references.
-    pub fn payload_name(&self) -> &str {
-        &self.wire.payload.value
+    /// The payload it pins (`payload:`), if it names one.
+    pub fn payload_name(&self) -> Option<&str> {
+        self.wire.payload.as_ref().map(|p| p.value.as_str())
     }
     /// Tags as written.
     pub fn tags(&self) -> Vec<&str> {
@@ -164,7 +164,7 @@ pub fn resolve_scenario(
     lab: &Lab,
     payloads: &[Arc<Payload>],
 ) -> Result<Scenario, Diagnostics> {
-    resolve_with(src, lab, payloads, &HashSet::new())
+    resolve_with(src, lab, payloads, &HashSet::new(), None)
 }
 
 pub(crate) fn resolve_with(
@@ -172,6 +172,7 @@ pub(crate) fn resolve_with(
     lab: &Lab,
     payloads: &[Arc<Payload>],
     broken: &HashSet<String>,
+    payload_flag: Option<&str>,
 ) -> Result<Scenario, Diagnostics> {
     let mut diags = Diagnostics::new();
     diags.add_source(&src.source.path, src.source.text.clone());
@@ -179,6 +180,7 @@ pub(crate) fn resolve_with(
         lab,
         payloads,
         broken_payloads: broken,
+        payload_flag,
     };
     let s = validate::scenario::scenario(
         &mut validate::Cx::new(&src.source.path, &mut diags),

@@ -74,6 +74,7 @@ impl Workspace {
             lab: None,
             default_lab: Some(self.default_lab()),
             explicit_scenarios: false,
+            payload: None,
         }
     }
 }
@@ -92,6 +93,9 @@ pub struct ValidateRequest {
     /// Without `lab`: sim scenarios are checked against this lab, windows scenarios against
     /// the first Hyper-V lab in `labs`.
     pub default_lab: Option<PathBuf>,
+    /// `hvlab run --payload`: the payload of scenarios that do not pin one (instead of the
+    /// lab's default `payload`).
+    pub payload: Option<String>,
     /// The scenarios were named by the user: a payload that does not fit the lab is an
     /// error. Otherwise such scenarios are skipped (listed in [`Validated::skipped`]).
     pub explicit_scenarios: bool,
@@ -113,10 +117,33 @@ pub struct Validated {
 impl Validated {
     /// Number of files checked.
     pub fn file_count(&self) -> usize {
-        self.labs.len()
-            + self.payloads.len()
-            + self.plans.iter().map(|p| p.scenarios.len()).sum::<usize>()
-            + self.skipped.len()
+        self.labs.len() + self.payloads.len() + self.scenario_count() + self.skipped_count()
+    }
+
+    /// Distinct scenario files that passed (one checked on two labs counts once).
+    fn scenario_count(&self) -> usize {
+        let files: HashSet<&Path> = self
+            .plans
+            .iter()
+            .flat_map(|p| p.scenarios.iter().map(|s| &*s.file))
+            .collect();
+        files.len()
+    }
+
+    /// Skipped scenario files that did not pass on any other lab.
+    fn skipped_count(&self) -> usize {
+        let passed: HashSet<&Path> = self
+            .plans
+            .iter()
+            .flat_map(|p| p.scenarios.iter().map(|s| &*s.file))
+            .collect();
+        let skipped: HashSet<&Path> = self
+            .skipped
+            .iter()
+            .map(|(p, _)| p.as_path())
+            .filter(|p| !passed.contains(p))
+            .collect();
+        skipped.len()
     }
 
     /// The plan for the lab named `name`.
@@ -126,7 +153,7 @@ impl Validated {
 
     /// One-line summary, e.g. `ok: 2 labs, 2 payloads, 13 scenarios`.
     pub fn summary(&self) -> String {
-        let n = self.plans.iter().map(|p| p.scenarios.len()).sum::<usize>();
+        let n = self.scenario_count();
         let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
         let mut s = format!(
             "ok: {}, {}, {} valid",
@@ -134,10 +161,10 @@ impl Validated {
             plural(self.payloads.len(), "payload"),
             plural(n, "scenario")
         );
-        if !self.skipped.is_empty() {
+        if self.skipped_count() > 0 {
             s.push_str(&format!(
                 " ({} skipped: payload target does not fit the lab)",
-                self.skipped.len()
+                self.skipped_count()
             ));
         }
         s
@@ -225,6 +252,43 @@ pub fn validate(req: &ValidateRequest) -> Result<Validated, Diagnostics> {
         .iter()
         .find(|(_, l)| l.kind() == LabKind::Hyperv)
         .map(|(_, l)| l);
+    // `--payload` is checked once, not once per scenario that would use it.
+    if let (Some(name), Some(lab)) = (&req.payload, req.lab.as_deref().and_then(find_lab)) {
+        match payloads.iter().find(|p| &p.name == name) {
+            None if !broken.contains(name) => {
+                let names: Vec<&str> = payloads.iter().map(|p| p.name.as_str()).collect();
+                diags.push(
+                    Diagnostic::new(
+                        "unknown-reference",
+                        &lab.file,
+                        None,
+                        "",
+                        format!("unknown payload `{name}` (named by `--payload`)"),
+                    )
+                    .with_help(format!("payloads: {}", crate::validate::list(&names))),
+                );
+                return Err(diags);
+            }
+            Some(p) if !fits(p.target, lab.kind()) => {
+                diags.push(
+                    Diagnostic::new(
+                        "target-mismatch",
+                        &p.file,
+                        None,
+                        "target",
+                        format!(
+                            "payload `{name}` (named by `--payload`) does not run on lab `{}`: its target does not fit a `{}` lab",
+                            lab.name,
+                            if lab.kind() == LabKind::Sim { "sim" } else { "hyperv" }
+                        ),
+                    )
+                    .with_related(&lab.file, None, "the lab"),
+                );
+                return Err(diags);
+            }
+            _ => {}
+        }
+    }
     let mut per_lab: BTreeMap<usize, Vec<crate::model::Scenario>> = BTreeMap::new();
     let mut skipped = Vec::new();
     let mut scenario_names: HashMap<String, (PathBuf, Loc)> = HashMap::new();
@@ -242,20 +306,38 @@ pub fn validate(req: &ValidateRequest) -> Result<Validated, Diagnostics> {
         } else {
             scenario_names.insert(src.name().to_owned(), (p.clone(), src.name_loc()));
         }
-        let target = payloads
-            .iter()
-            .find(|pl| pl.name == src.payload_name())
-            .map(|pl| pl.target);
-        let lab = match (&req.lab, target) {
-            (Some(l), _) => find_lab(l),
-            (None, Some(PayloadTarget::Windows)) => first_hyperv,
-            (None, _) => req
-                .default_lab
+        let pinned_owned = src.payload_name().map(str::to_owned);
+        let pinned = pinned_owned.as_deref().or(req.payload.as_deref());
+        let target_of = |name: &str| {
+            payloads
+                .iter()
+                .find(|pl| pl.name == name)
+                .map(|pl| pl.target)
+        };
+        let target = pinned.and_then(target_of);
+        let default_lab = || {
+            req.default_lab
                 .as_deref()
                 .and_then(find_lab)
-                .or_else(|| labs.first().map(|(_, l)| l)),
+                .or_else(|| labs.first().map(|(_, l)| l))
         };
-        let Some(lab) = lab else {
+        // A scenario that pins no payload is checked on every lab it can run on: the default
+        // lab and the first Hyper-V lab that names a default payload.
+        let mut targets: Vec<&Lab> = Vec::new();
+        match (&req.lab, target, pinned) {
+            (Some(l), _, _) => targets.extend(find_lab(l)),
+            (None, Some(PayloadTarget::Windows), _) => targets.extend(first_hyperv),
+            (None, _, Some(_)) => targets.extend(default_lab()),
+            (None, _, None) => {
+                targets.extend(default_lab());
+                if let Some(h) = first_hyperv.filter(|h| h.payload.is_some())
+                    && !targets.iter().any(|l| std::ptr::eq(*l, h))
+                {
+                    targets.push(h);
+                }
+            }
+        }
+        if targets.is_empty() {
             if lab_failed(&req.lab) || lab_failed(&req.default_lab) {
                 continue; // the lab's own errors are already reported
             }
@@ -272,31 +354,43 @@ pub fn validate(req: &ValidateRequest) -> Result<Validated, Diagnostics> {
                 msg,
             ));
             continue;
-        };
-        if let Some(t) = target {
-            let fits = matches!(
-                (t, lab.kind()),
-                (PayloadTarget::Sim, LabKind::Sim) | (PayloadTarget::Windows, LabKind::Hyperv)
-            );
-            if !fits && !req.explicit_scenarios {
+        }
+        let source = src.source.clone();
+        let mut src = Some(src);
+        for lab in targets {
+            let effective = pinned.or(lab.payload.as_ref().map(|(n, _)| n.as_str()));
+            if let Some(t) = effective.and_then(target_of)
+                && !fits(t, lab.kind())
+                && !req.explicit_scenarios
+            {
                 skipped.push((
                     p.clone(),
                     format!(
                         "payload `{}` does not run on lab `{}`",
-                        src.payload_name(),
+                        effective.unwrap_or_default(),
                         lab.name
                     ),
                 ));
                 continue;
             }
-        }
-        let idx = labs
-            .iter()
-            .position(|(_, l)| std::ptr::eq(l, lab))
-            .unwrap_or(0);
-        match resolve_with(src, lab, &payloads, &broken) {
-            Ok(s) => per_lab.entry(idx).or_default().push(s),
-            Err(e) => diags.extend(e),
+            let idx = labs
+                .iter()
+                .position(|(_, l)| std::ptr::eq(l, lab))
+                .unwrap_or(0);
+            let this = match src.take() {
+                Some(s) => s,
+                None => match crate::parse_scenario(source.clone()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        diags.extend(e);
+                        continue;
+                    }
+                },
+            };
+            match resolve_with(this, lab, &payloads, &broken, req.payload.as_deref()) {
+                Ok(s) => per_lab.entry(idx).or_default().push(s),
+                Err(e) => diags.extend(e),
+            }
         }
     }
     if !diags.is_empty() {
@@ -325,6 +419,14 @@ pub fn validate(req: &ValidateRequest) -> Result<Validated, Diagnostics> {
         plans,
         skipped,
     })
+}
+
+/// A sim payload runs on a sim lab, a Windows payload on a Hyper-V lab.
+fn fits(target: PayloadTarget, lab: LabKind) -> bool {
+    matches!(
+        (target, lab),
+        (PayloadTarget::Sim, LabKind::Sim) | (PayloadTarget::Windows, LabKind::Hyperv)
+    )
 }
 
 /// The top-level `name:` of a YAML file, read leniently (for "is this a known payload").

@@ -48,6 +48,17 @@ pub fn select_plan(
     scenarios: &[String],
     tags: &[String],
 ) -> Result<Plan, CliError> {
+    select_plan_with(root, lab, scenarios, tags, None)
+}
+
+/// [`select_plan`] with `--payload`: the payload of scenarios that pin none.
+pub fn select_plan_with(
+    root: &Path,
+    lab: &Path,
+    scenarios: &[String],
+    tags: &[String],
+    payload: Option<&str>,
+) -> Result<Plan, CliError> {
     let ws = Workspace::discover(root).map_err(|source| CliError::Io {
         action: format!("list configuration files under `{}`", root.display()),
         source,
@@ -65,6 +76,7 @@ pub fn select_plan(
         lab: Some(lab.to_path_buf()),
         default_lab: None,
         explicit_scenarios: by_file,
+        payload: payload.map(str::to_owned),
     };
     let validated = validate(&req).map_err(CliError::Config)?;
     let mut plan =
@@ -107,7 +119,13 @@ pub fn select_plan(
 /// Runs `hvlab run`.
 pub fn run_cmd(root: &Path, args: &RunArgs, env: &EnvSettings) -> Result<u8, CliError> {
     let lab = lab_path(root, args.lab.as_deref())?;
-    let plan = select_plan(root, &lab, &args.scenarios, &args.tag)?;
+    let plan = select_plan_with(
+        root,
+        &lab,
+        &args.scenarios,
+        &args.tag,
+        args.payload.as_deref(),
+    )?;
     if args.dry_run {
         crate::stdout(&backend::dry_run(&plan)?)?;
         return Ok(0);

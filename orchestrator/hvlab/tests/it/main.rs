@@ -1,5 +1,6 @@
 //! Integration tests of the hvlab binary.
 
+mod both_labs;
 mod bounded;
 mod causes;
 mod docs;

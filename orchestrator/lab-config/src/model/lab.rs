@@ -21,6 +21,8 @@ pub struct Lab {
     /// How many times a unit that errored (the lab failed, not the code under test) is
     /// run again on a fresh VM; 0 disables.
     pub infra_retries: u32,
+    /// The default payload of scenarios that do not pin one, and where it is written.
+    pub payload: Option<(String, Origin)>,
     /// Kind-specific settings.
     pub backend: LabBackend,
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{Cx, list, sha256_hex};
 use crate::model::{
     Connection, Credentials, GuestConfig, GuestTransport, Host, HyperVLab, HyperVTemplate, Lab,
-    LabBackend, SecretRef, SimLab, SimTemplate, Verifier, VerifierFlags,
+    LabBackend, Origin, SecretRef, SimLab, SimTemplate, Verifier, VerifierFlags,
 };
 use crate::values::{ByteSize, SecretRefWire, Sp};
 use crate::wire::lab::{
@@ -108,6 +108,13 @@ fn guest_config(
     }
 }
 
+/// The lab's default payload name (resolved against the payloads when a scenario uses it).
+fn default_payload(cx: &mut Cx<'_>, w: Option<&Sp<String>>) -> Option<(String, Origin)> {
+    let w = w?;
+    cx.name(w, "payload", "payload");
+    Some((w.value.clone(), cx.origin(w.loc)))
+}
+
 /// Validates a sim lab.
 pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
     cx.name(&w.name, "name", "lab");
@@ -171,11 +178,13 @@ pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
             origin: cx.origin(t.name.loc),
         });
     }
+    let payload = default_payload(cx, w.payload.as_ref());
     cx.clean().then(|| Lab {
         name: w.name.value,
         description: w.description,
         file: cx.file.clone(),
         infra_retries,
+        payload,
         backend: LabBackend::Sim(SimLab {
             capacity,
             templates,
@@ -361,11 +370,13 @@ pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
             origin: cx.origin(t.name.loc),
         });
     }
+    let payload = default_payload(cx, w.payload.as_ref());
     cx.clean().then(|| Lab {
         name: w.name.value,
         description: w.description,
         file: cx.file.clone(),
         infra_retries,
+        payload,
         backend: LabBackend::HyperV(HyperVLab { hosts, templates }),
     })
 }

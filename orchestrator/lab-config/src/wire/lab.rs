@@ -45,6 +45,10 @@ pub(crate) struct SimLabWire {
     /// Default 1; 0 disables (0-5).
     #[serde(default)]
     pub infra_retries: Option<Sp<u32>>,
+    /// The payload scenarios run with on this lab unless they pin one (`payload:` in the
+    /// scenario) or `hvlab run --payload` names another, e.g. `sim-ebpf`.
+    #[serde(default)]
+    pub payload: Option<Sp<String>>,
     /// VM templates scenarios can run on.
     pub templates: Sp<Vec<SimTemplateWire>>,
 }
@@ -130,6 +134,10 @@ pub(crate) struct HyperVLabWire {
     /// Default 1; 0 disables (0-5).
     #[serde(default)]
     pub infra_retries: Option<Sp<u32>>,
+    /// The payload scenarios run with on this lab unless they pin one (`payload:` in the
+    /// scenario) or `hvlab run --payload` names another, e.g. `sim-ebpf`.
+    #[serde(default)]
+    pub payload: Option<Sp<String>>,
     /// Hyper-V hosts VMs are spread over.
     pub hosts: Sp<Vec<HostWire>>,
     /// VM templates scenarios can run on.

@@ -50,13 +50,28 @@ pub(crate) struct PayloadWire {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "File")]
 pub(crate) struct FileWire {
-    /// Path relative to `build_dir`.
+    /// Path relative to `build_dir` (or to this manifest's folder, see `relative_to`).
     pub source: Sp<String>,
+    /// What `source` is relative to: `build_dir` (default) or `manifest`, for files shipped
+    /// next to the manifest in this repository (hvlab's Windows tools); those are checked
+    /// at validation time even when `build_dir` uses `${VAR}`.
+    #[serde(default)]
+    pub relative_to: Option<SourceBase>,
     /// Absolute Windows path in the guest, e.g. `C:\Windows\System32\drivers\ebpfcore.sys`.
     pub destination: Sp<String>,
     /// Expected SHA-256 (64 hex digits), checked before upload and after copy.
     #[serde(default)]
     pub sha256: Option<Sp<String>>,
+}
+
+/// What a payload file's `source` is relative to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceBase {
+    /// The payload's `build_dir`.
+    BuildDir,
+    /// The folder of the payload manifest.
+    Manifest,
 }
 
 /// Service start type.

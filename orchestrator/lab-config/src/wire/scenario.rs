@@ -26,8 +26,11 @@ pub(crate) struct ScenarioWire {
     /// VM templates to run on (a matrix). Default: every template of the lab.
     #[serde(default)]
     pub vms: Option<Sp<Vec<Sp<String>>>>,
-    /// Payload manifest name.
-    pub payload: Sp<String>,
+    /// Pins the payload manifest this scenario runs with. Leave it out to use the lab's
+    /// `payload` (or `hvlab run --payload`), so one scenario runs on every lab whose payload
+    /// provides the tools, drivers and metrics it uses.
+    #[serde(default)]
+    pub payload: Option<Sp<String>>,
     /// How many times the steps run per VM (restoring `deployed` in between). Default 1.
     #[serde(default)]
     pub iterations: Option<Sp<i64>>,

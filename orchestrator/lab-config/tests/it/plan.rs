@@ -189,7 +189,7 @@ fn baseline_assertions_resolve() {
         .iter()
         .find(|s| s.name == "epoch-reclamation")
         .unwrap();
-    let StepKind::AssertMetric(a) = &s.steps[2].kind else {
+    let StepKind::AssertMetric(a) = &s.steps[1].kind else {
         panic!()
     };
     assert_eq!(

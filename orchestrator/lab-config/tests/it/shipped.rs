@@ -14,15 +14,35 @@ fn every_shipped_file_validates() {
     );
     let v = validate(&ws.request()).unwrap_or_else(|d| panic!("shipped files have problems:\n{d}"));
     assert!(v.skipped.is_empty(), "{:?}", v.skipped);
-    assert_eq!(
-        v.plans.iter().map(|p| p.scenarios.len()).sum::<usize>(),
-        ws.scenarios.len()
-    );
+    let files: std::collections::HashSet<_> = v
+        .plans
+        .iter()
+        .flat_map(|p| p.scenarios.iter().map(|s| s.file.clone()))
+        .collect();
+    assert_eq!(files.len(), ws.scenarios.len());
     let sim = v.plan_for("local-sim").unwrap();
     let hyperv = v.plan_for("hyperv-example").unwrap();
     assert_eq!(sim.lab.kind(), LabKind::Sim);
     assert_eq!(hyperv.lab.kind(), LabKind::Hyperv);
-    assert!(hyperv.scenarios.iter().all(|s| s.has_tag("windows")));
+    assert!(
+        hyperv
+            .scenarios
+            .iter()
+            .all(|s| s.payload.name == "ebpf-for-windows")
+    );
+    // One scenario file, both labs: the headline scenarios name no payload and are checked
+    // against each lab's default payload.
+    for name in [
+        "smoke",
+        "custom-map-stress",
+        "epoch-reclamation",
+        "stop-extension-live-maps",
+        "restart-extension-during-invocation",
+    ] {
+        let on = |plan: &lab_config::Plan| plan.scenarios.iter().any(|s| s.name == name);
+        assert!(on(sim) && on(hyperv), "{name} must validate on both labs");
+    }
+    assert!(sim.scenarios.iter().all(|s| s.payload.name == "sim-ebpf"));
     assert!(
         v.summary().starts_with("ok: 2 labs, 2 payloads,"),
         "{}",

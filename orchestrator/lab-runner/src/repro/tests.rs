@@ -24,6 +24,7 @@ fn scenario(file: &str) -> Scenario {
         lab: Some(r.join("vm-configs/local-sim.yaml")),
         default_lab: None,
         explicit_scenarios: true,
+        payload: None,
     };
     let v = validate(&req).expect("shipped scenario validates");
     v.plans[0].scenarios[0].clone()

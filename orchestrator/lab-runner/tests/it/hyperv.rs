@@ -168,6 +168,7 @@ async fn runner_drives_hyperv_backend_end_to_end() {
         lab: Some(lab),
         default_lab: None,
         explicit_scenarios: true,
+        payload: None,
     })
     .unwrap_or_else(|d| panic!("{d}"));
     let plan = validated.plans.into_iter().next().unwrap();

@@ -17,7 +17,8 @@ use crate::model::payload::expand_vars;
 use crate::model::{Driver, Metric, Payload, PayloadFile, Tool};
 use crate::values::Loc;
 use crate::wire::payload::{
-    DriverWire, MetricWire, PayloadTarget, PayloadWire, SignatureKind, StartType, ToolWire,
+    DriverWire, FileWire, MetricWire, PayloadTarget, PayloadWire, SignatureKind, SourceBase,
+    StartType, ToolWire,
 };
 
 pub(crate) use tool::{in_range, typed_value};
@@ -119,8 +120,17 @@ fn files(cx: &mut Cx<'_>, w: &PayloadWire) -> (Vec<PayloadFile>, Destinations) {
             }
             hex
         });
+        let source = if f.relative_to == Some(SourceBase::Manifest) {
+            // Shipped with the manifest: checked now, and deployed from an absolute path
+            // (joining an absolute path onto build_dir yields that path).
+            let dir = manifest_dir(cx);
+            check_source(cx, &dir, f, i, "the manifest's folder");
+            dir.join(src).to_string_lossy().into_owned()
+        } else {
+            src.to_owned()
+        };
         files.push(PayloadFile {
-            source: src.to_owned(),
+            source,
             destination: f.destination.value.clone(),
             sha256,
         });
@@ -307,47 +317,61 @@ fn build_dir(cx: &mut Cx<'_>, w: &PayloadWire) {
         return;
     }
     for (i, f) in w.files.iter().enumerate() {
-        let src = f.source.as_str();
-        if src.is_empty()
-            || Path::new(src).is_absolute()
-            || src.split(['/', '\\']).any(|c| c == "..")
-        {
-            continue; // reported as an invalid source
+        if f.relative_to != Some(SourceBase::Manifest) {
+            check_source(cx, &dir, f, i, "build directory");
         }
-        let path = dir.join(f.source.as_str());
-        if !path.is_file() {
+    }
+}
+
+/// The folder a file's `source` is resolved in when it is `relative_to: manifest`.
+fn manifest_dir(cx: &Cx<'_>) -> std::path::PathBuf {
+    let dir = match cx.file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // Absolute, so that deploying from another working directory finds the same files.
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Checks that a file source exists in `dir` and matches its pinned `sha256`.
+fn check_source(cx: &mut Cx<'_>, dir: &Path, f: &FileWire, i: usize, what: &str) {
+    let src = f.source.as_str();
+    if src.is_empty() || Path::new(src).is_absolute() || src.split(['/', '\\']).any(|c| c == "..") {
+        return; // reported as an invalid source
+    }
+    let path = dir.join(f.source.as_str());
+    if !path.is_file() {
+        cx.error(
+            "not-found",
+            f.source.loc,
+            format!("files[{i}].source"),
+            format!(
+                "file `{}` not found in {what} `{}`",
+                f.source.value,
+                dir.display()
+            ),
+        );
+        return;
+    }
+    // A pinned hash is checked now too (sim payload files and shipped tools are small).
+    if let Some(want) = f
+        .sha256
+        .as_ref()
+        .and_then(|s| sha256_hex(s).map(|h| (h, s.loc)))
+        && let Ok(bytes) = std::fs::read(&path)
+    {
+        let got = hex::encode(Sha256::digest(&bytes));
+        if got != want.0 {
             cx.error(
-                "not-found",
-                f.source.loc,
-                format!("files[{i}].source"),
+                "hash-mismatch",
+                want.1,
+                format!("files[{i}].sha256"),
                 format!(
-                    "file `{}` not found in build directory `{}`",
-                    f.source.value,
-                    dir.display()
+                    "sha256 of `{}` is {got}, not the pinned value",
+                    path.display()
                 ),
-            );
-            continue;
-        }
-        // A pinned hash is checked now too (sim payload files are small).
-        if let Some(want) = f
-            .sha256
-            .as_ref()
-            .and_then(|s| sha256_hex(s).map(|h| (h, s.loc)))
-            && let Ok(bytes) = std::fs::read(&path)
-        {
-            let got = hex::encode(Sha256::digest(&bytes));
-            if got != want.0 {
-                cx.error(
-                    "hash-mismatch",
-                    want.1,
-                    format!("files[{i}].sha256"),
-                    format!(
-                        "sha256 of `{}` is {got}, not the pinned value",
-                        path.display()
-                    ),
-                )
-                .help = Some("update `sha256` if the file changed on purpose".to_owned());
-            }
+            )
+            .help = Some("update `sha256` if the file changed on purpose".to_owned());
         }
     }
 }

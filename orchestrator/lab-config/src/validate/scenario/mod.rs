@@ -64,6 +64,8 @@ pub(crate) struct Env<'a> {
     pub payloads: &'a [Arc<Payload>],
     /// Payload names that exist but failed validation (no second error for references).
     pub broken_payloads: &'a HashSet<String>,
+    /// `hvlab run --payload`: the payload of scenarios that pin none, before the lab's.
+    pub payload_flag: Option<&'a str>,
 }
 
 /// Validates a scenario file against a lab and the payloads.
@@ -133,22 +135,68 @@ fn tags(cx: &mut Cx<'_>, w: &ScenarioWire) -> Vec<String> {
     tags
 }
 
-/// The payload the scenario names, checked against the lab's kind.
+/// Where a scenario's payload was chosen: its own `payload:`, `--payload`, or the lab's.
+enum Choice<'a> {
+    Pinned(&'a crate::values::Sp<String>),
+    Flag(&'a str),
+    Lab(&'a str, &'a crate::model::Origin),
+}
+
+/// The payload the scenario runs with, checked against the lab's kind: the one it pins,
+/// else `--payload`, else the lab's default `payload`.
 fn payload_ref(cx: &mut Cx<'_>, w: &ScenarioWire, env: &Env<'_>) -> Option<Arc<Payload>> {
-    let payload = env
-        .payloads
-        .iter()
-        .find(|p| p.name == w.payload.value)
-        .cloned();
-    if payload.is_none() && !env.broken_payloads.contains(&w.payload.value) {
+    let choice = match (&w.payload, env.payload_flag, &env.lab.payload) {
+        (Some(p), _, _) => Choice::Pinned(p),
+        (None, Some(f), _) => Choice::Flag(f),
+        (None, None, Some((name, origin))) => Choice::Lab(name, origin),
+        (None, None, None) => {
+            let d = cx.error(
+                "missing",
+                w.name.loc,
+                "payload",
+                format!(
+                    "scenario `{}` pins no payload and lab `{}` names no default `payload`",
+                    w.name.value, env.lab.name
+                ),
+            );
+            d.related.push(Related {
+                message: format!("lab `{}` is defined here", env.lab.name),
+                file: env.lab.file.to_path_buf(),
+                loc: Some(Loc::at(1, 1)),
+            });
+            d.help = Some(
+                "add `payload: <name>` to the lab file, pass `--payload <name>`, or pin one in the scenario"
+                    .to_owned(),
+            );
+            return None;
+        }
+    };
+    let (name, loc, why) = match &choice {
+        Choice::Pinned(p) => (p.value.as_str(), p.loc, String::new()),
+        Choice::Flag(f) => (*f, w.name.loc, " (named by `--payload`)".to_owned()),
+        Choice::Lab(n, _) => (
+            *n,
+            w.name.loc,
+            format!(" (the default payload of lab `{}`)", env.lab.name),
+        ),
+    };
+    let payload = env.payloads.iter().find(|p| p.name == name).cloned();
+    if payload.is_none() && !env.broken_payloads.contains(name) {
         let names: Vec<&str> = env.payloads.iter().map(|p| p.name.as_str()).collect();
         let d = cx.error(
             "unknown-reference",
-            w.payload.loc,
+            loc,
             "payload",
-            format!("unknown payload `{}`", w.payload.value),
+            format!("unknown payload `{name}`{why}"),
         );
         d.help = Some(format!("payloads: {}", list(&names)));
+        if let Choice::Lab(_, origin) = &choice {
+            d.related.push(Related {
+                message: format!("lab `{}` names it here", env.lab.name),
+                file: origin.file.to_path_buf(),
+                loc: Some(origin.loc),
+            });
+        }
         for p in env.payloads {
             d.related.push(Related {
                 message: format!("payload `{}` is defined here", p.name),
@@ -158,7 +206,7 @@ fn payload_ref(cx: &mut Cx<'_>, w: &ScenarioWire, env: &Env<'_>) -> Option<Arc<P
         }
     }
     if let Some(p) = &payload {
-        target_matches(cx, p, env.lab, w.payload.loc);
+        target_matches(cx, p, env.lab, loc);
     }
     payload
 }
