@@ -16,6 +16,7 @@ mod diag;
 mod model;
 pub mod schema;
 mod source;
+mod tools_doc;
 mod validate;
 mod values;
 mod wire;
@@ -32,6 +33,7 @@ pub use model::*;
 pub use source::{
     MAX_DEPTH, MAX_FILE_BYTES, SourceFile, check_regular_file, read_source, source_from_bytes,
 };
+pub use tools_doc::tools_markdown;
 pub use validate::scenario::BUILTIN_CHECKPOINTS;
 pub use values::{Loc, format_duration};
 pub use wire::lab::{CheckpointType, ConnectionKind, CrashDumpKind, GuestTransportKind, LabKind};

@@ -1,6 +1,7 @@
 //! Integration tests of the hvlab binary.
 
 mod bounded;
+mod browser;
 mod causes;
 mod docs;
 mod durability;

@@ -23,7 +23,8 @@ th{background:#f3f3f3}code,pre{font:12px ui-monospace,monospace}\
 pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f7f7f7;padding:.5em;max-height:30em;overflow-y:auto}\
 .PASS{color:#17692b}.FAIL,.ERROR{color:#b00020;font-weight:bold}.SKIP{color:#777}\
 .banner{background:#fff3cd;border:1px solid #e0c060;padding:.5em;margin:.5em 0}\
-.tl{position:relative;border-left:1px solid #999;margin:.2em 0 .8em}\
+h1,h2,h3,p,li{overflow-wrap:anywhere}\
+.tl{position:relative;overflow:hidden;border-left:1px solid #999;margin:.2em 0 .8em}\
 .tl .bar{position:absolute;height:14px;border-radius:2px;opacity:.85;overflow:hidden;font-size:10px;white-space:nowrap}\
 .bar.PASS,.bar.passed{background:#8fd19e}.bar.FAIL,.bar.failed,.bar.crashed,.bar.timed_out{background:#f19c9c}\
 .bar.ERROR,.bar.errored{background:#f5c56b}.bar.SKIP,.bar.skipped,.bar.cancelled,.bar.running{background:#ccc}\
