@@ -16,6 +16,7 @@ mod diag;
 mod model;
 pub mod schema;
 mod source;
+mod tools_doc;
 mod validate;
 mod values;
 mod wire;
@@ -32,6 +33,7 @@ pub use model::*;
 pub use source::{
     MAX_DEPTH, MAX_FILE_BYTES, SourceFile, check_regular_file, read_source, source_from_bytes,
 };
+pub use tools_doc::tools_markdown;
 pub use validate::scenario::BUILTIN_CHECKPOINTS;
 pub use values::{Loc, format_duration};
 pub use wire::lab::{CheckpointType, ConnectionKind, CrashDumpKind, GuestTransportKind, LabKind};
@@ -53,10 +55,18 @@ fn one(d: impl Into<Box<Diagnostic>>, src: Option<&SourceFile>) -> Diagnostics {
     ds
 }
 
+fn many(ds: Vec<Diagnostic>, src: &SourceFile) -> Diagnostics {
+    let mut out = Diagnostics::new();
+    out.add_source(&src.path, src.text.clone());
+    for d in ds {
+        out.push(d);
+    }
+    out
+}
+
 /// Parses and validates a lab file already read.
 pub fn parse_lab(src: &SourceFile) -> Result<Lab, Diagnostics> {
-    let header: wire::lab::LabHeader =
-        source::parse(src, "lab file").map_err(|d| one(d, Some(src)))?;
+    let header: wire::lab::LabHeader = source::parse(src, "lab file").map_err(|d| many(d, src))?;
     let Some(kind) = header.kind else {
         let d = Diagnostic::new(
             "parse",
@@ -74,11 +84,11 @@ pub fn parse_lab(src: &SourceFile) -> Result<Lab, Diagnostics> {
         let mut cx = validate::Cx::new(&src.path, &mut diags);
         match kind.value {
             LabKind::Sim => {
-                let w = source::parse(src, "sim lab file").map_err(|d| one(d, Some(src)))?;
+                let w = source::parse(src, "sim lab file").map_err(|d| many(d, src))?;
                 validate::lab::sim(&mut cx, w)
             }
             LabKind::Hyperv => {
-                let w = source::parse(src, "Hyper-V lab file").map_err(|d| one(d, Some(src)))?;
+                let w = source::parse(src, "Hyper-V lab file").map_err(|d| many(d, src))?;
                 validate::lab::hyperv(&mut cx, w)
             }
         }
@@ -97,7 +107,7 @@ pub fn load_lab(path: &Path) -> Result<Lab, Diagnostics> {
 /// Parses and validates a payload manifest already read.
 pub fn parse_payload(src: &SourceFile) -> Result<Payload, Diagnostics> {
     let w: wire::payload::PayloadWire =
-        source::parse(src, "payload manifest").map_err(|d| one(d, Some(src)))?;
+        source::parse(src, "payload manifest").map_err(|d| many(d, src))?;
     let mut diags = Diagnostics::new();
     diags.add_source(&src.path, src.text.clone());
     let p = validate::payload::payload(&mut validate::Cx::new(&src.path, &mut diags), w);
@@ -149,7 +159,7 @@ impl ScenarioSource {
 
 /// Parses a scenario file already read.
 pub fn parse_scenario(src: SourceFile) -> Result<ScenarioSource, Diagnostics> {
-    let wire = source::parse(&src, "scenario").map_err(|d| one(d, Some(&src)))?;
+    let wire = source::parse(&src, "scenario").map_err(|d| many(d, &src))?;
     Ok(ScenarioSource { source: src, wire })
 }
 

@@ -134,6 +134,79 @@ fn advance(stack: &mut [Frame], scalar: Option<String>) {
     }
 }
 
+/// The text with the mapping entry whose key starts at (`line`, `column`) (1-based) blanked
+/// out: every character of the key, its value and a flow-style `,` after it becomes a space
+/// (line breaks stay), so later positions are unchanged and parsing can go on to the next
+/// problem. `None` when no key starts there.
+pub(crate) fn blank_entry(text: &str, line: u32, column: u32) -> Option<String> {
+    let target = (line as usize, column as usize);
+    let mut stack: Vec<bool> = Vec::new(); // per open mapping: expecting a key
+    let mut start: Option<(usize, usize)> = None; // (char index, depth of the value)
+    let mut end: Option<usize> = None;
+    for item in Parser::new_from_str(text) {
+        let Ok((event, span)) = item else { return None };
+        if let Some((_, depth)) = start {
+            match event {
+                Event::MappingStart(..) | Event::SequenceStart(..) => stack.push(false),
+                Event::MappingEnd | Event::SequenceEnd => {
+                    stack.pop();
+                    if stack.len() == depth {
+                        end = Some(span.end.index());
+                        break;
+                    }
+                }
+                Event::Scalar(..) | Event::Alias(..) if stack.len() == depth => {
+                    end = Some(span.end.index());
+                    break;
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let pos = (span.start.line(), span.start.col() + 1);
+        let is_key = matches!(event, Event::Scalar(..)) && stack.last() == Some(&true);
+        if is_key && pos == target {
+            start = Some((span.start.index(), stack.len()));
+            continue;
+        }
+        match event {
+            Event::MappingStart(..) => stack.push(true),
+            Event::SequenceStart(..) => stack.push(false),
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                flip(&mut stack);
+            }
+            Event::Scalar(..) | Event::Alias(..) => flip(&mut stack),
+            _ => {}
+        }
+    }
+    let (from, _) = start?;
+    let to = end?;
+    let mut chars: Vec<char> = text.chars().collect();
+    let mut to = to.min(chars.len());
+    // In a flow mapping (`{a: 1, bad: 2, c: 3}`) the entry's comma goes too.
+    let mut k = to;
+    while k < chars.len() && chars[k] == ' ' {
+        k += 1;
+    }
+    if k < chars.len() && chars[k] == ',' {
+        to = k + 1;
+    }
+    for c in &mut chars[from..to] {
+        if *c != '\n' && *c != '\r' {
+            *c = ' ';
+        }
+    }
+    Some(chars.into_iter().collect())
+}
+
+/// A node ended inside a mapping: a key is followed by a value and a value by a key.
+fn flip(stack: &mut [bool]) {
+    if let Some(top) = stack.last_mut() {
+        *top = !*top;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +220,16 @@ mod tests {
         assert_eq!(path_at(DOC, 1, 1, Prefer::Inner), "name");
         assert_eq!(path_at(DOC, 1, 1, Prefer::Outer), "");
         assert_eq!(path_at(DOC, 5, 7, Prefer::Outer), "steps[1].run");
+    }
+
+    #[test]
+    fn blanks_one_entry_and_keeps_positions() {
+        let doc = "a: 1\nbad:\n  x: [1, 2]\nc: {d: 1, e: 2}\n";
+        let out = blank_entry(doc, 2, 1).expect("key at 2:1");
+        assert_eq!(out, "a: 1\n    \n           \nc: {d: 1, e: 2}\n");
+        let out = blank_entry(doc, 4, 5).expect("flow key at 4:5");
+        assert_eq!(out, "a: 1\nbad:\n  x: [1, 2]\nc: {      e: 2}\n");
+        assert_eq!(blank_entry(doc, 1, 4), None, "a value is not a key");
     }
 
     #[test]

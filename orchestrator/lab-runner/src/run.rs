@@ -207,14 +207,15 @@ pub async fn run_with_source(
                             finished.insert(unit.clone());
                             match outcome {
                                 UnitOutcome::Passed => stats.passed += 1,
-                                UnitOutcome::Failed { crash, .. } => {
-                                    stats.failed += 1;
-                                    stats.crashes += usize::from(crash.is_some());
-                                }
+                                UnitOutcome::Failed { .. } => stats.failed += 1,
                                 UnitOutcome::Errored { .. } => stats.errored += 1,
                                 UnitOutcome::Cancelled => stats.cancelled += 1,
                             }
                         }
+                        // Every crash detected, expected or not, as the bucket counts
+                        // beside it count them (a passing unit that expected its crash
+                        // once read "0 crashes" above "x1").
+                        Event::CrashDetected { .. } => stats.crashes += 1,
                         // Units, not attempts: "2 retried" means two units.
                         Event::UnitRetried { unit, .. } if retried.insert(unit.clone()) => {
                             stats.retried += 1;

@@ -2,7 +2,9 @@
 //! check for a reboot after every top-level step, turn hangs into dumps, and judge.
 //!
 //! A crash fails the unit unless a later top-level `expect_bugcheck` step expects it: then
-//! the steps in between are skipped and that step judges the crash's code.
+//! the steps in between are skipped and that step judges the crash's code. An
+//! `expect_bugcheck` inside a block (beside the crashing step in a `parallel`) judges a
+//! crash of that block as soon as the block ends.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -135,20 +137,7 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                         Err(message) => return UnitOutcome::errored_msg(message),
                     };
                 }
-                let verdict = match (&crash, code) {
-                    (None, _) => Err(format!(
-                        "expected a bugcheck{} within {}, the guest did not crash",
-                        code.map(|c| format!(" {c:#x}")).unwrap_or_default(),
-                        humantime::format_duration(*within)
-                    )),
-                    (Some(c), Some(want)) if c.bugcheck.as_ref().map(|b| b.code) != Some(*want) => {
-                        Err(format!(
-                            "expected bugcheck {want:#x}, got {}",
-                            describe_crash(c)
-                        ))
-                    }
-                    (Some(_), _) => Ok(()),
-                };
+                let verdict = expectation_verdict(crash.as_ref(), *code, *within);
                 instant_step(ctx, path, step, verdict.clone());
                 if let Err(m) = verdict {
                     return UnitOutcome::Failed { message: m, crash };
@@ -259,6 +248,21 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
             Err(StepError::Infra(m)) => return UnitOutcome::errored_msg(m),
             Err(StepError::Cancelled) => return UnitOutcome::Cancelled,
         };
+        // An `expect_bugcheck` inside this step (beside the crashing step in a `parallel`)
+        // judges the crash right here: the crash is what the block was written to cause.
+        if let Some((code, within)) = nested_expectation(step) {
+            let c = match new_crash {
+                Some(c) => Some(c),
+                None => match wait_for_crash(ctx, path, within).await {
+                    Ok(c) => c,
+                    Err(message) => return UnitOutcome::errored_msg(message),
+                },
+            };
+            match expectation_verdict(c.as_ref(), code, within) {
+                Ok(()) => continue,
+                Err(message) => return UnitOutcome::Failed { message, crash: c },
+            }
+        }
         if let Some(c) = new_crash {
             if !expects_crash_after(&steps, idx) {
                 return failed_by_crash(c);
@@ -272,10 +276,47 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
     }
 }
 
+/// Whether a crash during top-level step `idx` is expected: by a later top-level
+/// `expect_bugcheck`, or by one inside that step itself (e.g. in the same `parallel`).
 fn expects_crash_after(steps: &[(String, &Step)], idx: usize) -> bool {
-    steps[idx + 1..]
-        .iter()
-        .any(|(_, s)| matches!(s.kind, StepKind::ExpectBugcheck { .. }))
+    nested_expectation(steps[idx].1).is_some()
+        || steps[idx + 1..]
+            .iter()
+            .any(|(_, s)| matches!(s.kind, StepKind::ExpectBugcheck { .. }))
+}
+
+/// The first `expect_bugcheck` nested in a block step (`parallel`, `sequence`, `repeat`):
+/// its code and `within`.
+fn nested_expectation(step: &Step) -> Option<(Option<u32>, Duration)> {
+    let children = match &step.kind {
+        StepKind::Parallel(c) | StepKind::Sequence(c) => c,
+        StepKind::Repeat { steps, .. } => steps,
+        _ => return None,
+    };
+    children.iter().find_map(|c| match &c.kind {
+        StepKind::ExpectBugcheck { code, within } => Some((*code, *within)),
+        _ => nested_expectation(c),
+    })
+}
+
+/// Whether `crash` is the one an `expect_bugcheck` with `code` asked for.
+fn expectation_verdict(
+    crash: Option<&Crash>,
+    code: Option<u32>,
+    within: Duration,
+) -> Result<(), String> {
+    match (crash, code) {
+        (None, _) => Err(format!(
+            "expected a bugcheck{} within {}, the guest did not crash",
+            code.map(|c| format!(" {c:#x}")).unwrap_or_default(),
+            humantime::format_duration(within)
+        )),
+        (Some(c), Some(want)) if c.bugcheck.as_ref().map(|b| b.code) != Some(want) => Err(format!(
+            "expected bugcheck {want:#x}, got {}",
+            describe_crash(c)
+        )),
+        (Some(_), _) => Ok(()),
+    }
 }
 
 /// Waits up to `within` for the guest to crash (for `expect_bugcheck` after a workload);

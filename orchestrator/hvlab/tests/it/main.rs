@@ -2,9 +2,11 @@
 
 mod both_labs;
 mod bounded;
+mod browser;
 mod causes;
 mod docs;
 mod durability;
+mod expect;
 mod hog;
 mod infra;
 mod load;

@@ -64,3 +64,24 @@ fn every_invalid_fixture_fails_with_a_located_message() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// docs/scenarios.md promises every problem of a file in one pass: the parser stops at the
+/// first unknown key, so a second one used to go unreported until the first was fixed.
+#[test]
+fn two_unknown_keys_give_two_diagnostics() {
+    let path = PathBuf::from("tests/fixtures/invalid/two-unknown-keys.scenario.yaml");
+    let diags = validate_one(&path).expect_err("two unknown keys");
+    let found: Vec<(String, u32)> = diags
+        .items()
+        .iter()
+        .map(|d| (d.yaml_path.clone(), d.loc.unwrap_or_default().line))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("timout".to_owned(), 4),
+            ("steps[0].driver_start.expct".to_owned(), 6)
+        ],
+        "{diags}"
+    );
+}

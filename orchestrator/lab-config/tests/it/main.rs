@@ -6,6 +6,7 @@ mod fuzz;
 mod generated;
 mod plan;
 mod shipped;
+mod tools_doc;
 
 use std::path::{Path, PathBuf};
 

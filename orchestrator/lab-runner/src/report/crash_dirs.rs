@@ -86,6 +86,7 @@ pub struct CrashDirReporter {
     model: RunModel,
     /// What each index.json holds now, so unchanged folders are not rewritten.
     written: HashMap<PathBuf, Vec<u8>>,
+    rewrites: super::Rewrites,
 }
 
 impl CrashDirReporter {
@@ -94,6 +95,7 @@ impl CrashDirReporter {
             dir: results_dir.to_owned(),
             model: RunModel::new(),
             written: HashMap::new(),
+            rewrites: super::Rewrites::new(),
         }
     }
 }
@@ -101,7 +103,13 @@ impl CrashDirReporter {
 impl Reporter for CrashDirReporter {
     fn event(&mut self, ev: &Envelope) -> Result<(), ReportError> {
         self.model.apply(ev);
-        if !matches!(ev.event, Event::CrashDetected { .. }) && !super::rewrite_due(&ev.event) {
+        // A crash in a folder without an index yet is filed at once (the folder's first
+        // crash); the others wait for the schedule, as the other whole-run files do.
+        let new_folder = match &ev.event {
+            Event::CrashDetected { crash, .. } => !self.written.contains_key(&crash_folder(crash)),
+            _ => false,
+        };
+        if !self.rewrites.due(&ev.event) && !new_folder {
             return Ok(());
         }
         for (folder, index) in indexes(&self.model) {

@@ -21,6 +21,7 @@ pub struct JunitReporter {
     model: RunModel,
     /// Guest testcases per unit, parsed once when the unit finishes.
     guest: HashMap<UnitId, Vec<TestCase>>,
+    rewrites: super::Rewrites,
 }
 
 impl JunitReporter {
@@ -29,6 +30,7 @@ impl JunitReporter {
             results_dir: results_dir.to_owned(),
             model: RunModel::new(),
             guest: HashMap::new(),
+            rewrites: super::Rewrites::new(),
         }
     }
 
@@ -43,14 +45,15 @@ impl JunitReporter {
 impl Reporter for JunitReporter {
     fn event(&mut self, ev: &Envelope) -> Result<(), ReportError> {
         self.model.apply(ev);
-        match &ev.event {
-            Event::UnitFinished {
-                unit,
-                vm,
-                seed,
-                guest_junit,
-                ..
-            } => {
+        if let Event::UnitFinished {
+            unit,
+            vm,
+            seed,
+            guest_junit,
+            ..
+        } = &ev.event
+        {
+            {
                 let class = format!("{}@{}", unit.scenario, unit.template);
                 let prefix = format!("iter-{}", unit.iteration);
                 let mut cases: Vec<TestCase> = guest_junit
@@ -65,14 +68,12 @@ impl Reporter for JunitReporter {
                     c.add_property(Property::new("iteration", unit.iteration.to_string()));
                 }
                 self.guest.insert(unit.clone(), cases);
-                self.write()
             }
-            Event::RunStarted { .. }
-            | Event::Interrupted { .. }
-            | Event::InfraError { .. }
-            | Event::RunFinished { .. } => self.write(),
-            _ => Ok(()),
         }
+        if self.rewrites.due(&ev.event) {
+            self.write()?;
+        }
+        Ok(())
     }
 }
 

@@ -4,9 +4,9 @@
 //! ```text
 //! runner ──Envelope──> Fanout ─┬─> TerminalReporter   stderr (human) | stdout (JSON lines)
 //!                              ├─> JsonLinesReporter  events.jsonl
-//!                              ├─> JunitReporter      junit.xml    (rewritten per unit)
-//!                              ├─> SummaryReporter    summary.json (rewritten per unit)
-//!                              └─> HtmlReporter       index.html   (rewritten per unit)
+//!                              ├─> JunitReporter      junit.xml    (on a schedule)
+//!                              ├─> SummaryReporter    summary.json (on a schedule)
+//!                              └─> HtmlReporter       index.html   (on a schedule)
 //! ```
 //! Reporters are plain sync code; a failing one never stops the others. A reporter that
 //! fails (a full or read-only disk) is announced to all of them as an
@@ -23,6 +23,7 @@ mod junit;
 mod junit_case;
 mod log;
 mod model;
+mod steplog;
 mod summary;
 mod summary_text;
 mod terminal;
@@ -34,11 +35,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use crash_dirs::{CrashDirReporter, crash_folder};
-pub use html::HtmlReporter;
+pub use html::{HtmlReporter, ReproBucket, ReproView};
 pub use jsonl::{JsonLinesReporter, LineLog, Truncate};
 pub use junit::JunitReporter;
 pub use log::LogReporter;
 pub use model::{BucketSeen, RunEnd, RunInfo, RunModel, StepRecord, UnitRecord};
+pub use steplog::StepLogReporter;
 pub use summary::{Summary, SummaryReporter, build_summary};
 pub use summary_text::{Paint, render_summary};
 pub use terminal::{OutputFormat, TerminalOptions, TerminalReporter};
@@ -89,7 +91,8 @@ impl fmt::Display for FanoutList<'_> {
 }
 
 /// Whether a file derived from the whole run (junit.xml, summary.json, index.html) must be
-/// rewritten after `ev`: when the run starts, after each unit, on Ctrl-C and at the end, so
+/// rewritten after `ev` (thinned out for unit ends by [`Rewrites`]): when the run starts,
+/// after a unit, on Ctrl-C and at the end, so
 /// a run that is interrupted or even killed always leaves valid files behind; and on a lab
 /// error, so one that happens while the final files are written still reaches them.
 pub fn rewrite_due(ev: &Event) -> bool {
@@ -97,10 +100,56 @@ pub fn rewrite_due(ev: &Event) -> bool {
         ev,
         Event::RunStarted { .. }
             | Event::UnitFinished { .. }
+            | Event::UnitRetried { .. }
             | Event::InfraError { .. }
             | Event::Interrupted { .. }
             | Event::RunFinished { .. }
     )
+}
+
+/// When a whole-run file (junit.xml, summary.json, index.html, crash indexes) is rewritten.
+///
+/// Rebuilding one costs time proportional to the units so far, so rewriting after every
+/// unit made a run's reporting quadratic (10,000 units: 10,000 rebuilds of up to 10,000
+/// units). Always on the events of [`rewrite_due`] other than unit ends; after a unit ends
+/// (finished or retried) only once the units since the last rewrite reach a tenth of the
+/// units then written (so every unit while there are fewer than ten, and a geometric
+/// number of rebuilds in all: constant cost per unit), or [`Rewrites::MAX_STALE`] has
+/// passed. A killed run leaves files at most that stale; `events.jsonl` has every event.
+#[derive(Debug, Default)]
+pub struct Rewrites {
+    units: usize,
+    units_written: usize,
+    written_at: Option<std::time::Instant>,
+}
+
+impl Rewrites {
+    /// Longest a finished unit waits to reach the whole-run files.
+    pub const MAX_STALE: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the files must be rewritten after `ev` (counts the unit ends it sees).
+    pub fn due(&mut self, ev: &Event) -> bool {
+        let unit_end = matches!(ev, Event::UnitFinished { .. } | Event::UnitRetried { .. });
+        self.units += usize::from(unit_end);
+        let due = if unit_end {
+            let step = (self.units_written / 10).max(1);
+            self.units >= self.units_written + step
+                || self
+                    .written_at
+                    .is_none_or(|t| t.elapsed() >= Self::MAX_STALE)
+        } else {
+            rewrite_due(ev)
+        };
+        if due {
+            self.units_written = self.units;
+            self.written_at = Some(std::time::Instant::now());
+        }
+        due
+    }
 }
 
 /// The run's `events.jsonl` reporter. The file is created new: a run never appends to (or
@@ -203,6 +252,7 @@ impl Fanout {
             .push("junit.xml", JunitReporter::new(run_dir.path()))
             .push("summary.json", SummaryReporter::new(run_dir.path()))
             .push("index.html", HtmlReporter::new(run_dir.path()))
+            .push("steps.log", StepLogReporter::new(run_dir.path()))
             .push("hvlab.log", LogReporter);
         Ok(f)
     }

@@ -205,6 +205,7 @@ pub fn build_summary(model: &RunModel) -> Summary {
 pub struct SummaryReporter {
     path: PathBuf,
     model: RunModel,
+    rewrites: super::Rewrites,
 }
 
 impl SummaryReporter {
@@ -212,6 +213,7 @@ impl SummaryReporter {
         SummaryReporter {
             path: results_dir.join(RunDir::SUMMARY),
             model: RunModel::new(),
+            rewrites: super::Rewrites::new(),
         }
     }
 }
@@ -219,7 +221,7 @@ impl SummaryReporter {
 impl Reporter for SummaryReporter {
     fn event(&mut self, ev: &Envelope) -> Result<(), ReportError> {
         self.model.apply(ev);
-        if super::rewrite_due(&ev.event) {
+        if self.rewrites.due(&ev.event) {
             let mut json =
                 serde_json::to_vec_pretty(&build_summary(&self.model)).map_err(|source| {
                     ReportError::Json {

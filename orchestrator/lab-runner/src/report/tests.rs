@@ -497,8 +497,19 @@ fn the_same_seed_passing_and_failing_is_flaky_and_failing_twice_is_a_rerun() {
 #[test]
 fn html_escapes_every_string_from_the_run() {
     let u = unit("<script>alert(1)</script>", "t&\"x\"", 1);
+    let hostile_step = "\"><img src=x onerror=alert(2)></pre><script>x</script>";
     let r = run(|s, _| {
         s.start(std::slice::from_ref(&u))
+            .steps(
+                &u,
+                "vm<1>",
+                &[(
+                    hostile_step,
+                    StepOutcome::Failed {
+                        message: "</pre><b>".into(),
+                    },
+                )],
+            )
             .finish(
                 &u,
                 "vm<1>",
@@ -512,9 +523,24 @@ fn html_escapes_every_string_from_the_run() {
     });
     let html = r.html();
     assert!(!html.contains("<script>"), "{html}");
+    assert!(!html.contains("<img"), "{html}");
+    assert!(!html.contains("<b>"), "{html}");
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;@t&amp;&quot;x&quot;#1"));
-    assert!(html.contains("a &lt; b &amp; &#39;c&#39;"));
+    assert!(html.contains("a &lt; b &amp; 'c'"));
     assert!(html.contains("vm&lt;1&gt;"));
+    // The hostile step is in the timeline (title attribute) and the step log, escaped.
+    assert!(
+        html.contains("&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"),
+        "{html}"
+    );
+    // Every tag that opens is one the template wrote: count a few against their closers.
+    for tag in ["pre", "table", "main", "details"] {
+        assert_eq!(
+            html.matches(&format!("<{tag}")).count(),
+            html.matches(&format!("</{tag}>")).count(),
+            "{tag}: {html}"
+        );
+    }
     // The folder link is percent-encoded, then escaped.
     assert!(html.contains("href=\"_script_alert_1___script_-"), "{html}");
 }
@@ -853,4 +879,69 @@ fn every_crash_is_filed_in_a_crash_folder_the_reports_link_to() {
         description.as_ref().unwrap().as_str().contains(&want),
         "{description:?}"
     );
+}
+
+#[test]
+fn passing_and_failing_units_keep_their_step_output() {
+    let ok = unit("s", "t", 1);
+    let bad = unit("s", "t", 2);
+    let r = run(|s, _| {
+        s.start(&[ok.clone(), bad.clone()])
+            .steps(&ok, "vm-1", &[("start the extension", StepOutcome::Passed)])
+            .pass(&ok, "vm-1")
+            .steps(
+                &bad,
+                "vm-1",
+                &[(
+                    "map workload",
+                    StepOutcome::Failed {
+                        message: "errors: 1".into(),
+                    },
+                )],
+            )
+            .finish(
+                &bad,
+                "vm-1",
+                UnitOutcome::Failed {
+                    message: "errors: 1".into(),
+                    crash: None,
+                },
+                &[],
+            )
+            .end(stats(2, 1, 1, 0, 0, 0), 1, false);
+    });
+    let log = |u: &UnitId| fs::read_to_string(r.dir.join(RunDir::unit_rel(u)).join("steps.log"));
+    let ok_log = log(&ok).expect("a passing unit's folder holds its step log");
+    assert!(
+        ok_log.contains("steps[0] start the extension: passed"),
+        "{ok_log}"
+    );
+    let bad_log = log(&bad).unwrap();
+    assert!(
+        bad_log.contains("steps[0] map workload: failed: errors: 1"),
+        "{bad_log}"
+    );
+    assert!(bad_log.contains("    error: key 7 missing"), "{bad_log}");
+    // The page shows the failing unit's log and links the file.
+    let html = r.html();
+    assert!(html.contains("    lookup failed"), "{html}");
+    assert!(html.contains("href=\"s/t/iter-2/steps.log\""), "{html}");
+}
+
+#[test]
+fn whole_run_files_are_rewritten_a_logarithmic_number_of_times() {
+    let mut rw = Rewrites::new();
+    let done = Event::UnitRetried {
+        unit: unit("s", "t", 1),
+        vm: "vm".into(),
+        attempt: 1,
+        outcome: UnitOutcome::Cancelled,
+        duration: std::time::Duration::ZERO,
+    };
+    let first: Vec<bool> = (0..12).map(|_| rw.due(&done)).collect();
+    // Every unit while there are fewer than ten, then every tenth of those written.
+    assert!(first[..11].iter().all(|d| *d), "{first:?}");
+    let rewrites = (12..10_000).filter(|_| rw.due(&done)).count();
+    assert!(rewrites < 100, "{rewrites} rewrites for 10,000 units");
+    assert!(rw.due(&Event::Interrupted { count: 1 }));
 }

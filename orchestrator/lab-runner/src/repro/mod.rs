@@ -213,7 +213,10 @@ fn fanout(
             "summary.json",
             report::ReproSummaryReporter::new(shared.clone(), run_dir.path()),
         )
-        .push("index.html", HtmlReporter::new(run_dir.path()))
+        .push("index.html", {
+            let state = shared.clone();
+            HtmlReporter::with_repro(run_dir.path(), Box::new(move || report::html_view(&state)))
+        })
         .push("hvlab.log", crate::report::LogReporter);
     Ok(f)
 }

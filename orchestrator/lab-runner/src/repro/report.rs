@@ -168,6 +168,7 @@ pub struct ReproSummaryReporter {
     state: Shared,
     path: PathBuf,
     model: RunModel,
+    rewrites: crate::report::Rewrites,
 }
 
 impl ReproSummaryReporter {
@@ -176,6 +177,7 @@ impl ReproSummaryReporter {
             state,
             path: run_dir.join(RunDir::SUMMARY),
             model: RunModel::new(),
+            rewrites: crate::report::Rewrites::new(),
         }
     }
 }
@@ -183,7 +185,7 @@ impl ReproSummaryReporter {
 impl Reporter for ReproSummaryReporter {
     fn event(&mut self, ev: &Envelope) -> Result<(), ReportError> {
         self.model.apply(ev);
-        if !crate::report::rewrite_due(&ev.event) {
+        if !self.rewrites.due(&ev.event) {
             return Ok(());
         }
         let err = |source| ReportError::Json {
@@ -514,4 +516,24 @@ pub fn render_final(st: &State, results_dir: &Path, exit_code: i32, p: Paint) ->
         }
     );
     s
+}
+
+/// What index.html shows of a repro run: rates with intervals and replay commands.
+pub fn html_view(state: &Shared) -> crate::report::ReproView {
+    let sec = record::section(&lock(state));
+    crate::report::ReproView {
+        scenario: sec.scenario.clone(),
+        failure_rate: sec.failure_rate.to_string(),
+        buckets: sec
+            .buckets
+            .iter()
+            .map(|b| crate::report::ReproBucket {
+                id: b.id.clone(),
+                title: b.title.clone(),
+                rate: b.rate.to_string(),
+                replay: b.replay.clone(),
+            })
+            .collect(),
+        stopped: sec.stopped.clone(),
+    }
 }
