@@ -2,6 +2,7 @@
 
 mod bounded;
 mod causes;
+mod ci;
 mod docs;
 mod durability;
 mod hog;
