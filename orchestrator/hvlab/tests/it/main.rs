@@ -3,6 +3,7 @@
 mod bounded;
 mod causes;
 mod ci;
+mod ci_docs;
 mod docs;
 mod durability;
 mod hog;
