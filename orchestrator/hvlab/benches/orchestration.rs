@@ -86,7 +86,7 @@ fn main() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let dur = |v: &serde_json::Value| humantime::parse_duration(v.as_str().unwrap()).unwrap();
+    let dur = |v: &serde_json::Value| std::time::Duration::from_secs_f64(v.as_f64().unwrap());
     let mut step_over: Vec<f64> = events
         .iter()
         .filter(|e| e["event"] == "step_finished")

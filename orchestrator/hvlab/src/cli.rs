@@ -42,6 +42,13 @@ pub enum Command {
     /// Triage kernel dumps (files or results directories): bugcheck, faulting driver, bucket.
     #[command(after_help = TRIAGE_HELP)]
     Triage(TriageArgs),
+    /// List scenarios, their units per template, tags, templates and the payloads' tools
+    /// with their arguments (the same selection options as `run`).
+    #[command(after_help = exit::HELP)]
+    List(ListArgs),
+    /// Work with results folders: merge CI shards, prune old runs.
+    #[command(after_help = exit::HELP)]
+    Results(ResultsArgs),
     /// Inspect or clean up the VMs hvlab created (simulated lab).
     #[command(after_help = exit::HELP)]
     Lab(LabArgs),
@@ -109,6 +116,119 @@ pub struct RunArgs {
     /// contacting a host or reading a secret.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Only these VM templates of each scenario's matrix (repeatable).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Vec<String>,
+
+    /// Filter expression over units, e.g. `tag(stress) and not template(ws2022-verifier)`
+    /// (predicates `scenario(glob)`, `tag(name)`, `template(glob)`, `all()`; `and`/`&`,
+    /// `or`/`|`, `not`/`!`, parentheses). Repeated filters are or-ed.
+    #[arg(short = 'E', long = "filter", value_name = "EXPR")]
+    pub filter: Vec<String>,
+
+    /// Start no unit after the first one that fails or errors (the rest are reported
+    /// cancelled).
+    #[arg(long, overrides_with = "no_fail_fast")]
+    pub fail_fast: bool,
+
+    /// Run every unit whatever fails (the default).
+    #[arg(long, overrides_with = "fail_fast")]
+    pub no_fail_fast: bool,
+
+    /// Re-runs of a failed unit (overrides each scenario's `retries:`); a unit that passes
+    /// on a retry is reported flaky. Unlike `retries:`, this also retries crashes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: Option<u32>,
+
+    /// Run the selected units with this unit seed (the `seed` junit.xml and summary.json
+    /// record for a unit); one iteration unless --iterations says otherwise.
+    #[arg(long, value_name = "SEED", conflicts_with = "seed")]
+    pub replay_seed: Option<u64>,
+
+    /// Run only shard K of N (e.g. `2/4`, for CI matrices): units are split by a hash of
+    /// their id, or by durations with --timings. Merge the shards' results with
+    /// `hvlab results merge`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::shard::ShardSpec>,
+
+    /// Balance --shard by unit durations from a previous run's summary.json.
+    #[arg(long, value_name = "SUMMARY_JSON", requires = "shard")]
+    pub timings: Option<PathBuf>,
+}
+
+/// `hvlab list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Scenario files or names (default: all on the lab, including those tagged `fault`).
+    #[arg(value_name = "SCENARIOS")]
+    pub scenarios: Vec<String>,
+
+    /// Only scenarios carrying this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+
+    /// Only these VM templates (repeatable).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Vec<String>,
+
+    /// Filter expression, as for `hvlab run -E`.
+    #[arg(short = 'E', long = "filter", value_name = "EXPR")]
+    pub filter: Vec<String>,
+
+    /// Lab file (default: vm-configs/local-sim.yaml).
+    #[arg(long, value_name = "LAB_FILE")]
+    pub lab: Option<PathBuf>,
+
+    /// Output: text for people, or one JSON document.
+    #[arg(long, value_enum, default_value_t = ListFormat::Human)]
+    pub format: ListFormat,
+}
+
+/// `hvlab list --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Human,
+    Json,
+}
+
+/// `hvlab results`.
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    #[command(subcommand)]
+    pub command: ResultsCommand,
+}
+
+/// `hvlab results` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ResultsCommand {
+    /// Merge the results folders of several shards of one run into one folder: junit.xml,
+    /// summary.json, events.jsonl, index.html and crash folders re-rendered from the merged
+    /// events; unit folders copied.
+    Merge {
+        /// Run folders to merge (each holding events.jsonl).
+        #[arg(value_name = "DIR", required = true)]
+        dirs: Vec<PathBuf>,
+        /// The merged folder (created; must not exist or be empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Remove old run folders from a results root. A run still in progress is never
+    /// touched. Default: keep the newest 20 runs.
+    Prune {
+        /// Keep at least the newest N runs.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Remove runs that started longer ago than this (e.g. `7d`, `12h`).
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<humantime::Duration>,
+        /// Results root (default: <root>/results).
+        #[arg(long, value_name = "DIR")]
+        results: Option<PathBuf>,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `hvlab repro`.

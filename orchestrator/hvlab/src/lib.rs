@@ -5,11 +5,14 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod filter;
 /// The exit-code table shared with the CLI.
 pub use lab_error::exit;
 pub mod logging;
 pub mod root;
+pub mod select;
 pub mod settings;
+pub mod shard;
 
 use std::process::ExitCode;
 
@@ -43,6 +46,8 @@ pub fn dispatch(cli: Cli, env: &EnvSettings) -> Result<u8, CliError> {
         Command::Schema(args) => commands::schema::run(&root, &args),
         Command::Run(args) => commands::run::run_cmd(&root, &args, env),
         Command::Repro(args) => commands::repro::run_cmd(&root, &args, env),
+        Command::List(args) => commands::list::run(&root, &args),
+        Command::Results(args) => commands::results::run(&root, &args),
         Command::Lab(args) => commands::lab::run(&args, env),
         Command::Triage(args) => commands::triage::run(&args),
         Command::SimGuest(_) => unreachable!("handled above"),

@@ -166,6 +166,7 @@ fn main() {
         lab: Some(lab),
         default_lab: None,
         explicit_scenarios: true,
+        payload: None,
     })
     .unwrap_or_else(|d| panic!("{d}"));
     let plan = validated.plans.into_iter().next().expect("one plan");
@@ -194,6 +195,7 @@ fn main() {
         max_vms: Some(1),
         only: None,
         keep_dumps: Default::default(),
+        policy: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

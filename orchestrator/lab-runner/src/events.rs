@@ -60,13 +60,13 @@ pub enum Event {
     VmReady {
         vm: String,
         boot_id: String,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::secs")]
         elapsed: Duration,
     },
     /// The payload is deployed and the `deployed` checkpoint taken.
     VmDeployed {
         vm: String,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::secs")]
         elapsed: Duration,
     },
     /// A VM was removed at teardown.
@@ -79,7 +79,7 @@ pub enum Event {
         path: String,
         /// Human label: the step's `name` or a description of the step.
         label: String,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::secs")]
         timeout: Duration,
     },
     /// A step ended.
@@ -88,7 +88,7 @@ pub enum Event {
         path: String,
         label: String,
         outcome: StepOutcome,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::secs")]
         duration: Duration,
         /// Tool output kept for reports (already capped by the runner).
         output: Option<StepOutput>,
@@ -113,21 +113,22 @@ pub enum Event {
         vm: String,
         seed: u64,
         outcome: UnitOutcome,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::secs")]
         duration: Duration,
         /// JUnit files a tool wrote in the guest (e.g. Catch2 `-r junit`), collected and
         /// relative to the results directory; reporters merge them.
         guest_junit: Vec<PathBuf>,
     },
     /// An attempt of a unit errored (the lab failed under it, not the code under test); the
-    /// unit runs again on a fresh VM per the lab's `infra_retries`. `attempt` is the 1-based
+    /// unit runs again on a fresh VM per the lab's `infra_retries`. Or it failed and runs
+    /// again per `--retries` / the scenario's `retries:` (on the same VM, from `deployed`). `attempt` is the 1-based
     /// number of the attempt that errored; the unit's verdict comes in `UnitFinished`.
     UnitRetried {
         unit: UnitId,
         vm: String,
         attempt: u32,
         outcome: UnitOutcome,
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::secs")]
         duration: Duration,
     },
     /// The lab itself failed (not the code under test).
@@ -155,7 +156,7 @@ pub enum Event {
     Leftover { what: String, how_to_remove: String },
     /// The last event. Reporters finalise their files here.
     RunFinished {
-        #[serde(with = "humantime_serde")]
+        #[serde(with = "crate::secs")]
         elapsed: Duration,
         stats: RunStats,
         /// Exit code the CLI will return (0, 1, 2, 3 or 130).
@@ -329,4 +330,12 @@ pub struct RunStats {
     /// Units run again after an infrastructure error (counted once however many retries).
     #[serde(default)]
     pub retried: usize,
+    /// Units that failed, then passed on a retry (`--retries`, `retries:`); counted in
+    /// `passed` too.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flaky: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

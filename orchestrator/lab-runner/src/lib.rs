@@ -17,12 +17,16 @@ pub mod deploy;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod in_progress;
+pub mod merge;
 /// The exit-code table shared with the CLI.
 pub use lab_error::exit;
+pub mod prune;
 pub mod report;
 pub mod repro;
 pub mod results;
 pub mod run;
+pub mod secs;
 pub mod seed;
 pub mod signals;
 pub mod unit;

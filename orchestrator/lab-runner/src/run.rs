@@ -38,6 +38,33 @@ pub struct RunSettings {
     pub only: Option<Vec<UnitId>>,
     /// How many dumps a crash bucket keeps across runs (`--keep-dumps`).
     pub keep_dumps: crash_triage::KeepDumps,
+    /// Test retries, fail-fast and seed replay (CI settings; the default changes nothing).
+    pub policy: RunPolicy,
+}
+
+/// How a run treats failures, and which seed its units get.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunPolicy {
+    /// `--retries N`: re-runs of a failed unit, overriding each scenario's `retries:`. Given
+    /// on the command line it also retries crashes (a bugcheck or hang); a scenario's own
+    /// `retries:` never retries a crash away.
+    pub retries: Option<u32>,
+    /// `--fail-fast`: start no unit after the first that failed or errored.
+    pub fail_fast: bool,
+    /// `--replay-seed S`: every unit runs with this unit seed instead of the derived one.
+    pub replay_seed: Option<u64>,
+}
+
+impl RunPolicy {
+    /// Retries a failed unit of `scenario` gets.
+    pub fn retries_for(&self, scenario: &lab_config::Scenario) -> u32 {
+        self.retries.unwrap_or(scenario.retries)
+    }
+
+    /// Whether a failure with a crash may be retried (only when `--retries` asked).
+    pub fn retries_crashes(&self) -> bool {
+        self.retries.is_some()
+    }
 }
 
 /// How a run ended.
@@ -107,7 +134,13 @@ pub async fn run(
 ) -> Result<RunOutcome, RunError> {
     let mut units = expand(&settings.plan, settings.iterations, settings.seed);
     if let Some(only) = &settings.only {
+        let only: BTreeSet<&UnitId> = only.iter().collect();
         units.retain(|u| only.contains(&u.id));
+    }
+    if let Some(s) = settings.policy.replay_seed {
+        for u in &mut units {
+            u.seed = s;
+        }
     }
     if units.is_empty() {
         return Err(RunError::Empty);
@@ -182,6 +215,8 @@ pub async fn run_with_source(
         vms: vms.clone(),
         vm_counter: Default::default(),
         keep_dumps: settings.keep_dumps,
+        policy: settings.policy,
+        stop: Default::default(),
     });
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..max_vms {
@@ -197,6 +232,8 @@ pub async fn run_with_source(
     let mut finished: BTreeSet<UnitId> = BTreeSet::new();
     let mut errored_infra = false;
     let mut retried: BTreeSet<UnitId> = BTreeSet::new();
+    // Units with a failed attempt that was retried (flaky if they pass in the end).
+    let mut failed_once: BTreeSet<UnitId> = BTreeSet::new();
     let mut interrupts = 0u32;
     loop {
         tokio::select! {
@@ -206,8 +243,13 @@ pub async fn run_with_source(
                         Event::UnitFinished { unit, outcome, .. } => {
                             finished.insert(unit.clone());
                             match outcome {
-                                UnitOutcome::Passed => stats.passed += 1,
-                                UnitOutcome::Failed { .. } => stats.failed += 1,
+                                UnitOutcome::Passed => {
+                                    stats.passed += 1;
+                                    stats.flaky += usize::from(failed_once.contains(unit));
+                                }
+                                UnitOutcome::Failed { .. } => {
+                                    stats.failed += 1;
+                                }
                                 UnitOutcome::Errored { .. } => stats.errored += 1,
                                 UnitOutcome::Cancelled => stats.cancelled += 1,
                             }
@@ -217,8 +259,13 @@ pub async fn run_with_source(
                         // once read "0 crashes" above "x1").
                         Event::CrashDetected { .. } => stats.crashes += 1,
                         // Units, not attempts: "2 retried" means two units.
-                        Event::UnitRetried { unit, .. } if retried.insert(unit.clone()) => {
-                            stats.retried += 1;
+                        Event::UnitRetried { unit, outcome, .. } => {
+                            if matches!(outcome, UnitOutcome::Failed { .. }) {
+                                failed_once.insert(unit.clone());
+                            }
+                            if retried.insert(unit.clone()) {
+                                stats.retried += 1;
+                            }
                         }
                         // Evidence or results not kept; hvlab.log gets the chain from
                         // the log reporter.

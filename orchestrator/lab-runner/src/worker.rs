@@ -40,6 +40,11 @@ pub struct Shared {
     pub vm_counter: std::sync::atomic::AtomicU32,
     /// `--keep-dumps`: how many dumps a crash bucket keeps across runs.
     pub keep_dumps: crash_triage::KeepDumps,
+    /// Test retries and fail-fast.
+    pub policy: crate::run::RunPolicy,
+    /// Set by `--fail-fast` after a unit failed: no worker takes another unit (those never
+    /// started are reported cancelled by the dispatcher).
+    pub stop: std::sync::atomic::AtomicBool,
 }
 
 /// Hands units to workers. `hvlab run` uses the plan's fixed list (`VecDeque`); repro mode
@@ -160,19 +165,29 @@ pub async fn worker(shared: Arc<Shared>) {
             break;
         };
         let mut attempt = 1;
+        let scenario = &shared.plan.scenarios[unit.scenario];
+        let mut infra_left = shared.plan.lab.infra_retries;
+        let mut test_left = shared.policy.retries_for(scenario);
         let (outcome, junit, vm, started) = loop {
             // Reset by run_one once the VM is ready, so a unit's time excludes provisioning.
             let mut started = Instant::now();
             let (outcome, junit, vm) =
                 run_one(&shared, &mut held, &unit, attempt, &mut started).await;
-            if !matches!(outcome, UnitOutcome::Errored { .. }) {
-                break (outcome, junit, vm, started);
-            }
-            // The VM may be what broke: no later unit (or retry) runs on it.
-            if let Some(h) = held.take() {
-                remove_vm(&shared, &h.name).await;
-            }
-            if attempt > shared.plan.lab.infra_retries || shared.cancel.is_cancelled() {
+            let retry = match &outcome {
+                UnitOutcome::Errored { .. } => {
+                    // The VM may be what broke: no later unit (or retry) runs on it.
+                    if let Some(h) = held.take() {
+                        remove_vm(&shared, &h.name).await;
+                    }
+                    take_one(&mut infra_left)
+                }
+                // A crash is evidence, not bad luck: only `--retries` may retry it.
+                UnitOutcome::Failed { crash, .. } => {
+                    (crash.is_none() || shared.policy.retries_crashes()) && take_one(&mut test_left)
+                }
+                _ => false,
+            };
+            if !retry || shared.cancel.is_cancelled() {
                 break (outcome, junit, vm, started);
             }
             let _ = shared.events.send(Event::UnitRetried {
@@ -184,6 +199,14 @@ pub async fn worker(shared: Arc<Shared>) {
             });
             attempt += 1;
         };
+        if shared.policy.fail_fast
+            && matches!(
+                outcome,
+                UnitOutcome::Failed { .. } | UnitOutcome::Errored { .. }
+            )
+        {
+            shared.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         shared
             .queue
             .lock()
@@ -203,7 +226,17 @@ pub async fn worker(shared: Arc<Shared>) {
     }
 }
 
+/// Uses one retry of a budget, if any is left.
+fn take_one(left: &mut u32) -> bool {
+    let ok = *left > 0;
+    *left = left.saturating_sub(1);
+    ok
+}
+
 fn next_unit(shared: &Shared, template: Option<&str>) -> Option<UnitPlan> {
+    if shared.stop.load(std::sync::atomic::Ordering::SeqCst) {
+        return None;
+    }
     shared.queue.lock().expect("queue lock").next(template)
 }
 

@@ -2,7 +2,9 @@
 
 pub mod guest;
 pub mod lab;
+pub mod list;
 pub mod repro;
+pub mod results;
 pub mod run;
 pub mod schema;
 pub mod triage;

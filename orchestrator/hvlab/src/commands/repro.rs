@@ -131,6 +131,8 @@ pub fn run_cmd(root: &Path, args: &ReproArgs, env: &EnvSettings) -> Result<u8, C
     }
     let run_dir = RunDir::create(&results_root, Utc::now())
         .map_err(|e| CliError::infra("start the repro run", e))?;
+    let _marker = lab_runner::in_progress::RunMarker::create(run_dir.path())
+        .map_err(|e| CliError::infra("start the repro", e))?;
     let _log = logging::to_file(&run_dir.join(RunDir::LOG))?;
     if let Some(note) = &target.note
         && args.format == Format::Human

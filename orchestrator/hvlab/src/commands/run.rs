@@ -7,11 +7,13 @@ use chrono::Utc;
 use lab_config::{Plan, ValidateRequest, Workspace, validate};
 use lab_runner::report::{Fanout, OutputFormat, TerminalOptions};
 use lab_runner::results::RunDir;
-use lab_runner::run::{RunSettings, run};
+use lab_runner::run::{RunPolicy, RunSettings, run};
 use lab_runner::signals::SignalSource;
 
 use crate::cli::{Format, RunArgs};
 use crate::error::CliError;
+use crate::filter::Filter;
+use crate::select::{self, Selection};
 use crate::settings::EnvSettings;
 use crate::{backend, logging};
 
@@ -48,15 +50,47 @@ pub fn select_plan(
     scenarios: &[String],
     tags: &[String],
 ) -> Result<Plan, CliError> {
-    select_plan_with(root, lab, scenarios, tags, None)
+    select_plan_by(
+        root,
+        lab,
+        &Selection {
+            scenarios: scenarios.to_vec(),
+            tags: tags.to_vec(),
+            ..Selection::default()
+        },
+        None,
+    )
 }
 
-/// [`select_plan`] with `--payload`: the payload of scenarios that pin none.
-pub fn select_plan_with(
+/// [`select_plan`] with every criterion of [`Selection`] (templates and a filter too).
+///
+/// `payload` is `--payload`: the payload of scenarios that pin none.
+pub fn select_plan_by(
+    root: &Path,
+    lab: &Path,
+    sel: &Selection,
+    payload: Option<&str>,
+) -> Result<Plan, CliError> {
+    let mut plan = validated_plan(root, lab, &sel.scenarios, payload)?;
+    select::narrow(&mut plan, sel)?;
+    if plan.scenarios.is_empty() {
+        return Err(select::nothing_matches(sel));
+    }
+    let used: Vec<String> = plan
+        .scenarios
+        .iter()
+        .map(|s| s.payload.name.clone())
+        .collect();
+    plan.payloads.retain(|p| used.contains(&p.name));
+    Ok(plan)
+}
+
+/// Validates the lab, payloads and scenarios; with named `scenarios` (files or names) the
+/// plan holds only those.
+pub fn validated_plan(
     root: &Path,
     lab: &Path,
     scenarios: &[String],
-    tags: &[String],
     payload: Option<&str>,
 ) -> Result<Plan, CliError> {
     let ws = Workspace::discover(root).map_err(|source| CliError::Io {
@@ -87,7 +121,7 @@ pub fn select_plan_with(
         let known: Vec<String> = plan.scenarios.iter().map(|s| s.name.clone()).collect();
         if let Some(missing) = scenarios
             .iter()
-            .find(|n| !known.contains(n) && !Path::new(n).is_file())
+            .find(|n| !known.contains(n) && !select::is_file(n))
         {
             return Err(CliError::Usage(format!(
                 "no scenario named or at `{missing}` (scenarios on this lab: {})",
@@ -97,41 +131,70 @@ pub fn select_plan_with(
         plan.scenarios.retain(|s| {
             scenarios.contains(&s.name) || scenarios.iter().any(|f| Path::new(f) == &*s.file)
         });
-    } else if scenarios.is_empty() {
-        if tags.is_empty() {
-            plan.scenarios.retain(|s| !s.is_fault());
-        } else {
-            plan.scenarios.retain(|s| tags.iter().any(|t| s.has_tag(t)));
-        }
     }
-    if plan.scenarios.is_empty() {
-        return Err(CliError::Usage("no scenario matches the selection".into()));
-    }
-    let used: Vec<String> = plan
-        .scenarios
-        .iter()
-        .map(|s| s.payload.name.clone())
-        .collect();
-    plan.payloads.retain(|p| used.contains(&p.name));
     Ok(plan)
+}
+
+/// Parses `-E` filters (or-ed when repeated); a bad one is a usage error (exit 2) pointing
+/// at its column.
+pub fn parse_filters(exprs: &[String]) -> Result<Option<Filter>, CliError> {
+    let mut out: Option<Filter> = None;
+    for e in exprs {
+        let f = Filter::parse(e).map_err(|e| CliError::Usage(e.to_string()))?;
+        out = Some(match out {
+            None => f,
+            Some(prev) => Filter::Or(Box::new(prev), Box::new(f)),
+        });
+    }
+    Ok(out)
 }
 
 /// Runs `hvlab run`.
 pub fn run_cmd(root: &Path, args: &RunArgs, env: &EnvSettings) -> Result<u8, CliError> {
     let lab = lab_path(root, args.lab.as_deref())?;
-    let plan = select_plan_with(
-        root,
-        &lab,
-        &args.scenarios,
-        &args.tag,
-        args.payload.as_deref(),
-    )?;
+    let sel = Selection {
+        scenarios: args.scenarios.clone(),
+        tags: args.tag.clone(),
+        templates: args.template.clone(),
+        filter: parse_filters(&args.filter)?,
+    };
+    let plan = select_plan_by(root, &lab, &sel, args.payload.as_deref())?;
+    let seed = args.seed.unwrap_or_else(lab_runner::seed::random_seed);
+    // A replay runs one iteration unless told otherwise.
+    let iterations = args.iterations.or(args.replay_seed.map(|_| 1));
+    let only = match args.shard {
+        None => None,
+        Some(spec) => {
+            let timings = args
+                .timings
+                .as_deref()
+                .map(crate::shard::read_timings)
+                .transpose()?;
+            let all: Vec<_> = lab_runner::run::expand(&plan, iterations, seed)
+                .into_iter()
+                .map(|u| u.id)
+                .collect();
+            let mine = crate::shard::select(&all, spec, timings.as_ref());
+            if mine.is_empty() {
+                // An empty shard is not an error in a CI matrix wider than the suite.
+                eprintln!(
+                    "shard {spec}: no unit of the {} selected falls in this shard; nothing to run",
+                    all.len()
+                );
+                return Ok(0);
+            }
+            Some(mine)
+        }
+    };
     if args.dry_run {
         crate::stdout(&backend::dry_run(&plan)?)?;
         return Ok(0);
     }
     let results_root = args.results.clone().unwrap_or_else(|| root.join("results"));
     let run_dir = RunDir::create(&results_root, Utc::now())
+        .map_err(|e| CliError::infra("start the run", e))?;
+    // Removed when the run ends; a killed run's marker reads as dead (pid + start time).
+    let _marker = lab_runner::in_progress::RunMarker::create(run_dir.path())
         .map_err(|e| CliError::infra("start the run", e))?;
     let _log = logging::to_file(&run_dir.join(RunDir::LOG))?;
     let format = match args.format {
@@ -146,11 +209,16 @@ pub fn run_cmd(root: &Path, args: &RunArgs, env: &EnvSettings) -> Result<u8, Cli
         let settings = RunSettings {
             plan,
             hypervisor,
-            iterations: args.iterations,
-            seed: args.seed.unwrap_or_else(lab_runner::seed::random_seed),
+            iterations,
+            seed,
             max_vms: args.vms.map(|n| n as usize),
-            only: None,
+            only,
             keep_dumps: args.keep_dumps,
+            policy: RunPolicy {
+                retries: args.retries,
+                fail_fast: args.fail_fast && !args.no_fail_fast,
+                replay_seed: args.replay_seed,
+            },
         };
         let signals = SignalSource::os().map_err(|source| CliError::Io {
             action: "install the Ctrl-C handler".into(),

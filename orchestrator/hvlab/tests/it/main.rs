@@ -4,6 +4,8 @@ mod both_labs;
 mod bounded;
 mod browser;
 mod causes;
+mod ci;
+mod ci_docs;
 mod docs;
 mod durability;
 mod expect;

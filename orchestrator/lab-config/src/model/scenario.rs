@@ -28,6 +28,8 @@ pub struct Scenario {
     pub vms: Vec<String>,
     /// Iterations per VM.
     pub iterations: u32,
+    /// Re-runs of a failed iteration (`retries:`; `hvlab run --retries` overrides it).
+    pub retries: u32,
     /// Time limit of one iteration on one VM.
     pub timeout: Duration,
     /// Default step time limit (already applied to every step below).

@@ -34,6 +34,10 @@ pub(crate) struct ScenarioWire {
     /// How many times the steps run per VM (restoring `deployed` in between). Default 1.
     #[serde(default)]
     pub iterations: Option<Sp<i64>>,
+    /// Re-runs of an iteration that *failed* (an expectation; a crash only with
+    /// `hvlab run --retries`); one that passes on a retry is reported flaky. Default 0.
+    #[serde(default)]
+    pub retries: Option<Sp<u32>>,
     /// Time limit for one iteration on one VM. Default `10m`.
     #[serde(default)]
     pub timeout: Option<Sp<HumanDuration>>,

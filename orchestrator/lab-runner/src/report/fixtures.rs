@@ -216,5 +216,6 @@ pub fn stats(
         cancelled,
         crashes,
         retried: 0,
+        flaky: 0,
     }
 }

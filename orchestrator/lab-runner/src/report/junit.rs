@@ -53,28 +53,37 @@ impl Reporter for JunitReporter {
             ..
         } = &ev.event
         {
-            {
-                let class = format!("{}@{}", unit.scenario, unit.template);
-                let prefix = format!("iter-{}", unit.iteration);
-                let mut cases: Vec<TestCase> = guest_junit
-                    .iter()
-                    .flat_map(|rel| {
-                        guest_junit::load_cases(&self.results_dir, rel, &prefix, &class)
-                    })
-                    .collect();
-                for c in &mut cases {
-                    c.add_property(Property::new("vm", vm.as_str()));
-                    c.add_property(Property::new("seed", seed.to_string()));
-                    c.add_property(Property::new("iteration", unit.iteration.to_string()));
-                }
-                self.guest.insert(unit.clone(), cases);
-            }
+            let cases = guest_cases(&self.results_dir, unit, vm, *seed, guest_junit);
+            self.guest.insert(unit.clone(), cases);
         }
         if self.rewrites.due(&ev.event) {
             self.write()?;
         }
         Ok(())
     }
+}
+
+/// The testcases of the JUnit files a unit's tools wrote in the guest, labelled with the
+/// unit's VM, seed and iteration.
+pub fn guest_cases(
+    results_dir: &Path,
+    unit: &UnitId,
+    vm: &str,
+    seed: u64,
+    guest_junit: &[PathBuf],
+) -> Vec<TestCase> {
+    let class = format!("{}@{}", unit.scenario, unit.template);
+    let prefix = format!("iter-{}", unit.iteration);
+    let mut cases: Vec<TestCase> = guest_junit
+        .iter()
+        .flat_map(|rel| guest_junit::load_cases(results_dir, rel, &prefix, &class))
+        .collect();
+    for c in &mut cases {
+        c.add_property(Property::new("vm", vm));
+        c.add_property(Property::new("seed", seed.to_string()));
+        c.add_property(Property::new("iteration", unit.iteration.to_string()));
+    }
+    cases
 }
 
 /// Builds the whole report from the folded run.

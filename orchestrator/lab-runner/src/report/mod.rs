@@ -13,6 +13,7 @@
 //! [`Event::InfraError`], so the terminal, junit.xml and summary.json say which file could
 //! not be written and why, and the run ends with exit code 3.
 
+mod batch;
 mod crash_dirs;
 #[cfg(test)]
 mod fixtures;
@@ -34,6 +35,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use batch::write_all;
 pub use crash_dirs::{CrashDirReporter, crash_folder};
 pub use html::{HtmlReporter, ReproBucket, ReproView};
 pub use jsonl::{JsonLinesReporter, LineLog, Truncate};

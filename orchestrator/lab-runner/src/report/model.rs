@@ -96,6 +96,22 @@ impl UnitRecord {
         }
     }
 
+    /// Failed, then passed on a retry.
+    pub fn is_flaky(&self) -> bool {
+        self.outcome.as_ref().is_some_and(UnitOutcome::is_pass)
+            && self
+                .retries
+                .iter()
+                .any(|a| matches!(a.outcome, UnitOutcome::Failed { .. }))
+    }
+
+    /// Run again after an infrastructure error (an errored attempt).
+    pub fn retried_after_error(&self) -> bool {
+        self.retries
+            .iter()
+            .any(|a| matches!(a.outcome, UnitOutcome::Errored { .. }))
+    }
+
     /// The crash that decided the unit: the outcome's, else the last one detected.
     pub fn crash(&self) -> Option<&Crash> {
         match &self.outcome {
@@ -375,7 +391,8 @@ impl RunModel {
                 None => {}
             }
             s.crashes += u.crashes.len();
-            s.retried += usize::from(!u.retries.is_empty());
+            s.retried += usize::from(u.retried_after_error());
+            s.flaky += usize::from(u.is_flaky());
         }
         s
     }

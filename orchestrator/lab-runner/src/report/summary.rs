@@ -67,15 +67,24 @@ pub struct UnitSummary {
     pub crash_dir: Option<PathBuf>,
     /// Per-unit results folder, relative to the run directory.
     pub dir: PathBuf,
-    /// Earlier attempts that errored (the lab failed) and were run again on a fresh VM.
+    /// Earlier attempts that errored (the lab failed) and were run again on a fresh VM, or
+    /// failed and were run again per `--retries` / `retries:`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retries: Vec<RetrySummary>,
+    /// Failed, then passed on a retry (`outcome` is `passed`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flaky: bool,
+    /// A command that re-runs this unit with its seed (failed and errored units).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<String>,
 }
 
-/// An errored attempt of a unit that was retried.
+/// An errored or failed attempt of a unit that was retried.
 #[derive(Debug, Serialize)]
 pub struct RetrySummary {
     pub attempt: u32,
+    /// `errored` or `failed`.
+    pub outcome: &'static str,
     pub vm: Option<String>,
     pub message: String,
     pub duration_secs: f64,
@@ -132,6 +141,11 @@ pub fn build_summary(model: &RunModel) -> Summary {
                     .iter()
                     .map(|a| RetrySummary {
                         attempt: a.attempt,
+                        outcome: if matches!(a.outcome, UnitOutcome::Failed { .. }) {
+                            "failed"
+                        } else {
+                            "errored"
+                        },
                         vm: a.vm.clone(),
                         message: match &a.outcome {
                             UnitOutcome::Errored { message, .. }
@@ -141,6 +155,8 @@ pub fn build_summary(model: &RunModel) -> Summary {
                         duration_secs: a.duration.as_secs_f64(),
                     })
                     .collect(),
+                flaky: u.is_flaky(),
+                replay: text::replay_command(model, u),
             }
         })
         .collect();

@@ -32,7 +32,7 @@ impl Paint {
         let code = match word {
             "PASS" => "32",
             "FAIL" | "ERROR" | "CRASH" => "1;31",
-            "RETRY" => "33",
+            "RETRY" | "FLAKY" => "33",
             _ => "2",
         };
         self.wrap(code, &format!("{word:>5}"))
@@ -56,11 +56,14 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
         .end
         .map(|e| format!(" in {}", text::duration(e.elapsed)))
         .unwrap_or_default();
-    let retried = if st.retried > 0 {
+    let mut retried = if st.retried > 0 {
         format!("; {} retried after an infrastructure error", st.retried)
     } else {
         String::new()
     };
+    if st.flaky > 0 {
+        retried.push_str(&format!("; {} flaky", st.flaky));
+    }
     let _ = writeln!(
         s,
         "{} units: {} passed, {} failed, {} errored, {} cancelled; {} crash{}{retried}{elapsed}",
@@ -102,6 +105,9 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
                 "        {}",
                 m.run.results_dir.join(RunDir::unit_rel(&u.id)).display()
             );
+            if let Some(cmd) = text::replay_command(m, u) {
+                let _ = writeln!(s, "        replay: {cmd}");
+            }
         }
         if failed.len() > MAX_FAILURES_SHOWN {
             let _ = writeln!(
@@ -112,7 +118,36 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
         }
     }
 
-    let retried: Vec<_> = m.units.iter().filter(|u| !u.retries.is_empty()).collect();
+    let flaky: Vec<_> = m.units.iter().filter(|u| u.is_flaky()).collect();
+    if !flaky.is_empty() {
+        let _ = writeln!(s, "\nFlaky (failed, then passed on a retry):");
+        for u in flaky.iter().take(MAX_FAILURES_SHOWN) {
+            let _ = writeln!(
+                s,
+                "  {} {}  passed on attempt {}",
+                paint.status("FLAKY"),
+                u.id,
+                u.retries.len() + 1
+            );
+            for a in &u.retries {
+                let _ = writeln!(
+                    s,
+                    "        attempt {}: {}",
+                    a.attempt,
+                    text::outcome_reason(&a.outcome)
+                );
+            }
+        }
+        if flaky.len() > MAX_FAILURES_SHOWN {
+            let _ = writeln!(
+                s,
+                "  ... and {} more (see summary.json)",
+                flaky.len() - MAX_FAILURES_SHOWN
+            );
+        }
+    }
+
+    let retried: Vec<_> = m.units.iter().filter(|u| u.retried_after_error()).collect();
     if !retried.is_empty() {
         let _ = writeln!(s, "\nRetried after an infrastructure error:");
         for u in retried.iter().take(MAX_FAILURES_SHOWN) {

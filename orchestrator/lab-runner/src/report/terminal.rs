@@ -216,8 +216,12 @@ impl Human {
                         b.multi.remove(&bar);
                     }
                 }
+                let (what, again) = match outcome {
+                    UnitOutcome::Failed { .. } => ("failed", "running it again"),
+                    _ => ("errored", "running it again on a fresh VM"),
+                };
                 self.line(&format!(
-                    "{} [{:>9}] {unit}  attempt {attempt} errored: {}; running it again on a fresh VM",
+                    "{} [{:>9}] {unit}  attempt {attempt} {what}: {}; {again}",
                     p.status("RETRY"),
                     text::duration(*duration),
                     text::outcome_reason(outcome)

@@ -774,6 +774,86 @@ fn an_errored_attempt_is_a_flaky_error_under_a_pass_and_a_rerun_error_under_an_e
 }
 
 #[test]
+fn a_failed_attempt_is_a_flaky_failure_under_a_pass_and_a_rerun_failure_under_a_failure() {
+    let (a, b) = (unit("s", "t", 1), unit("s", "t", 2));
+    let failed = || UnitOutcome::Failed {
+        message: "counter ops: 0 below min 1".into(),
+        crash: None,
+    };
+    let retried = |s: &mut Stream, u: &UnitId| {
+        s.steps(
+            u,
+            "vm-0",
+            &[(
+                "work",
+                StepOutcome::Failed {
+                    message: "x".into(),
+                },
+            )],
+        )
+        .push(Event::UnitRetried {
+            unit: u.clone(),
+            vm: "vm-0".into(),
+            attempt: 1,
+            outcome: failed(),
+            duration: std::time::Duration::from_secs(1),
+        });
+    };
+    let r = run(|s, _| {
+        s.start(&[a.clone(), b.clone()]);
+        retried(s, &a);
+        s.pass(&a, "vm-0");
+        retried(s, &b);
+        s.steps(
+            &b,
+            "vm-0",
+            &[(
+                "work",
+                StepOutcome::Failed {
+                    message: "x".into(),
+                },
+            )],
+        )
+        .finish(&b, "vm-0", failed(), &[]);
+        let mut st = stats(2, 1, 1, 0, 0, 0);
+        st.flaky = 1;
+        s.end(st, 1, false);
+    });
+    let j = r.junit();
+    let s = suite(&j, "s@t");
+    let TestCaseStatus::Success { flaky_runs } = &case(s, "iter-1").status else {
+        panic!("the retry passed")
+    };
+    assert_eq!(flaky_runs.len(), 1);
+    assert_eq!(flaky_runs[0].kind, NonSuccessKind::Failure);
+    let TestCaseStatus::NonSuccess { kind, reruns, .. } = &case(s, "iter-2").status else {
+        panic!("every attempt failed")
+    };
+    assert_eq!(*kind, NonSuccessKind::Failure);
+    assert_eq!(reruns.kind, quick_junit::FlakyOrRerun::Rerun);
+    assert_eq!(reruns.runs.len(), 1);
+    let xml = fs::read_to_string(r.dir.join("junit.xml")).unwrap();
+    assert!(xml.contains("<flakyFailure"), "{xml}");
+    assert!(xml.contains("<rerunFailure"), "{xml}");
+    let sum = r.summary();
+    assert_eq!(sum["stats"]["flaky"], 1);
+    assert_eq!(sum["units"][0]["flaky"], true);
+    assert_eq!(sum["units"][0]["retries"][0]["outcome"], "failed");
+    assert!(sum["units"][1].get("flaky").is_none());
+    assert!(
+        sum["units"][1]["replay"]
+            .as_str()
+            .unwrap()
+            .starts_with("hvlab run s --template t --replay-seed "),
+        "{sum:#}"
+    );
+    let term = r.term.text();
+    assert!(term.contains("; 1 flaky"), "{term}");
+    assert!(term.contains("FLAKY s@t#1  passed on attempt 2"), "{term}");
+    assert!(!term.contains("infrastructure error"), "{term}");
+}
+
+#[test]
 fn the_standard_set_holds_a_reserve_until_the_run_finishes() {
     let (_root, dir) = new_run();
     let opts = TerminalOptions {

@@ -138,6 +138,43 @@ pub fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
+/// The command that re-runs one failed or errored unit with its seed:
+/// `hvlab run <scenario> --template <t> --replay-seed <seed>` (plus `--lab` unless the run
+/// used the default sim lab). `None` for a unit that passed or never got a seed.
+pub fn replay_command(m: &super::RunModel, u: &super::UnitRecord) -> Option<String> {
+    if !matches!(
+        u.outcome,
+        Some(UnitOutcome::Failed { .. } | UnitOutcome::Errored { .. })
+    ) {
+        return None;
+    }
+    let seed = u.seed?;
+    let mut cmd = format!(
+        "hvlab run {} --template {} --replay-seed {seed}",
+        shell_word(&u.id.scenario),
+        shell_word(&u.id.template)
+    );
+    let lab = std::path::Path::new(&m.run.lab);
+    let default_lab = lab.ends_with("vm-configs/local-sim.yaml");
+    if !m.run.lab.is_empty() && !default_lab {
+        cmd.push_str(" --lab ");
+        cmd.push_str(&shell_word(&m.run.lab));
+    }
+    Some(cmd)
+}
+
+/// Quotes a word for POSIX shells when it holds anything but safe characters.
+pub fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./@:+=,".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -179,6 +179,7 @@ pub async fn run(
         max_vms: Some(vms),
         only: None,
         keep_dumps: settings.keep_dumps,
+        policy: Default::default(),
     };
     let source = Box::new(ReproSource(shared.clone()));
     let outcome = run_with_source(run_settings, source, run_dir, reporters, signals).await?;

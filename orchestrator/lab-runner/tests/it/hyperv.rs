@@ -214,6 +214,7 @@ async fn runner_drives_hyperv_backend_end_to_end() {
         max_vms: Some(1),
         only: None,
         keep_dumps: Default::default(),
+        policy: Default::default(),
     };
     let outcome = run(settings, run_dir, reporters, signals).await.unwrap();
     let events = std::fs::read_to_string(run_path.join("events.jsonl")).unwrap();

@@ -69,6 +69,9 @@ pub(crate) struct Env<'a> {
 }
 
 /// Validates a scenario file against a lab and the payloads.
+/// More retries than this would hide a test that is broken rather than flaky.
+pub const MAX_RETRIES: u32 = 10;
+
 pub(crate) fn scenario(cx: &mut Cx<'_>, w: ScenarioWire, env: &Env<'_>) -> Option<Scenario> {
     cx.name(&w.name, "name", "scenario");
     let tags = tags(cx, &w);
@@ -78,6 +81,10 @@ pub(crate) fn scenario(cx: &mut Cx<'_>, w: ScenarioWire, env: &Env<'_>) -> Optio
         .iterations
         .as_ref()
         .map_or(1, |i| cx.count_u32(i, "iterations", "iterations", 100_000));
+    let retries = w
+        .retries
+        .as_ref()
+        .map_or(0, |r| cx.range_u32(r, "retries", "retries", 0, MAX_RETRIES));
     let (timeout, step_timeout) = timeouts(cx, &w);
     if w.steps.is_empty() {
         cx.error(
@@ -114,6 +121,7 @@ pub(crate) fn scenario(cx: &mut Cx<'_>, w: ScenarioWire, env: &Env<'_>) -> Optio
         payload: payload.clone(),
         vms,
         iterations,
+        retries,
         timeout,
         step_timeout,
         setup,
