@@ -4,6 +4,7 @@ mod bounded;
 mod causes;
 mod docs;
 mod durability;
+mod halt;
 mod hog;
 mod infra;
 mod load;
