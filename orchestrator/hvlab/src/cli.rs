@@ -28,7 +28,7 @@ pub enum Command {
     /// Check lab, payload and scenario files (default: everything shipped) without running.
     #[command(after_help = exit::HELP)]
     Validate(ValidateArgs),
-    /// Write (or check) the JSON Schemas of the three file kinds.
+    /// Write (or check) the JSON Schemas of the configuration file kinds.
     #[command(after_help = exit::HELP)]
     Schema(SchemaArgs),
     /// Run scenarios on a lab (default: every shipped scenario not tagged `fault`, on the
@@ -105,6 +105,16 @@ pub struct RunArgs {
     /// contacting a host or reading a secret.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Crashes already tracked upstream (default: <root>/known-issues.yaml if it exists);
+    /// see docs/known-issues.md.
+    #[arg(long, value_name = "FILE")]
+    pub known_issues_file: Option<PathBuf>,
+
+    /// What a known crash does to the exit code: `fail` (default: exit 1, marked known) or
+    /// `warn` (a run whose only failures are known crashes exits 0).
+    #[arg(long, value_name = "fail|warn", default_value = "fail")]
+    pub known_issues: lab_runner::known::KnownPolicy,
 }
 
 /// `hvlab repro`.

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod known;
 /// The exit-code table shared with the CLI.
 pub use lab_error::exit;
 pub mod logging;

@@ -222,6 +222,8 @@ pub async fn collect(
                             id: rec.bucket_id.clone(),
                             title: rec.title.clone(),
                             new: rec.is_new,
+                            // Set by the dispatcher, which holds the known-issues file.
+                            known_issue: None,
                         });
                         bucket_notices(ctx, &rec);
                         write_triage(ctx, &t, &sig, &rel, rec.is_new);

@@ -256,6 +256,9 @@ pub struct Bucket {
     pub title: String,
     /// First time this bucket was seen in this results root.
     pub new: bool,
+    /// The upstream issue that tracks this crash (`known-issues.yaml`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_issue: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,4 +332,7 @@ pub struct RunStats {
     /// Units run again after an infrastructure error (counted once however many retries).
     #[serde(default)]
     pub retried: usize,
+    /// Failed units whose crash is a known issue (`known-issues.yaml`).
+    #[serde(default)]
+    pub known: usize,
 }

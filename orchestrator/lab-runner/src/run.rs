@@ -38,6 +38,8 @@ pub struct RunSettings {
     pub only: Option<Vec<UnitId>>,
     /// How many dumps a crash bucket keeps across runs (`--keep-dumps`).
     pub keep_dumps: crash_triage::KeepDumps,
+    /// Crashes already tracked upstream, and what they do to the exit code.
+    pub known: crate::known::KnownSettings,
 }
 
 /// How a run ended.
@@ -169,6 +171,10 @@ pub async fn run_with_source(
             max_vms,
         },
     );
+    for message in settings.known.expiry_warnings() {
+        emit(&mut reporters, Event::Warning { message });
+    }
+    let known = settings.known.clone();
     let vms = Arc::new(Mutex::new(BTreeSet::new()));
     let hv_for_force = settings.hypervisor.clone();
     let shared = Arc::new(Shared {
@@ -201,7 +207,8 @@ pub async fn run_with_source(
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(env) => {
+                Some(mut env) => {
+                    known.mark(&mut env.event);
                     match &env.event {
                         Event::UnitFinished { unit, outcome, .. } => {
                             finished.insert(unit.clone());
@@ -210,6 +217,7 @@ pub async fn run_with_source(
                                 UnitOutcome::Failed { crash, .. } => {
                                     stats.failed += 1;
                                     stats.crashes += usize::from(crash.is_some());
+                                    stats.known += usize::from(crate::known::is_known(crash.as_ref()));
                                 }
                                 UnitOutcome::Errored { .. } => stats.errored += 1,
                                 UnitOutcome::Cancelled => stats.cancelled += 1,
@@ -271,7 +279,11 @@ pub async fn run_with_source(
     let exit_code = if (reporters.failed() || errored_infra) && !interrupted {
         i32::from(exit::INFRA_ERROR)
     } else {
-        exit::for_run(stats.failed > 0, stats.errored > 0, interrupted)
+        exit::for_run(
+            known.counts_as_failed(&stats),
+            stats.errored > 0,
+            interrupted,
+        )
     };
     emit(
         &mut reporters,

@@ -133,6 +133,11 @@ pub fn run_cmd(root: &Path, args: &RunArgs, env: &EnvSettings) -> Result<u8, Cli
             max_vms: args.vms.map(|n| n as usize),
             only: None,
             keep_dumps: args.keep_dumps,
+            known: crate::known::settings(
+                root,
+                args.known_issues_file.as_deref(),
+                args.known_issues,
+            )?,
         };
         let signals = SignalSource::os().map_err(|source| CliError::Io {
             action: "install the Ctrl-C handler".into(),

@@ -7,6 +7,7 @@ mod durability;
 mod halt;
 mod hog;
 mod infra;
+mod known;
 mod load;
 mod repro;
 mod run;

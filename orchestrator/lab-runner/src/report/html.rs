@@ -168,7 +168,12 @@ fn buckets(h: &mut String, m: &RunModel) {
             "<tr><td><a href=\"{}\"><code>{}</code></a>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&href(&RunDir::crash_rel(&b.bucket.id))),
             escape(&b.bucket.id),
-            if b.bucket.new { " (new)" } else { "" },
+            if b.bucket.new { " NEW" } else { "" }.to_owned()
+                + &b.bucket
+                    .known_issue
+                    .as_ref()
+                    .map(|i| format!(" known: <a href=\"{0}\">{0}</a>", escape(i)))
+                    .unwrap_or_default(),
             escape(&b.bucket.title),
             b.count,
             units.join("<br>")
