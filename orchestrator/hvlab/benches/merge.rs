@@ -96,6 +96,7 @@ fn write_shard(root: &Path, name: &str, units: &[UnitId]) -> PathBuf {
                         id: format!("0x50-sample_ext.sys-f{b}"),
                         title: format!("PAGE_FAULT_IN_NONPAGED_AREA in sample_ext.sys!f{b}"),
                         new: false,
+                        known_issue: None,
                     }),
                     triage_error: None,
                     dumps_lost: vec![],

@@ -28,7 +28,7 @@ pub enum Command {
     /// Check lab, payload and scenario files (default: everything shipped) without running.
     #[command(after_help = exit::HELP)]
     Validate(ValidateArgs),
-    /// Write (or check) the JSON Schemas of the three file kinds.
+    /// Write (or check) the JSON Schemas of the configuration file kinds.
     #[command(after_help = exit::HELP)]
     Schema(SchemaArgs),
     /// Run scenarios on a lab (default: every shipped scenario not tagged `fault`, on the
@@ -155,6 +155,16 @@ pub struct RunArgs {
     /// Balance --shard by unit durations from a previous run's summary.json.
     #[arg(long, value_name = "SUMMARY_JSON", requires = "shard")]
     pub timings: Option<PathBuf>,
+
+    /// Crashes already tracked upstream (default: <root>/known-issues.yaml if it exists);
+    /// see docs/known-issues.md.
+    #[arg(long, value_name = "FILE")]
+    pub known_issues_file: Option<PathBuf>,
+
+    /// What a known crash does to the exit code: `fail` (default: exit 1, marked known) or
+    /// `warn` (a run whose only failures are known crashes exits 0).
+    #[arg(long, value_name = "fail|warn", default_value = "fail")]
+    pub known_issues: lab_runner::known::KnownPolicy,
 }
 
 /// `hvlab list`.

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod filter;
+pub mod known;
 /// The exit-code table shared with the CLI.
 pub use lab_error::exit;
 pub mod logging;

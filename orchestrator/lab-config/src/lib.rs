@@ -13,6 +13,7 @@
 
 mod cap;
 mod diag;
+mod known;
 mod model;
 pub mod schema;
 mod source;
@@ -29,6 +30,10 @@ use std::sync::Arc;
 
 pub use cap::{LABEL_MAX, MESSAGE_MAX, cap_in_place, cap_text, human_bytes};
 pub use diag::{Diagnostic, Diagnostics, Related};
+pub use known::{
+    KNOWN_ISSUES_FILE, KnownIssue, KnownIssues, KnownMatch, Pattern, load_known_issues,
+    parse_known_issues,
+};
 pub use model::*;
 pub use source::{
     MAX_DEPTH, MAX_FILE_BYTES, SourceFile, check_regular_file, read_source, source_from_bytes,

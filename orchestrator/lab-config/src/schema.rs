@@ -1,4 +1,4 @@
-//! JSON Schemas of the three file kinds, generated from the wire types. They are checked in
+//! JSON Schemas of the configuration file kinds, generated from the wire types. They are checked in
 //! under `schemas/` (see `hvlab schema`) so editors can complete and check YAML files.
 
 use schemars::generate::SchemaSettings;
@@ -17,11 +17,18 @@ pub enum SchemaKind {
     Payload,
     /// `scenarios/*.yaml`.
     Scenario,
+    /// `known-issues.yaml`.
+    KnownIssues,
 }
 
 impl SchemaKind {
     /// All kinds.
-    pub const ALL: [SchemaKind; 3] = [SchemaKind::Lab, SchemaKind::Payload, SchemaKind::Scenario];
+    pub const ALL: [SchemaKind; 4] = [
+        SchemaKind::Lab,
+        SchemaKind::Payload,
+        SchemaKind::Scenario,
+        SchemaKind::KnownIssues,
+    ];
 
     /// File name under `schemas/`.
     pub fn file_name(self) -> &'static str {
@@ -29,6 +36,7 @@ impl SchemaKind {
             SchemaKind::Lab => "lab.schema.json",
             SchemaKind::Payload => "payload.schema.json",
             SchemaKind::Scenario => "scenario.schema.json",
+            SchemaKind::KnownIssues => "known-issues.schema.json",
         }
     }
 }
@@ -43,6 +51,9 @@ pub fn schema(kind: SchemaKind) -> Value {
     let mut root = match kind {
         SchemaKind::Payload => generator.into_root_schema_for::<PayloadWire>().to_value(),
         SchemaKind::Scenario => generator.into_root_schema_for::<ScenarioWire>().to_value(),
+        SchemaKind::KnownIssues => generator
+            .into_root_schema_for::<crate::known::KnownIssuesWire>()
+            .to_value(),
         SchemaKind::Lab => {
             let sim = generator.subschema_for::<SimLabWire>().to_value();
             let hyperv = generator.subschema_for::<HyperVLabWire>().to_value();

@@ -93,6 +93,7 @@ fn events(n: usize, results_dir: PathBuf) -> Vec<Envelope> {
                     id: format!("{b:016x}"),
                     title: format!("bucket {b}"),
                     new: false,
+                    known_issue: None,
                 }),
                 triage_error: None,
                 dumps_lost: vec![],

@@ -196,6 +196,7 @@ fn main() {
         only: None,
         keep_dumps: Default::default(),
         policy: Default::default(),
+        known: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

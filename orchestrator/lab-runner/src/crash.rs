@@ -26,26 +26,63 @@ pub async fn rebooted(ctx: &UnitCtx<'_>) -> Result<bool, RunnerError> {
     }
 }
 
-/// Waits until the guest answers again, powering a halted VM back on (a bugcheck with
-/// AutoReboot off leaves it down), and returns the new boot id.
+/// How long a VM may stay `Crashed` before the runner takes it for halted. With AutoReboot
+/// on, `Crashed` lasts only until the backend restarts the guest; with it off (a template's
+/// `auto_reboot: false`) the guest stays down at the bugcheck, its dump already written.
+const HALT_GRACE: Duration = Duration::from_secs(1);
+
+/// The longest single wait for the guest to answer before its power state is read again.
+const WAIT_SLICE: Duration = Duration::from_secs(5);
+
+/// Waits until the guest answers again, powering a VM that is off back on and resetting
+/// one halted at a bugcheck (AutoReboot off), and returns the new boot id.
 async fn wait_back(ctx: &UnitCtx<'_>) -> Result<String, RunnerError> {
     let deadline = Instant::now() + ctx.boot_timeout;
+    let mut crashed_since: Option<Instant> = None;
     loop {
         let state = ctx
             .hv
             .state(ctx.vm)
             .await
             .map_err(RunnerError::lab(format!("read the state of {}", ctx.vm)))?;
-        if state == VmState::Off {
+        let halted = match state {
+            VmState::Crashed => {
+                let since = *crashed_since.get_or_insert_with(Instant::now);
+                since.elapsed() >= HALT_GRACE
+            }
+            _ => {
+                crashed_since = None;
+                false
+            }
+        };
+        if halted {
+            // A halted guest never restarts by itself: reset it (turn off, then start) so
+            // its dump and bugcheck record can be collected; otherwise the crash would
+            // read as a guest that never came back (a lab error).
+            tracing::info!(vm = ctx.vm, "the guest halted at a bugcheck: resetting it");
+            ctx.hv
+                .stop(ctx.vm, lab_backends::StopMode::TurnOff)
+                .await
+                .map_err(RunnerError::lab(format!("turn off the halted {}", ctx.vm)))?;
+            crashed_since = None;
+        }
+        if halted || state == VmState::Off {
             ctx.hv
                 .start(ctx.vm)
                 .await
                 .map_err(RunnerError::lab(format!("start {}", ctx.vm)))?;
         }
         let left = deadline.saturating_duration_since(Instant::now());
+        if state == VmState::Crashed && !halted && !left.is_zero() {
+            // Restarting by itself, or halted: look again shortly.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        // In slices, so a guest that halts while the runner waits (it answered "shutting
+        // down" a moment ago) is seen as `Crashed` and reset before the boot timeout ends.
         match ctx
             .hv
-            .wait_ready(ctx.vm, left.max(Duration::from_millis(50)))
+            .wait_ready(ctx.vm, left.clamp(Duration::from_millis(50), WAIT_SLICE))
             .await
         {
             Ok(id) => return Ok(id),
@@ -185,6 +222,8 @@ pub async fn collect(
                             id: rec.bucket_id.clone(),
                             title: rec.title.clone(),
                             new: rec.is_new,
+                            // Set by the dispatcher, which holds the known-issues file.
+                            known_issue: None,
                         });
                         bucket_notices(ctx, &rec);
                         write_triage(ctx, &t, &sig, &rel, rec.is_new);

@@ -257,6 +257,9 @@ pub struct Bucket {
     pub title: String,
     /// First time this bucket was seen in this results root.
     pub new: bool,
+    /// The upstream issue that tracks this crash (`known-issues.yaml`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_issue: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +337,9 @@ pub struct RunStats {
     /// `passed` too.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub flaky: usize,
+    /// Failed units whose crash is a known issue (`known-issues.yaml`).
+    #[serde(default)]
+    pub known: usize,
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod in_progress;
+pub mod known;
 pub mod merge;
 /// The exit-code table shared with the CLI.
 pub use lab_error::exit;

@@ -40,6 +40,8 @@ pub struct RunSettings {
     pub keep_dumps: crash_triage::KeepDumps,
     /// Test retries, fail-fast and seed replay (CI settings; the default changes nothing).
     pub policy: RunPolicy,
+    /// Crashes already tracked upstream, and what they do to the exit code.
+    pub known: crate::known::KnownSettings,
 }
 
 /// How a run treats failures, and which seed its units get.
@@ -202,6 +204,10 @@ pub async fn run_with_source(
             max_vms,
         },
     );
+    for message in settings.known.expiry_warnings() {
+        emit(&mut reporters, Event::Warning { message });
+    }
+    let known = settings.known.clone();
     let vms = Arc::new(Mutex::new(BTreeSet::new()));
     let hv_for_force = settings.hypervisor.clone();
     let shared = Arc::new(Shared {
@@ -238,7 +244,8 @@ pub async fn run_with_source(
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(env) => {
+                Some(mut env) => {
+                    known.mark(&mut env.event);
                     match &env.event {
                         Event::UnitFinished { unit, outcome, .. } => {
                             finished.insert(unit.clone());
@@ -247,8 +254,9 @@ pub async fn run_with_source(
                                     stats.passed += 1;
                                     stats.flaky += usize::from(failed_once.contains(unit));
                                 }
-                                UnitOutcome::Failed { .. } => {
+                                UnitOutcome::Failed { crash, .. } => {
                                     stats.failed += 1;
+                                    stats.known += usize::from(crate::known::is_known(crash.as_ref()));
                                 }
                                 UnitOutcome::Errored { .. } => stats.errored += 1,
                                 UnitOutcome::Cancelled => stats.cancelled += 1,
@@ -319,7 +327,11 @@ pub async fn run_with_source(
     let exit_code = if (reporters.failed() || errored_infra) && !interrupted {
         i32::from(exit::INFRA_ERROR)
     } else {
-        exit::for_run(stats.failed > 0, stats.errored > 0, interrupted)
+        exit::for_run(
+            known.counts_as_failed(&stats),
+            stats.errored > 0,
+            interrupted,
+        )
     };
     emit(
         &mut reporters,

@@ -219,6 +219,11 @@ pub fn run_cmd(root: &Path, args: &RunArgs, env: &EnvSettings) -> Result<u8, Cli
                 fail_fast: args.fail_fast && !args.no_fail_fast,
                 replay_seed: args.replay_seed,
             },
+            known: crate::known::settings(
+                root,
+                args.known_issues_file.as_deref(),
+                args.known_issues,
+            )?,
         };
         let signals = SignalSource::os().map_err(|source| CliError::Io {
             action: "install the Ctrl-C handler".into(),

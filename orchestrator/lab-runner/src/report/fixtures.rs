@@ -38,6 +38,7 @@ pub fn page_fault_crash(dump: &str) -> Crash {
             id: "0x50-sample_ebpf_ext.sys-map_find_entry".into(),
             title: "PAGE_FAULT_IN_NONPAGED_AREA in sample_ebpf_ext.sys!map_find_entry".into(),
             new: true,
+            known_issue: None,
         }),
         triage_error: None,
         dumps_lost: vec![],
@@ -217,5 +218,6 @@ pub fn stats(
         crashes,
         retried: 0,
         flaky: 0,
+        known: 0,
     }
 }

@@ -217,7 +217,8 @@ fn buckets(m: &RunModel) -> Markup {
                 @for b in &seen {
                     tr {
                         td { a href=(href(&RunDir::crash_rel(&b.bucket.id))) { code { (b.bucket.id) } }
-                            @if b.bucket.new { " (new)" } }
+                            @if b.bucket.new { " NEW" }
+                            @if let Some(i) = &b.bucket.known_issue { " known: " a href=(i) { (i) } } }
                         td { (b.bucket.title) }
                         td { (b.count) }
                         td { @for (i, u) in b.units.iter().enumerate() { @if i > 0 { br; } (u) } }
@@ -379,7 +380,8 @@ fn failures(m: &RunModel) -> Markup {
                     @for c in &u.crashes {
                         p {
                             "Crash folder " (link(&super::crash_folder(c)))
-                            @if let Some(b) = &c.bucket { ", bucket " code { (b.id) } " " (b.title) @if b.new { " (new)" } }
+                            @if let Some(b) = &c.bucket { ", bucket " code { (b.id) } " " (b.title) @if b.new { " NEW" }
+                                @if let Some(i) = &b.known_issue { " (known issue " a href=(i) { (i) } ")" } }
                             @if let Some(e) = &c.triage_error { ". Triage error: " (e) }
                         }
                     }

@@ -47,6 +47,9 @@ pub fn unit_case(model: &RunModel, u: &UnitRecord, results_dir: &Path) -> TestCa
         }
         if let Some(b) = &c.bucket {
             case.add_property(Property::new("bucket", b.id.as_str()));
+            if let Some(i) = &b.known_issue {
+                case.add_property(Property::new("known_issue", i.as_str()));
+            }
         }
     }
     let attachments: Vec<String> = u

@@ -95,6 +95,9 @@ pub struct BucketSummary {
     pub id: String,
     pub title: String,
     pub new: bool,
+    /// The upstream issue tracking this crash (`known-issues.yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_issue: Option<String>,
     pub count: usize,
     pub units: Vec<UnitId>,
     /// `crashes/<bucket>`, relative to the run directory.
@@ -168,6 +171,7 @@ pub fn build_summary(model: &RunModel) -> Summary {
             id: b.bucket.id,
             title: b.bucket.title,
             new: b.bucket.new,
+            known_issue: b.bucket.known_issue,
             count: b.count,
             units: b.units,
         })

@@ -177,7 +177,12 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
     if !buckets.is_empty() {
         let _ = writeln!(s, "\nCrash buckets:");
         for b in &buckets {
-            let new = if b.bucket.new { "  (new)" } else { "" };
+            let new = if b.bucket.new { "  NEW" } else { "" }.to_owned()
+                + &b.bucket
+                    .known_issue
+                    .as_ref()
+                    .map(|i| format!("  known issue {i}"))
+                    .unwrap_or_default();
             let _ = writeln!(
                 s,
                 "  {}  x{}  {}{new}",

@@ -55,10 +55,16 @@ pub fn dumps_removed(bucket: &str, keep: usize, removed: &[std::path::PathBuf]) 
     )
 }
 
-/// `bucket 1a2b3c4d "PAGE_FAULT_IN_NONPAGED_AREA in sample_ebpf_ext.sys" (new)`.
+/// `bucket 1a2b3c4d "PAGE_FAULT_IN_NONPAGED_AREA in sample_ebpf_ext.sys" NEW`, or with
+/// `(known issue <link>)` for a crash `known-issues.yaml` names.
 pub fn bucket(b: &Bucket) -> String {
-    let new = if b.new { " (new)" } else { "" };
-    format!("bucket {} \"{}\"{new}", b.id, b.title)
+    let new = if b.new { " NEW" } else { "" };
+    let known = b
+        .known_issue
+        .as_ref()
+        .map(|i| format!(" (known issue {i})"))
+        .unwrap_or_default();
+    format!("bucket {} \"{}\"{new}{known}", b.id, b.title)
 }
 
 /// Short, one-line reason for a unit's outcome (empty for a pass).

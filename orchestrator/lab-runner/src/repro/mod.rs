@@ -172,6 +172,7 @@ pub async fn run(
     )));
     let reporters = fanout(&run_dir, &shared, terminal).map_err(ReproError::Report)?;
     let run_settings = RunSettings {
+        known: Default::default(),
         plan: settings.plan,
         hypervisor: settings.hypervisor,
         iterations: None,

@@ -213,6 +213,7 @@ fn failures_are_keyed_by_bucket_else_by_masked_message() {
             id: "abc".into(),
             title: "T".into(),
             new: false,
+            known_issue: None,
         }),
         triage_error: None,
         dumps_lost: vec![],

@@ -207,6 +207,7 @@ async fn runner_drives_hyperv_backend_end_to_end() {
     .unwrap();
     let (signals, _press) = SignalSource::channel();
     let settings = RunSettings {
+        known: Default::default(),
         plan,
         hypervisor: AnyHypervisor::HyperV(hv),
         iterations: None,

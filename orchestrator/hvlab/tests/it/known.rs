@@ -1,0 +1,151 @@
+//! known-issues.yaml end to end: a crash it names is reported as known (junit.xml property
+//! and message, events, summary, terminal) and `--known-issues warn` lets a run whose only
+//! failures are known crashes exit 0; a bucket first seen is NEW, and not in the next run;
+//! a bad file is a config error with its place.
+
+use quick_junit::{NonSuccessKind, TestCaseStatus};
+
+use crate::support::{Sandbox, events, junit, text, timing_sensitive};
+
+const KNOWN: &str = "\
+known_issues:
+  - signature: 'PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ext_free_without_epoch.sys*'
+    issue: https://github.com/microsoft/ebpf-for-windows/issues/9999
+  - bucket: 0123456789abcdef
+    issue: https://github.com/microsoft/ebpf-for-windows/issues/1
+    expires: 2020-01-31
+";
+
+fn run_dirs(sb: &Sandbox) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(sb.results())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_known_crash_is_marked_and_warn_exits_0_and_a_new_bucket_is_new_once() {
+    let _race = timing_sensitive();
+    let sb = Sandbox::new();
+    let file = sb.dir.path().join("known-issues.yaml");
+    std::fs::write(&file, KNOWN).unwrap();
+    let out = sb
+        .run(&[
+            "fault-free-without-epoch",
+            "--seed",
+            "2",
+            "--known-issues",
+            "warn",
+        ])
+        .arg("--known-issues-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("expired on 2020-01-31"), "{stderr}");
+    assert!(stderr.contains(" NEW"), "{stderr}");
+    assert!(
+        stderr.contains("known issue https://github.com/microsoft/ebpf-for-windows/issues/9999"),
+        "{stderr}"
+    );
+    let run = run_dirs(&sb).pop().unwrap();
+    let evs = events(&run);
+    let crashes: Vec<_> = evs
+        .iter()
+        .filter(|e| e["event"] == "crash_detected")
+        .collect();
+    assert!(!crashes.is_empty(), "{}", text(&out));
+    for c in &crashes {
+        assert_eq!(
+            c["crash"]["bucket"]["known_issue"],
+            "https://github.com/microsoft/ebpf-for-windows/issues/9999",
+            "{c}"
+        );
+    }
+    assert!(crashes.iter().any(|c| c["crash"]["bucket"]["new"] == true));
+    let mut failures = 0;
+    for case in junit(&run).test_suites.iter().flat_map(|s| &s.test_cases) {
+        if let TestCaseStatus::NonSuccess {
+            kind: NonSuccessKind::Failure,
+            message,
+            ..
+        } = &case.status
+        {
+            failures += 1;
+            assert!(
+                message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("known issue https://"),
+                "{message:?}"
+            );
+            assert!(
+                case.properties
+                    .iter()
+                    .any(|p| p.name.as_str() == "known_issue"),
+                "{:?}",
+                case.properties
+            );
+        }
+    }
+    assert!(
+        failures > 0,
+        "the known crash must stay a failure in junit.xml"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert!(summary.to_string().contains("issues/9999"), "{summary}");
+    let html = std::fs::read_to_string(run.join("index.html")).unwrap();
+    assert!(
+        html.contains("known: <a href"),
+        "html marks the known bucket"
+    );
+
+    // Same results root, default policy: the crash fails the run and is no longer new.
+    let out = sb
+        .run(&["fault-free-without-epoch", "--seed", "2"])
+        .arg("--known-issues-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let run = run_dirs(&sb).pop().unwrap();
+    for c in events(&run)
+        .iter()
+        .filter(|e| e["event"] == "crash_detected")
+    {
+        assert_eq!(c["crash"]["bucket"]["new"], false, "{c}");
+    }
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(" NEW"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_bad_known_issues_file_is_a_config_error_with_its_place() {
+    let sb = Sandbox::new();
+    let file = sb.dir.path().join("known-issues.yaml");
+    std::fs::write(
+        &file,
+        "known_issues:\n  - bucket: nope\n    issue: https://x.invalid/1\n",
+    )
+    .unwrap();
+    let out = sb
+        .run(&["smoke"])
+        .arg("--known-issues-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr)
+        .replace(&sb.dir.path().display().to_string(), "[sandbox]");
+    insta::assert_snapshot!(err);
+    assert!(sb.leftover_vms().is_empty());
+}
