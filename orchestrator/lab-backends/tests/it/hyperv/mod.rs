@@ -2,6 +2,7 @@
 //! oracle, recorded outputs, flows against a scripted host; and the opt-in real-host suite.
 
 mod flows;
+mod hosts;
 mod injection;
 mod ps_cmdlets;
 mod ps_parse;
