@@ -17,6 +17,7 @@ pub mod deploy;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod hosts;
 /// The exit-code table shared with the CLI.
 pub use lab_error::exit;
 pub mod report;
