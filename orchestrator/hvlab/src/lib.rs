@@ -43,7 +43,7 @@ pub fn dispatch(cli: Cli, env: &EnvSettings) -> Result<u8, CliError> {
         Command::Schema(args) => commands::schema::run(&root, &args),
         Command::Run(args) => commands::run::run_cmd(&root, &args, env),
         Command::Repro(args) => commands::repro::run_cmd(&root, &args, env),
-        Command::Lab(args) => commands::lab::run(&args, env),
+        Command::Lab(args) => commands::lab::run(&root, &args, env),
         Command::Triage(args) => commands::triage::run(&args),
         Command::SimGuest(_) => unreachable!("handled above"),
     }
