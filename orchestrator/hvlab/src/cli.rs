@@ -334,6 +334,11 @@ pub struct TriageArgs {
 pub struct LabArgs {
     #[command(subcommand)]
     pub command: LabCommand,
+
+    /// Lab file: a Hyper-V lab's VMs are listed on every one of its hosts (default: the
+    /// simulated lab).
+    #[arg(long, value_name = "LAB_FILE", global = true)]
+    pub lab: Option<PathBuf>,
 }
 
 /// `hvlab lab` verbs.
@@ -349,6 +354,10 @@ pub enum LabCommand {
         /// Only list what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Also remove VMs created longer ago than this (e.g. `12h`), whatever their lease
+        /// says (a run that hangs but still renews).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
     },
 }
 

@@ -49,7 +49,7 @@ pub fn dispatch(cli: Cli, env: &EnvSettings) -> Result<u8, CliError> {
         Command::Repro(args) => commands::repro::run_cmd(&root, &args, env),
         Command::List(args) => commands::list::run(&root, &args),
         Command::Results(args) => commands::results::run(&root, &args),
-        Command::Lab(args) => commands::lab::run(&args, env),
+        Command::Lab(args) => commands::lab::run(&root, &args, env),
         Command::Triage(args) => commands::triage::run(&args),
         Command::SimGuest(_) => unreachable!("handled above"),
     }

@@ -119,6 +119,12 @@ pub struct OwnedVm {
     pub state: VmState,
     /// Whether the orchestrator process that created it is still alive (when knowable).
     pub owner_alive: Option<bool>,
+    /// The host it is on (Hyper-V labs).
+    pub host: Option<String>,
+    /// Who owns it and until when (`ci-7 pid 4242, lease until ...`), when recorded.
+    pub owner: Option<String>,
+    /// Time since it was created, when the hypervisor says.
+    pub age: Option<std::time::Duration>,
 }
 
 /// The result of a command run in the guest.

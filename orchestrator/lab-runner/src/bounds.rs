@@ -40,6 +40,10 @@ impl Event {
                 cap_causes(causes);
             }
             Event::Warning { message } => cap_in_place(message, MESSAGE_MAX),
+            Event::HostDrained { host, reason } => {
+                cap_in_place(host, NAME_MAX);
+                cap_in_place(reason, MESSAGE_MAX);
+            }
             Event::DumpsRemoved {
                 bucket, removed, ..
             } => {

@@ -152,6 +152,9 @@ pub enum Event {
     },
     /// A Ctrl-C (or SIGTERM) arrived; `count` is 1 for the graceful stop, 2 for force.
     Interrupted { count: u32 },
+    /// A Hyper-V host takes no more VMs: it failed its health check before the run, or it
+    /// was lost mid-run (its units end errored; the run goes on on the other hosts).
+    HostDrained { host: String, reason: String },
     /// Teardown could not remove something; named so the user can remove it.
     Leftover { what: String, how_to_remove: String },
     /// The last event. Reporters finalise their files here.

@@ -17,6 +17,7 @@ pub mod deploy;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod hosts;
 pub mod in_progress;
 pub mod known;
 pub mod merge;

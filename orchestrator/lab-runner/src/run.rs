@@ -172,10 +172,19 @@ pub async fn run_with_source(
     for p in &settings.plan.payloads {
         files.insert(p.name.clone(), preflight(p)?);
     }
-    let max_vms = settings
+    let mut max_vms = settings
         .max_vms
         .unwrap_or_else(|| capacity(&settings.plan))
         .max(1);
+    // Hosts failing their health check take no work; the run uses the slots of the rest.
+    let health = crate::hosts::check(&settings.hypervisor, &settings.plan).await;
+    let no_host = health
+        .as_ref()
+        .filter(|r| crate::hosts::healthy_capacity(r) == 0)
+        .map(|r| crate::hosts::none_healthy(r));
+    if let Some(r) = &health {
+        max_vms = max_vms.min(crate::hosts::healthy_capacity(r)).max(1);
+    }
     let (tx, mut rx) = crate::exec::EventTx::channel();
     let cancel = CancellationToken::new();
     let all_units: Vec<UnitId> = source.planned();
@@ -208,6 +217,36 @@ pub async fn run_with_source(
         emit(&mut reporters, Event::Warning { message });
     }
     let known = settings.known.clone();
+    let mut drained = BTreeSet::new();
+    for ev in crate::hosts::new_drains(&settings.hypervisor, &mut drained) {
+        emit(&mut reporters, ev);
+    }
+    let mut errored_early = BTreeSet::new();
+    if let Some(message) = &no_host {
+        emit(
+            &mut reporters,
+            Event::InfraError {
+                vm: None,
+                message: message.clone(),
+                causes: vec![],
+            },
+        );
+        for unit in &all_units {
+            errored_early.insert(unit.clone());
+            emit(
+                &mut reporters,
+                Event::UnitFinished {
+                    unit: unit.clone(),
+                    vm: String::new(),
+                    seed: seed::unit_seed(settings.seed, unit),
+                    outcome: UnitOutcome::errored_msg(message.clone()),
+                    duration: Duration::ZERO,
+                    guest_junit: vec![],
+                },
+            );
+        }
+    }
+    let gc_hint = crate::hosts::gc_hint(&settings.plan);
     let vms = Arc::new(Mutex::new(BTreeSet::new()));
     let hv_for_force = settings.hypervisor.clone();
     let shared = Arc::new(Shared {
@@ -225,7 +264,8 @@ pub async fn run_with_source(
         stop: Default::default(),
     });
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..max_vms {
+    let workers_wanted = if no_host.is_some() { 0 } else { max_vms };
+    for _ in 0..workers_wanted {
         workers.spawn(worker(shared.clone()));
     }
     // Only the workers hold senders now: the channel closes when they are all done.
@@ -233,10 +273,11 @@ pub async fn run_with_source(
 
     let mut stats = RunStats {
         units: all_units.len(),
+        errored: errored_early.len(),
         ..RunStats::default()
     };
-    let mut finished: BTreeSet<UnitId> = BTreeSet::new();
-    let mut errored_infra = false;
+    let mut finished: BTreeSet<UnitId> = errored_early;
+    let mut errored_infra = no_host.is_some();
     let mut retried: BTreeSet<UnitId> = BTreeSet::new();
     // Units with a failed attempt that was retried (flaky if they pass in the end).
     let mut failed_once: BTreeSet<UnitId> = BTreeSet::new();
@@ -280,7 +321,18 @@ pub async fn run_with_source(
                         Event::InfraError { .. } => errored_infra = true,
                         _ => {}
                     }
+                    let errored = matches!(
+                        &env.event,
+                        Event::UnitFinished { outcome: UnitOutcome::Errored { .. }, .. }
+                            | Event::UnitRetried { .. }
+                    );
                     forward(&mut reporters, env);
+                    // A host lost under a unit: say so once, beside the unit's error.
+                    if errored {
+                        for ev in crate::hosts::new_drains(&hv_for_force, &mut drained) {
+                            emit(&mut reporters, ev);
+                        }
+                    }
                 }
                 None => break,
             },
@@ -296,7 +348,7 @@ pub async fn run_with_source(
                     }
                     let names: Vec<String> = vms.lock().expect("vm set lock").iter().cloned().collect();
                     for name in names {
-                        emit(&mut reporters, delete_vm(&hv_for_force, &vms, &name).await);
+                        emit(&mut reporters, delete_vm(&hv_for_force, &vms, &name, &gc_hint).await);
                     }
                     break;
                 }

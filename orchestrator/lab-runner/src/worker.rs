@@ -161,6 +161,11 @@ pub fn guest_settings(g: &GuestConfig) -> GuestSettings {
 pub async fn worker(shared: Arc<Shared>) {
     let mut held: Option<Held> = None;
     while !shared.cancel.is_cancelled() {
+        // A lab that lost a host has fewer VM slots than workers: the extra ones stop
+        // rather than take a unit they could only error.
+        if held.is_none() && !crate::hosts::has_room(&shared.hv) {
+            break;
+        }
         let Some(unit) = next_unit(&shared, held.as_ref().map(|h| h.template.as_str())) else {
             break;
         };
@@ -179,7 +184,9 @@ pub async fn worker(shared: Arc<Shared>) {
                     if let Some(h) = held.take() {
                         remove_vm(&shared, &h.name).await;
                     }
-                    take_one(&mut infra_left)
+                    // No slot left (a host was lost): a retry could only fail to place
+                    // its VM.
+                    crate::hosts::has_room(&shared.hv) && take_one(&mut infra_left)
                 }
                 // A crash is evidence, not bad luck: only `--retries` may retry it.
                 UnitOutcome::Failed { crash, .. } => {
@@ -461,13 +468,24 @@ async fn deploy_payload(
 
 /// Removes a VM, reporting what could not be removed.
 pub async fn remove_vm(shared: &Shared, name: &str) {
-    let _ = shared
-        .events
-        .send(delete_vm(&shared.hv, &shared.vms, name).await);
+    let _ = shared.events.send(
+        delete_vm(
+            &shared.hv,
+            &shared.vms,
+            name,
+            &crate::hosts::gc_hint(&shared.plan),
+        )
+        .await,
+    );
 }
 
 /// Deletes a VM and says how it went: removed, or left over with how to remove it.
-pub async fn delete_vm(hv: &AnyHypervisor, vms: &Mutex<BTreeSet<String>>, name: &str) -> Event {
+pub async fn delete_vm(
+    hv: &AnyHypervisor,
+    vms: &Mutex<BTreeSet<String>>,
+    name: &str,
+    how_to_remove: &str,
+) -> Event {
     match hv.delete(name).await {
         Ok(()) => {
             vms.lock().expect("vm set lock").remove(name);
@@ -477,7 +495,7 @@ pub async fn delete_vm(hv: &AnyHypervisor, vms: &Mutex<BTreeSet<String>>, name: 
         }
         Err(e) => Event::Leftover {
             what: format!("VM {name} ({})", lab_error::Chain(&e)),
-            how_to_remove: "hvlab lab gc".into(),
+            how_to_remove: how_to_remove.to_owned(),
         },
     }
 }

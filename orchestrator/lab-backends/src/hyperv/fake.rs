@@ -69,6 +69,14 @@ struct State {
     refusals_per_boot: u32,
     stop_hangs: Vec<String>,
     dump: Vec<u8>,
+    /// Every script fails as if the host were unreachable.
+    offline: bool,
+    /// The host goes offline when a script with this op arrives.
+    offline_at: Option<String>,
+    /// Overrides the facts the health script reports.
+    health: Option<Value>,
+    /// SHA-256 of base disks the health script hashes, by path.
+    base_sha: BTreeMap<String, String>,
 }
 
 /// The fake lab. Clone it into a responder with [`FakeLab::responder`].
@@ -120,6 +128,27 @@ fn host_error(message: String, command: &str) -> Reply {
         hresult: -2146233087,
         layer: "host".into(),
     })
+}
+
+/// The facts a healthy host reports: plenty of memory and disk, every base disk present
+/// (with its recorded hash when asked), the switch present.
+fn healthy(st: &State, s: &Script) -> Value {
+    let hash = list_param(s, "Hash");
+    let bases: Vec<Value> = list_param(s, "Bases")
+        .into_iter()
+        .map(|b| {
+            let sha = hash.contains(&b).then(|| {
+                st.base_sha
+                    .get(&b)
+                    .cloned()
+                    .unwrap_or_else(|| "0".repeat(64))
+            });
+            json!({"Path": b, "Exists": true, "Sha256": sha})
+        })
+        .collect();
+    let switch = (!s.str_param("Switch").is_empty()).then_some(true);
+    json!({"Module": true, "FreeMemoryBytes": 1u64 << 40, "FreeDiskBytes": 1u64 << 42,
+           "Bases": bases, "SwitchExists": switch})
 }
 
 /// Splits a Windows command line (MSVC rules, enough for what hvlab quotes).
@@ -206,6 +235,50 @@ impl FakeLab {
         self.state.lock().expect("fake lock").dump = dump;
     }
 
+    /// The host stops answering (connection refused) from now on.
+    pub fn go_offline(&self) {
+        self.state.lock().expect("fake lock").offline = true;
+    }
+
+    /// The host stops answering when the first script with `op` arrives (that one fails).
+    pub fn offline_at(&self, op: &str) {
+        self.state.lock().expect("fake lock").offline_at = Some(op.to_owned());
+    }
+
+    /// The health script reports these facts instead of a healthy host's.
+    pub fn set_health(&self, facts: Value) {
+        self.state.lock().expect("fake lock").health = Some(facts);
+    }
+
+    /// The SHA-256 the health script reports for a base disk.
+    pub fn set_base_sha(&self, path: &str, sha: &str) {
+        self.state
+            .lock()
+            .expect("fake lock")
+            .base_sha
+            .insert(path.to_owned(), sha.to_owned());
+    }
+
+    /// A VM that is already on the host (another run's, or not hvlab's), with its Notes.
+    pub fn add_vm(&self, name: &str, notes: &str) {
+        self.state.lock().expect("fake lock").vms.insert(
+            name.to_owned(),
+            Vm {
+                notes: notes.to_owned(),
+                running: true,
+                guest: GuestState::default(),
+                checkpoints: BTreeMap::new(),
+                boot_refusals: 0,
+            },
+        );
+    }
+
+    /// A VM's Notes.
+    pub fn notes(&self, vm: &str) -> Option<String> {
+        let st = self.state.lock().expect("fake lock");
+        st.vms.get(vm).map(|v| v.notes.clone())
+    }
+
     /// Names of the VMs on the host.
     pub fn vms(&self) -> Vec<String> {
         self.state
@@ -269,6 +342,15 @@ impl FakeLab {
 
     fn answer(&self, s: &Script, files: &HostFiles) -> Reply {
         let mut st = self.state.lock().expect("fake lock");
+        if st.offline_at.as_deref() == Some(s.op) {
+            st.offline = true;
+        }
+        if st.offline {
+            return Reply::Unreachable;
+        }
+        if s.op == "host.health" {
+            return Reply::Value(st.health.clone().unwrap_or_else(|| healthy(&st, s)));
+        }
         let vm_name = s
             .via
             .as_ref()
@@ -308,14 +390,21 @@ impl FakeLab {
                 });
                 Reply::Value(json!({"Name": vm_name, "Id": "0f9e2c1a-0000-0000-0000-000000000001", "Path": ""}))
             }
+            "host.ping" => Reply::ok(),
             "vm.list_owned" => Reply::Value(Value::Array(
                 st.vms
                     .iter()
                     .filter(|(_, v)| v.notes.starts_with(TAG_PREFIX))
-                    .map(|(n, v)| json!({"Name": n, "State": if v.running {"Running"} else {"Off"}, "Notes": v.notes}))
+                    .map(|(n, v)| json!({"Name": n, "State": if v.running {"Running"} else {"Off"}, "Notes": v.notes,
+                        "Created": "2025-01-01T00:00:00.0000000Z"}))
                     .collect(),
             )),
-            "vm.remove" => Reply::Value(json!({"Removed": st.vms.remove(&vm_name).is_some()})),
+            "vm.remove" => {
+                if st.vms.get(&vm_name).is_some_and(|v| !v.notes.starts_with(TAG_PREFIX)) {
+                    return host_error(format!("virtual machine '{vm_name}' is not tagged as created by hvlab; not removing it"), "RemoveVM");
+                }
+                Reply::Value(json!({"Removed": st.vms.remove(&vm_name).is_some()}))
+            }
             "file.remove" => {
                 files.lock().expect("files lock").remove(s.str_param("Path"));
                 Reply::ok()
@@ -336,6 +425,14 @@ impl FakeLab {
                 let state = if v.running { "Running" } else { "Off" };
                 Reply::Value(json!({"Name": vm_name, "State": state, "Notes": v.notes,
                     "Status": if v.running { Some("Ok") } else { None }, "Enabled": true}))
+            }
+            "vm.set_notes" => {
+                let v = st.vms.get_mut(&vm_name).expect("vm");
+                if !v.notes.starts_with(TAG_PREFIX) {
+                    return host_error(format!("virtual machine '{vm_name}' is not tagged as created by hvlab; not changing its notes"), "SetVM");
+                }
+                v.notes = s.str_param("Notes").to_owned();
+                Reply::ok()
             }
             "vm.addresses" => Reply::Value(json!(["fe80::215:5dff:fe00:1", "192.168.10.21"])),
             "vm.checkpoint" => {

@@ -19,7 +19,10 @@ pub mod error;
 #[cfg(feature = "test-support")]
 pub mod fake;
 mod guest;
+pub mod health;
 pub mod host;
+pub mod lease;
+mod owned;
 pub mod parse;
 pub mod script;
 pub mod scripts;
@@ -30,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use guest::{HyperVGuest, page_file_check};
+pub use health::{HealthNeeds, HostReport};
 pub use host::{AnyPsHost, LocalPowerShell, PowerShellHost, RemotePowerShell, ScriptedHost};
 use lab_transport::SecretRef;
 pub use vm::HyperV;

@@ -53,6 +53,12 @@ fn snippet(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct List<T>(pub Vec<T>);
 
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List(Vec::new())
+    }
+}
+
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -77,6 +83,9 @@ pub struct VmInfo {
     pub state: String,
     #[serde(default)]
     pub notes: Option<String>,
+    /// `CreationTime` in UTC, round-trip format (`vm.list_owned` only).
+    #[serde(default)]
+    pub created: Option<String>,
 }
 
 /// Maps Hyper-V's `VMState` names onto the backend's states.
@@ -140,6 +149,10 @@ pub struct VmTag {
     pub hvlab: u32,
     pub run_id: String,
     pub template: String,
+    /// Who owns the VM and until when; renewed while the run lives. Absent in tags of
+    /// hvlab versions before leases (such a VM counts as unowned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<super::lease::Lease>,
 }
 
 /// The prefix of every tag; VMs without it are never touched.
@@ -226,8 +239,16 @@ mod tests {
             hvlab: 1,
             run_id: "r1".into(),
             template: "ws2022".into(),
+            lease: Some(super::super::lease::Lease {
+                owner_host: "ci-7".into(),
+                owner_pid: 42,
+                expires_unix: 1_767_225_600,
+            }),
         };
-        assert_eq!(VmTag::from_notes(&t.notes()), Some(t));
+        assert_eq!(VmTag::from_notes(&t.notes()), Some(t.clone()));
+        let old = VmTag { lease: None, ..t };
+        assert!(!old.notes().contains("lease"), "{}", old.notes());
+        assert_eq!(VmTag::from_notes(&old.notes()), Some(old));
         assert_eq!(VmTag::from_notes("build agent VM, do not touch"), None);
     }
 }

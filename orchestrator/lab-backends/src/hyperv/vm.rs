@@ -2,14 +2,17 @@
 //! host scripts, readiness (heartbeat, then a round trip into the guest), garbage
 //! collection by the tag in each VM's Notes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
 use super::error::PsError;
+use super::health::{self, HealthNeeds, HostFacts, HostReport};
 use super::host::{AnyPsHost, call};
+use super::lease::{LEASE_TERM, Lease};
 use super::parse::{self, Heartbeat, List, VmInfo, VmTag};
 use super::script::{PsValue, Script};
 use super::scripts::host as hs;
@@ -35,6 +38,11 @@ pub(super) struct Inner {
     secrets: Mutex<HashMap<String, PsValue>>,
     /// Open WinRM/SSH connections to guests, by VM.
     pub(super) guest_transports: Mutex<HashMap<String, Arc<lab_transport::AnyTransport>>>,
+    /// Hosts that take no new VM (failed their health check, or lost mid-run), with why.
+    drained: Mutex<BTreeMap<usize, String>>,
+    /// VM name -> its tag, for lease renewal.
+    pub(super) tags: Mutex<HashMap<String, VmTag>>,
+    pub(super) renewing: AtomicBool,
 }
 
 impl HyperV {
@@ -52,6 +60,9 @@ impl HyperV {
                 vms: Default::default(),
                 secrets: Default::default(),
                 guest_transports: Default::default(),
+                drained: Default::default(),
+                tags: Default::default(),
+                renewing: AtomicBool::new(false),
             }),
         }
     }
@@ -75,9 +86,148 @@ impl HyperV {
         vm: &str,
         script: &Script,
     ) -> Result<T> {
-        call(self.host(i), script, self.inner.config.timing.op_timeout)
-            .await
-            .map_err(|e| e.into_backend(vm, false))
+        match call(self.host(i), script, self.inner.config.timing.op_timeout).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.notice_loss(i, &e).await;
+                Err(e.into_backend(vm, false))
+            }
+        }
+    }
+
+    /// After a host call failed without an answer from PowerShell (transport, timeout):
+    /// a host that does not answer a ping either is lost, and takes no new VM.
+    async fn notice_loss(&self, i: usize, e: &PsError) {
+        if !matches!(
+            e,
+            PsError::Transport { .. } | PsError::Timeout { .. } | PsError::Spawn { .. }
+        ) || self.is_drained(i)
+        {
+            return;
+        }
+        let probe = call::<serde_json::Value, _>(
+            self.host(i),
+            &hs::ping(),
+            self.inner.config.timing.op_timeout,
+        )
+        .await;
+        if let Err(p) = probe {
+            let reason = format!(
+                "lost mid-run: {} (and a ping: {})",
+                lab_error::Chain(e),
+                lab_error::Chain(&p)
+            );
+            tracing::error!(host = %self.inner.config.hosts[i].name, "{reason}");
+            self.drain(i, reason);
+        }
+    }
+
+    fn is_drained(&self, i: usize) -> bool {
+        self.inner
+            .drained
+            .lock()
+            .expect("drained lock")
+            .contains_key(&i)
+    }
+
+    /// Takes host `i` out of placement (its VMs stay where they are).
+    pub fn drain(&self, i: usize, reason: String) {
+        self.inner
+            .drained
+            .lock()
+            .expect("drained lock")
+            .entry(i)
+            .or_insert(reason);
+    }
+
+    /// Drained hosts by name, with why, in lab-file order.
+    pub fn drained(&self) -> Vec<(String, String)> {
+        self.inner
+            .drained
+            .lock()
+            .expect("drained lock")
+            .iter()
+            .map(|(i, r)| (self.inner.config.hosts[*i].name.clone(), r.clone()))
+            .collect()
+    }
+
+    /// Why no host can take a new VM.
+    fn no_room(&self) -> String {
+        let drained = self.drained();
+        if drained.len() == self.inner.hosts.len() {
+            let why: Vec<String> = drained.iter().map(|(h, r)| format!("{h} {r}")).collect();
+            format!("no host of the lab can take a VM: {}", why.join("; "))
+        } else {
+            "every host of the lab is at its capacity".into()
+        }
+    }
+
+    /// Whether a new VM would find a slot on a host that is not drained.
+    pub fn has_room(&self) -> bool {
+        self.pick_host().is_some()
+    }
+
+    /// The health check of every host, run at once on all of them (one script each): a
+    /// host that fails it is drained with the reason. Hashing a base disk can take
+    /// minutes, so the check gets the transfer timeout when it hashes.
+    pub async fn check_hosts(&self, needs: &HealthNeeds) -> Vec<HostReport> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..self.inner.hosts.len() {
+            let hv = self.clone();
+            let needs = needs.clone();
+            tasks.spawn(async move { (i, hv.check_host(i, &needs).await) });
+        }
+        let mut reports: Vec<(usize, Option<String>)> = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(r) => reports.push(r),
+                Err(e) => tracing::error!("a host health check task failed: {e}"),
+            }
+        }
+        reports.sort_by_key(|(i, _)| *i);
+        reports
+            .into_iter()
+            .map(|(i, problem)| {
+                let host = &self.inner.config.hosts[i];
+                if let Some(p) = &problem {
+                    self.drain(i, format!("failed its health check: {p}"));
+                }
+                HostReport {
+                    host: host.name.clone(),
+                    capacity: host.capacity,
+                    problem,
+                }
+            })
+            .collect()
+    }
+
+    async fn check_host(&self, i: usize, needs: &HealthNeeds) -> Option<String> {
+        let host = &self.inner.config.hosts[i];
+        let hashing: Vec<String> = needs
+            .bases
+            .iter()
+            .filter(|(_, h)| h.is_some())
+            .map(|(p, _)| p.clone())
+            .collect();
+        let timing = self.inner.config.timing;
+        let timeout = if hashing.is_empty() {
+            timing.op_timeout
+        } else {
+            timing.transfer_timeout
+        };
+        let script = hs::health(
+            &host.vm_dir,
+            host.switch.as_deref(),
+            needs.bases.iter().map(|(p, _)| p.clone()).collect(),
+            hashing,
+        );
+        match call::<HostFacts, _>(self.host(i), &script, timeout).await {
+            Ok(facts) => {
+                let p = health::problems(host, needs, &facts);
+                (!p.is_empty()).then(|| p.join("; "))
+            }
+            Err(e) => Some(format!("unreachable: {}", lab_error::Chain(&e))),
+        }
     }
 
     /// The guest password of a template as a script value (read once, or a placeholder in
@@ -136,6 +286,7 @@ impl HyperV {
 
     /// The host with the most room left, if any has room.
     fn pick_host(&self) -> Option<usize> {
+        let drained = self.inner.drained.lock().expect("drained lock").clone();
         let table = self.inner.vms.lock().expect("vm table lock");
         let mut used = vec![0u32; self.inner.hosts.len()];
         for (i, _) in table.values() {
@@ -146,7 +297,7 @@ impl HyperV {
             .hosts
             .iter()
             .enumerate()
-            .filter(|(i, h)| used[*i] < h.capacity)
+            .filter(|(i, h)| used[*i] < h.capacity && !drained.contains_key(i))
             .max_by_key(|(i, h)| {
                 // Most free slots first; ties go to the first host in the lab file.
                 (h.capacity - used[*i], std::cmp::Reverse(*i))
@@ -215,9 +366,15 @@ impl Hypervisor for HyperV {
         let i = self.pick_host().ok_or_else(|| BackendError::VmState {
             vm: spec.name.clone(),
             operation: "create".into(),
-            message: "every host of the lab is at its capacity".into(),
+            message: self.no_room(),
         })?;
         let host = &self.inner.config.hosts[i];
+        let tag = VmTag {
+            hvlab: 1,
+            run_id: spec.run_id.clone(),
+            template: spec.template.clone(),
+            lease: Some(Lease::mine(LEASE_TERM)),
+        };
         let new = hs::NewVm {
             name: spec.name.clone(),
             vm_root: host.vm_dir.clone(),
@@ -228,12 +385,7 @@ impl Hypervisor for HyperV {
             secure_boot: template.secure_boot,
             checkpoint_type: template.checkpoint.as_str(),
             switch: host.switch.clone(),
-            notes: VmTag {
-                hvlab: 1,
-                run_id: spec.run_id.clone(),
-                template: spec.template.clone(),
-            }
-            .notes(),
+            notes: tag.notes(),
         };
         // Reserve the slot before the slow create so concurrent creates spread out.
         {
@@ -257,6 +409,12 @@ impl Hypervisor for HyperV {
                 .remove(&spec.name);
             return Err(e);
         }
+        self.inner
+            .tags
+            .lock()
+            .expect("tag lock")
+            .insert(spec.name.clone(), tag);
+        self.start_renewing();
         Ok(())
     }
 
@@ -333,6 +491,7 @@ impl Hypervisor for HyperV {
             return Err(e);
         }
         self.inner.vms.lock().expect("vm table lock").remove(vm);
+        self.inner.tags.lock().expect("tag lock").remove(vm);
         self.inner
             .guest_transports
             .lock()
@@ -363,26 +522,9 @@ impl Hypervisor for HyperV {
 
     async fn list_owned(&self) -> Result<Vec<OwnedVm>> {
         let mut out = Vec::new();
-        for i in 0..self.inner.hosts.len() {
+        for (i, listed) in self.list_owned_by_host().await.into_iter().enumerate() {
             let host = &self.inner.config.hosts[i].name;
-            let list: List<VmInfo> = call(
-                self.host(i),
-                &hs::list_owned(),
-                self.inner.config.timing.op_timeout,
-            )
-            .await
-            .map_err(|e: PsError| e.into_backend(host, false))?;
-            for v in list.0 {
-                let tag = v.notes.as_deref().and_then(VmTag::from_notes);
-                out.push(OwnedVm {
-                    state: parse::vm_state(&v.state).unwrap_or(VmState::Off),
-                    run_id: tag.as_ref().map(|t| t.run_id.clone()).unwrap_or_default(),
-                    template: tag.map(|t| t.template).unwrap_or_default(),
-                    name: v.name,
-                    // Another machine's orchestrator cannot be checked from here.
-                    owner_alive: None,
-                });
-            }
+            out.extend(listed.map_err(|e: PsError| e.into_backend(host, false))?);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)

@@ -353,6 +353,9 @@ impl Hypervisor for SimHypervisor {
                     .unwrap_or_default(),
                 state,
                 owner_alive: owner.map(|o| process::pid_alive(o.owner_pid)),
+                host: None,
+                owner: None,
+                age: None,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

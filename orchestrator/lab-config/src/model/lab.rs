@@ -250,6 +250,8 @@ pub struct HyperVTemplate {
     pub name: String,
     /// Base VHDX on the host.
     pub base_vhdx: String,
+    /// Its expected SHA-256, lowercase hex (checked by each host's health check).
+    pub base_vhdx_sha256: Option<String>,
     /// VM generation.
     pub generation: u8,
     /// Virtual processors.

@@ -313,6 +313,18 @@ pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
                 format!("base disk `{}` is not a .vhdx file", t.base_vhdx.value),
             );
         }
+        let base_vhdx_sha256 = t.base_vhdx_sha256.as_ref().and_then(|s| {
+            let hex = sha256_hex(s);
+            if hex.is_none() {
+                cx.error(
+                    "invalid-value",
+                    s.loc,
+                    format!("{p}.base_vhdx_sha256"),
+                    "base disk hash must be 64 hex digits (SHA-256, as Get-FileHash prints it)",
+                );
+            }
+            hex
+        });
         let generation = match &t.generation {
             None => 2,
             Some(g) if g.value == 1 || g.value == 2 => g.value,
@@ -352,6 +364,7 @@ pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
         templates.push(HyperVTemplate {
             name: t.name.value.clone(),
             base_vhdx: t.base_vhdx.value.clone(),
+            base_vhdx_sha256,
             generation,
             vcpus: t.vcpus.as_ref().map_or(4, |v| {
                 cx.range_u32(v, &format!("{p}.vcpus"), "vcpus", 1, 240)

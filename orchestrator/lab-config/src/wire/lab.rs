@@ -250,6 +250,10 @@ pub(crate) struct HyperVTemplateWire {
     pub name: Sp<String>,
     /// Base disk on the host; each VM gets a differencing disk of it.
     pub base_vhdx: Sp<String>,
+    /// Expected SHA-256 of the base disk (64 hex digits): each host's health check hashes
+    /// its copy and takes no work if it differs. Hashing reads the whole disk.
+    #[serde(default)]
+    pub base_vhdx_sha256: Option<Sp<String>>,
     /// VM generation (1 or 2). Default 2.
     #[serde(default)]
     pub generation: Option<Sp<u8>>,

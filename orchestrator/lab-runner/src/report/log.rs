@@ -163,6 +163,9 @@ fn log_event(ev: &Event) {
         Event::Interrupted { count } => {
             tracing::warn!(count, "interrupted: stopping units and tearing down VMs")
         }
+        Event::HostDrained { host, reason } => {
+            tracing::warn!(host = %host, "host drained: {reason}")
+        }
         Event::Leftover {
             what,
             how_to_remove,

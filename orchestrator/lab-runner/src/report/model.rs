@@ -155,6 +155,8 @@ pub struct RunModel {
     pub interrupt_requested: bool,
     pub infra_errors: Vec<(Option<String>, String)>,
     pub leftovers: Vec<(String, String)>,
+    /// `HostDrained` events: host and why, in order.
+    pub hosts_drained: Vec<(String, String)>,
     /// `Warning` events, in order.
     pub warnings: Vec<String>,
     /// `DumpsRemoved` events: bucket, `--keep-dumps` N, paths relative to the results root.
@@ -328,6 +330,9 @@ impl RunModel {
                 what,
                 how_to_remove,
             } => self.leftovers.push((what.clone(), how_to_remove.clone())),
+            Event::HostDrained { host, reason } => {
+                self.hosts_drained.push((host.clone(), reason.clone()))
+            }
             Event::RunFinished {
                 elapsed,
                 stats,

@@ -36,10 +36,18 @@ pub struct Summary {
     pub crash_buckets: Vec<BucketSummary>,
     pub infra_errors: Vec<String>,
     pub leftovers: Vec<Leftover>,
+    /// Hyper-V hosts that took no more VMs (failed health check, or lost mid-run).
+    pub hosts_drained: Vec<HostDrained>,
     /// Warnings that change no verdict (e.g. a corrupt bucket index moved aside).
     pub warnings: Vec<String>,
     /// Dumps of earlier runs removed by `--keep-dumps N`.
     pub dumps_removed: Vec<DumpsRemoved>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostDrained {
+    pub host: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -205,6 +213,14 @@ pub fn build_summary(model: &RunModel) -> Summary {
             .map(|(what, how)| Leftover {
                 what: what.clone(),
                 how_to_remove: how.clone(),
+            })
+            .collect(),
+        hosts_drained: model
+            .hosts_drained
+            .iter()
+            .map(|(host, reason)| HostDrained {
+                host: host.clone(),
+                reason: reason.clone(),
             })
             .collect(),
         warnings: model.warnings.clone(),

@@ -207,6 +207,9 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
         let vm = vm.as_deref().map(|v| format!("{v}: ")).unwrap_or_default();
         let _ = writeln!(s, "Lab error: {vm}{msg}");
     }
+    for (host, reason) in &m.hosts_drained {
+        let _ = writeln!(s, "Host drained: {host}: {reason}");
+    }
     for msg in &m.warnings {
         let _ = writeln!(s, "Warning: {msg}");
     }

@@ -250,6 +250,9 @@ impl Human {
             } else {
                 "interrupted again: powering off and deleting VMs now"
             })?,
+            Event::HostDrained { host, reason } => {
+                self.line(&format!("{} host {host}: {reason}", p.status("DRAIN")))?;
+            }
             Event::Leftover {
                 what,
                 how_to_remove,

@@ -1,3 +1,4 @@
 //! lab-runner integration tests (one binary, one module per area).
 
+mod hosts;
 mod hyperv;

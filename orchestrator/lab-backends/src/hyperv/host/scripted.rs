@@ -26,6 +26,8 @@ pub enum Reply {
     Raw(String),
     /// The script never finishes: the caller's timeout fires.
     Hang,
+    /// The host cannot be reached (connection refused): a transport error, no output.
+    Unreachable,
 }
 
 impl Reply {
@@ -129,7 +131,7 @@ pub fn envelope_text(reply: &Reply) -> Option<String> {
         }})
         .to_string(),
         Reply::Raw(s) => s.clone(),
-        Reply::Hang => return None,
+        Reply::Hang | Reply::Unreachable => return None,
     })
 }
 
@@ -141,6 +143,16 @@ impl PowerShellHost for ScriptedHost {
     async fn run(&self, script: &Script, timeout: Duration) -> Result<String, PsError> {
         self.record(script.op, script.render());
         let reply = (self.responder)(script, &self.files);
+        if let Reply::Unreachable = reply {
+            return Err(PsError::Transport {
+                op: script.op,
+                target: self.name.clone(),
+                source: Box::new(lab_transport::TransportError::Connect {
+                    target: format!("{}:5986", self.name),
+                    source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                }),
+            });
+        }
         match envelope_text(&reply) {
             Some(text) => Ok(text),
             None => {

@@ -215,7 +215,7 @@ pub fn list_owned() -> Script {
     Script::new(
         "vm.list_owned",
         r#",@(Get-VM | Where-Object { ([string]$_.Notes).StartsWith($P.TagPrefix) } |
-  ForEach-Object { [ordered]@{ Name = $_.Name; State = $_.State.ToString(); Notes = $_.Notes } })"#,
+  ForEach-Object { [ordered]@{ Name = $_.Name; State = $_.State.ToString(); Notes = $_.Notes; Created = $_.CreationTime.ToUniversalTime().ToString('o') } })"#,
     )
     .with("TagPrefix", TAG_PREFIX)
 }
@@ -259,4 +259,56 @@ $null"#,
     .with("Password", password)
     .with("Source", guest_path)
     .with("Destination", host_path)
+}
+
+/// Rewrites the Notes of an hvlab VM (a renewed lease). Refuses a VM without hvlab's tag:
+/// renewal never tags a VM hvlab did not create.
+pub fn set_notes(vm: &str, notes: &str) -> Script {
+    Script::new(
+        "vm.set_notes",
+        concat!(
+            find_vm!(),
+            r#"if (-not ([string]$vm.Notes).StartsWith($P.TagPrefix)) {
+  throw [System.InvalidOperationException]::new("virtual machine '$($P.Name)' is not tagged as created by hvlab; not changing its notes")
+}
+Set-VM -VM $vm -Notes $P.Notes
+$null"#
+        ),
+    )
+    .with("Name", vm)
+    .with("Notes", notes)
+    .with("TagPrefix", TAG_PREFIX)
+}
+
+/// The host answers at all (a cheap probe after a failed call: lost, or a hiccup?).
+pub fn ping() -> Script {
+    Script::new("host.ping", "$null")
+}
+
+/// What a host must have before it takes work, in one round trip: the Hyper-V module,
+/// free memory, free disk on the drive of `vm_dir`, each base disk (hashed when its
+/// expected SHA-256 is known: `hash` lists those paths) and the switch. The facts come
+/// back; the verdict is made in Rust ([`crate::hyperv::health`]).
+pub fn health(vm_dir: &str, switch: Option<&str>, bases: Vec<String>, hash: Vec<String>) -> Script {
+    Script::new(
+        "host.health",
+        r#"$module = @(Get-Module -ListAvailable -Name 'Hyper-V').Count -gt 0
+$os = Get-CimInstance -ClassName Win32_OperatingSystem
+$disk = $null
+$root = [System.IO.Path]::GetPathRoot($P.VmDir)
+if ($root) { try { $disk = [int64]([System.IO.DriveInfo]::new($root)).AvailableFreeSpace } catch { $disk = $null } }
+$bases = @(foreach ($b in $P.Bases) {
+  $exists = Test-Path -LiteralPath $b -PathType Leaf
+  $sha = $null
+  if ($exists -and ($P.Hash -contains $b)) { $sha = (Get-FileHash -LiteralPath $b -Algorithm SHA256).Hash.ToLowerInvariant() }
+  [ordered]@{ Path = $b; Exists = $exists; Sha256 = $sha }
+})
+$switch = $null
+if ($P.Switch -and $module) { $switch = @(Get-VMSwitch | Where-Object { $_.Name -ceq $P.Switch }).Count -gt 0 }
+[ordered]@{ Module = $module; FreeMemoryBytes = [int64]$os.FreePhysicalMemory * 1024; FreeDiskBytes = $disk; Bases = $bases; SwitchExists = $switch }"#,
+    )
+    .with("VmDir", vm_dir)
+    .with("Switch", switch.unwrap_or_default())
+    .with("Bases", bases)
+    .with("Hash", hash)
 }

@@ -3,6 +3,7 @@
 
 mod dry_run;
 mod flows;
+mod hosts;
 mod injection;
 mod ps_cmdlets;
 mod ps_parse;

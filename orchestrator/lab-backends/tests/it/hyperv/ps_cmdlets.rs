@@ -48,6 +48,25 @@ const CMDLETS: &[Cmdlet] = &[
         false,
         [["Name@0"], ["Id!"]]
     ),
+    // The host health check: switches listed by name in hvlab's own filter.
+    c!(
+        "Get-VMSwitch",
+        HV,
+        "get-vmswitch",
+        false,
+        false,
+        false,
+        [["Name@0"]]
+    ),
+    c!(
+        "Get-Module",
+        CORE,
+        "get-module",
+        false,
+        false,
+        false,
+        [["Name@0", "ListAvailable:sw"]]
+    ),
     c!(
         "New-VHD",
         HV,

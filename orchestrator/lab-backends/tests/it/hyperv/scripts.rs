@@ -67,6 +67,21 @@ fn host_scripts() {
     snap("vm_nmi", hs::inject_nmi(VM).render());
     snap("vm_list_owned", hs::list_owned().render());
     snap(
+        "vm_set_notes",
+        hs::set_notes(VM, r#"hvlab-owned:{"hvlab":1,"run_id":"r"}"#).render(),
+    );
+    snap("host_ping", hs::ping().render());
+    snap(
+        "host_health",
+        hs::health(
+            r"D:\hvlab\vms",
+            Some("hvlab-internal"),
+            vec![r"D:\hvlab\base\ws2022.vhdx".into()],
+            vec![r"D:\hvlab\base\ws2022.vhdx".into()],
+        )
+        .render(),
+    );
+    snap(
         "vm_copy_to_guest",
         hs::copy_to_guest(
             VM,
