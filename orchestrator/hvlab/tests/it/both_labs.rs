@@ -21,12 +21,19 @@ fn custom_map_stress_plans_the_windows_tool_on_the_hyperv_example_lab() {
         "the lab's default payload: {plan}"
     );
     for deployed in [
-        r"driver-payloads/windows-tools/map_stress.cmd -> C:\hvlab\bin\map_stress.cmd",
-        r"driver-payloads/windows-tools/hvlab_tools.ps1 -> C:\hvlab\bin\hvlab_tools.ps1",
-        r"driver-payloads/windows-tools/MapStress.cs -> C:\hvlab\bin\MapStress.cs",
-        r"custom_map_basic.sys -> C:\eBPF\custom_map_basic.sys",
+        r"driver-payloads/windows-tools/map_stress.cmd' -> 'C:\hvlab\bin\map_stress.cmd'",
+        r"driver-payloads/windows-tools/hvlab_tools.ps1' -> 'C:\hvlab\bin\hvlab_tools.ps1'",
+        r"driver-payloads/windows-tools/MapStress.cs' -> 'C:\hvlab\bin\MapStress.cs'",
+        r"custom_map_basic.sys' -> 'C:\eBPF\custom_map_basic.sys'",
     ] {
         assert!(plan.contains(deployed), "missing {deployed:?} in the plan");
+    }
+    // ...and the scenario's step invokes it, with the arguments a real provider needs.
+    for invoked in [
+        r"'Program' = 'C:\hvlab\bin\map_stress.cmd'",
+        "--map-type sample --key-size 4 --value-size 4",
+    ] {
+        assert!(plan.contains(invoked), "missing {invoked:?} in the plan");
     }
 }
 

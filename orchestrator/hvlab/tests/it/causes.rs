@@ -74,6 +74,7 @@ fn fake_build(dir: &Path) {
         "api_test.exe",
         "ebpf_stress_tests_km.exe",
         "sample_ext_app.exe",
+        "custom_map_basic.sys",
     ] {
         std::fs::write(dir.join(f), b"MZ").unwrap();
     }

@@ -287,3 +287,44 @@ fn cross_file_duplicates_name_both_files() {
     assert_eq!(d.items()[0].related[0].file, a);
     assert_eq!(d.items()[0].message, "duplicate scenario name `twin`");
 }
+
+/// A lab that names no default payload runs a scenario that pins none with the only payload
+/// that fits the lab; once a second one fits, the choice is the user's and the error says so.
+#[test]
+fn a_lab_without_a_default_payload_uses_the_only_one_that_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("lab.yaml");
+    std::fs::write(
+        &lab,
+        "name: bare\nkind: sim\ntemplates:\n  - name: ws2022\n",
+    )
+    .unwrap();
+    let scenario = dir.path().join("s.yaml");
+    std::fs::write(&scenario, "name: s\nsteps:\n  - sleep: 1s\n").unwrap();
+    let shipped = repo().join("driver-payloads/sim-ebpf.yaml");
+    let request = |payloads: Vec<std::path::PathBuf>| lab_config::ValidateRequest {
+        labs: vec![lab.clone()],
+        payloads,
+        scenarios: vec![scenario.clone()],
+        lab: Some(lab.clone()),
+        explicit_scenarios: true,
+        ..Default::default()
+    };
+    let one = validate(&request(vec![shipped.clone()])).unwrap();
+    assert_eq!(one.plans[0].scenarios[0].payload.name, "sim-ebpf");
+
+    let twin = dir.path().join("twin.yaml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let build = repo().join("driver-payloads/sim-build");
+    let text = text.replace("name: sim-ebpf", "name: sim-twin").replace(
+        "build_dir: sim-build",
+        &format!("build_dir: '{}'", build.display()),
+    );
+    std::fs::write(&twin, text).unwrap();
+    let two = validate(&request(vec![shipped, twin])).unwrap_err();
+    let msg = two.to_string();
+    assert!(
+        msg.contains("scenario `s` pins no payload and lab `bare` names no default `payload`"),
+        "{msg}"
+    );
+}

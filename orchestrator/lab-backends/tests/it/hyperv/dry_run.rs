@@ -96,7 +96,11 @@ async fn the_listing_shows_units_steps_and_counts() {
         "{text}"
     );
     // The staging file name carries hvlab's process id.
-    insta::with_settings!({filters => vec![(r"\\\d+-hvlab-", r"\[PID]-hvlab-")]}, {
+    insta::with_settings!({filters => vec![
+        (r"\\\d+-hvlab-", r"\[PID]-hvlab-"),
+        // The lease names this machine, this process and a time 15 minutes from now.
+        (r#""lease":\{[^}]*\}"#, r#""lease":{[LEASE]}"#),
+    ]}, {
         insta::assert_snapshot!("dry_run_small_scenario", text);
     });
 }

@@ -148,15 +148,27 @@ enum Choice<'a> {
     Pinned(&'a crate::values::Sp<String>),
     Flag(&'a str),
     Lab(&'a str, &'a crate::model::Origin),
+    /// The lab names none and exactly one payload fits its kind: lab files written before
+    /// labs named a default keep working.
+    Only(&'a str),
 }
 
 /// The payload the scenario runs with, checked against the lab's kind: the one it pins,
-/// else `--payload`, else the lab's default `payload`.
+/// else `--payload`, else the lab's default `payload`, else the only payload that fits the lab.
 fn payload_ref(cx: &mut Cx<'_>, w: &ScenarioWire, env: &Env<'_>) -> Option<Arc<Payload>> {
+    let fitting: Vec<&str> = env
+        .payloads
+        .iter()
+        .filter(|p| fits(p, env.lab))
+        .map(|p| p.name.as_str())
+        .collect();
     let choice = match (&w.payload, env.payload_flag, &env.lab.payload) {
         (Some(p), _, _) => Choice::Pinned(p),
         (None, Some(f), _) => Choice::Flag(f),
         (None, None, Some((name, origin))) => Choice::Lab(name, origin),
+        (None, None, None) if fitting.len() == 1 && env.broken_payloads.is_empty() => {
+            Choice::Only(fitting[0])
+        }
         (None, None, None) => {
             let d = cx.error(
                 "missing",
@@ -186,6 +198,11 @@ fn payload_ref(cx: &mut Cx<'_>, w: &ScenarioWire, env: &Env<'_>) -> Option<Arc<P
             *n,
             w.name.loc,
             format!(" (the default payload of lab `{}`)", env.lab.name),
+        ),
+        Choice::Only(n) => (
+            *n,
+            w.name.loc,
+            format!(" (the only payload for lab `{}`)", env.lab.name),
         ),
     };
     let payload = env.payloads.iter().find(|p| p.name == name).cloned();
@@ -219,13 +236,17 @@ fn payload_ref(cx: &mut Cx<'_>, w: &ScenarioWire, env: &Env<'_>) -> Option<Arc<P
     payload
 }
 
-/// A sim payload needs a sim lab and a Windows payload a Hyper-V lab.
-fn target_matches(cx: &mut Cx<'_>, p: &Payload, lab: &Lab, loc: Loc) {
-    let compatible = matches!(
+/// Whether `p` can run on `lab`: a sim payload on a sim lab, a Windows payload on Hyper-V.
+fn fits(p: &Payload, lab: &Lab) -> bool {
+    matches!(
         (p.target, lab.kind()),
         (PayloadTarget::Sim, LabKind::Sim) | (PayloadTarget::Windows, LabKind::Hyperv)
-    );
-    if compatible {
+    )
+}
+
+/// A sim payload needs a sim lab and a Windows payload a Hyper-V lab.
+fn target_matches(cx: &mut Cx<'_>, p: &Payload, lab: &Lab, loc: Loc) {
+    if fits(p, lab) {
         return;
     }
     let (t, k) = (
