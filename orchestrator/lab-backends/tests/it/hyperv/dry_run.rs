@@ -95,8 +95,11 @@ async fn the_listing_shows_units_steps_and_counts() {
         text.contains("#   vm.restore                      1\n"),
         "{text}"
     );
-    // The staging file name carries hvlab's process id.
-    insta::with_settings!({filters => vec![(r"\\\d+-hvlab-", r"\[PID]-hvlab-")]}, {
+    // The staging file name carries hvlab's process id; the lease its pid and expiry.
+    insta::with_settings!({filters => vec![
+        (r"\\\d+-hvlab-", r"\[PID]-hvlab-"),
+        (r#""lease":\{[^}]*\}"#, r#""lease":[LEASE]"#),
+    ]}, {
         insta::assert_snapshot!("dry_run_small_scenario", text);
     });
 }
