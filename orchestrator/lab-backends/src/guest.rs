@@ -26,6 +26,13 @@ pub trait Guest {
     fn vm(&self) -> &str;
     /// The current boot id; it changes on every boot, which is how a crash-reboot is noticed.
     fn boot_id(&self) -> impl Future<Output = Result<String>> + Send;
+    /// The boot id the guest last reported as a by-product of another call (a readiness
+    /// check, a step's own script) since the previous take, and forgets it. `None`: nothing
+    /// reported one since (or the backend never does): read it with [`Guest::boot_id`].
+    /// Saves the runner a round trip per unit and per step.
+    fn take_seen_boot_id(&self) -> Option<String> {
+        None
+    }
     fn exec(
         &self,
         argv: &[String],
@@ -99,6 +106,9 @@ impl Guest for AnyGuest {
     }
     async fn boot_id(&self) -> Result<String> {
         dispatch!(self, g => g.boot_id().await)
+    }
+    fn take_seen_boot_id(&self) -> Option<String> {
+        dispatch!(self, g => g.take_seen_boot_id())
     }
     async fn exec(&self, argv: &[String], timeout: Duration) -> Result<ExecOutput> {
         dispatch!(self, g => g.exec(argv, timeout).await)

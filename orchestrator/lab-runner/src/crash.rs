@@ -26,6 +26,16 @@ pub async fn rebooted(ctx: &UnitCtx<'_>) -> Result<bool, RunnerError> {
     }
 }
 
+/// [`rebooted`] after a step that succeeded, answered without a round trip from the boot
+/// id the step's own last guest script reported (taken: see `Guest::take_seen_boot_id`);
+/// a step that reported none (a sleep, a host-only step, the sim lab) is checked by a read.
+pub async fn rebooted_after_step(ctx: &UnitCtx<'_>) -> Result<bool, RunnerError> {
+    match ctx.guest.take_seen_boot_id() {
+        Some(id) => Ok(id != *ctx.boot_id.lock().expect("boot id lock")),
+        None => rebooted(ctx).await,
+    }
+}
+
 /// How long a VM may stay `Crashed` before the runner takes it for halted. With AutoReboot
 /// on, `Crashed` lasts only until the backend restarts the guest; with it off (a template's
 /// `auto_reboot: false`) the guest stays down at the bugcheck, its dump already written.

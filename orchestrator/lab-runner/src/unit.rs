@@ -52,7 +52,13 @@ pub struct UnitEnv<'a> {
 /// Runs a unit on a VM that is at its `deployed` state; returns the verdict and the guest
 /// JUnit files its tools wrote (relative to the run dir).
 pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<PathBuf>) {
-    let boot_id = match env.guest.boot_id().await {
+    // The readiness check after the restore (or the deploy's last script) reported it.
+    let seen = env.guest.take_seen_boot_id();
+    let read = match seen {
+        Some(id) => Ok(id),
+        None => env.guest.boot_id().await,
+    };
+    let boot_id = match read {
         Ok(id) => id,
         Err(e) => {
             let e = RunnerError::lab(format!("read the boot id of {}", env.vm))(e);
@@ -164,11 +170,13 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
             instant_step_skipped(ctx, path, step);
             continue;
         }
+        // Only a boot id reported during this step may answer the check after it.
+        let _ = ctx.guest.take_seen_boot_id();
         let result = ctx.run_step(step, path.clone()).await;
         let label = step.display_name();
         let errored = |e: String| UnitOutcome::errored_msg(format!("{e} (during {label})"));
         let new_crash = match result {
-            Ok(()) => match crash::rebooted(ctx).await {
+            Ok(()) => match crash::rebooted_after_step(ctx).await {
                 Ok(true) => {
                     match crash::collect(ctx, CrashKind::Bugcheck, Some(label.clone())).await {
                         Ok(c) => Some(c),

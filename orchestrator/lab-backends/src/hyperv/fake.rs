@@ -367,7 +367,16 @@ impl FakeLab {
                 v.boot_refusals = v.boot_refusals.saturating_sub(1);
                 return Reply::ps_direct_booting();
             }
-            return self.guest(&mut st, &vm_name, s);
+            let reply = self.guest(&mut st, &vm_name, s);
+            // As the real envelope does: the boot id beside a successful result, read after
+            // the script's body (a reboot the body caused already shows).
+            return match reply {
+                Reply::Value(v) if s.reports_boot => Reply::Raw(
+                    json!({"ok": true, "value": v, "boot": st.vms[&vm_name].guest.boot_id})
+                        .to_string(),
+                ),
+                other => other,
+            };
         }
         let exists = st.vms.contains_key(&vm_name);
         let missing = || {
@@ -447,7 +456,7 @@ impl FakeLab {
                 };
                 v.guest = g;
                 v.running = true;
-                Reply::Value(json!({"State": "Running"}))
+                Reply::Value(json!({"State": "Running", "Status": "Ok", "Enabled": true}))
             }
             "vm.nmi" => {
                 Self::bugcheck(&mut st, &vm_name, 0x80);

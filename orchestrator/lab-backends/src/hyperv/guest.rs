@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::archive;
 use super::error::PsError;
-use super::host::{PowerShellHost, call};
+use super::host::{PowerShellHost, call, call_boot};
 use super::parse::{self, List};
 use super::script::{PsDirect, Script};
 use super::scripts::files::FileHash;
@@ -81,16 +81,32 @@ impl HyperVGuest {
         self.hv.config().timing.op_timeout
     }
 
-    /// Runs a guest script and parses its result.
+    /// Notes a boot id the guest reported, for [`Guest::take_seen_boot_id`].
+    fn saw_boot(&self, id: String) {
+        self.hv
+            .inner
+            .seen_boot
+            .lock()
+            .expect("boot id lock")
+            .insert(self.vm.clone(), id);
+    }
+
+    /// Runs a guest script and parses its result. Every script but the boot id read itself
+    /// reports the boot id too (noted for [`Guest::take_seen_boot_id`]).
     async fn run<T: DeserializeOwned>(&self, script: Script, timeout: Duration) -> Result<T> {
-        let result: Result<T, PsError> = match self.access() {
+        let script = if script.op == "guest.boot_id" {
+            script
+        } else {
+            script.with_boot_id()
+        };
+        let result: Result<(T, Option<String>), PsError> = match self.access() {
             GuestAccessKind::PowerShellDirect => {
                 let script = script.through(self.direct()?);
-                call(self.hv.host(self.host), &script, timeout).await
+                call_boot(self.hv.host(self.host), &script, timeout).await
             }
             // A dry run records what would go to the guest instead of connecting to it.
             GuestAccessKind::Winrm | GuestAccessKind::Ssh if !self.hv.config().read_secrets => {
-                call(self.hv.host(self.host), &script, timeout).await
+                call_boot(self.hv.host(self.host), &script, timeout).await
             }
             GuestAccessKind::Winrm | GuestAccessKind::Ssh => {
                 let transport = self.transport().await?;
@@ -108,7 +124,7 @@ impl HyperVGuest {
                         code: o.exit_code,
                         stderr: o.stderr,
                     }),
-                    Ok(o) => parse::envelope(script.op, &o.stdout),
+                    Ok(o) => parse::envelope_boot(script.op, &o.stdout),
                     Err(e) => Err(e),
                 };
                 if out.as_ref().is_err_and(PsError::is_transient) {
@@ -123,7 +139,11 @@ impl HyperVGuest {
                 out
             }
         };
-        result.map_err(|e| e.into_backend(&self.vm, true))
+        let (value, boot) = result.map_err(|e| e.into_backend(&self.vm, true))?;
+        if let Some(id) = boot {
+            self.saw_boot(id);
+        }
+        Ok(value)
     }
 
     /// The WinRM/SSH connection to this guest, opened on first use at the address the
@@ -335,7 +355,18 @@ impl Guest for HyperVGuest {
 
     async fn boot_id(&self) -> Result<String> {
         let info: gs::BootInfo = self.run(gs::boot_id(), self.op_timeout()).await?;
+        // Readiness checks read it this way: the unit that follows a restore takes it.
+        self.saw_boot(info.last_boot_up_time.clone());
         Ok(info.last_boot_up_time)
+    }
+
+    fn take_seen_boot_id(&self) -> Option<String> {
+        self.hv
+            .inner
+            .seen_boot
+            .lock()
+            .expect("boot id lock")
+            .remove(&self.vm)
     }
 
     async fn exec(&self, argv: &[String], timeout: Duration) -> Result<ExecOutput> {

@@ -15,11 +15,22 @@ struct Envelope {
     value: serde_json::Value,
     #[serde(default)]
     error: Option<PsErrorRecord>,
+    /// The guest's boot id, from a script made with `Script::with_boot_id`.
+    #[serde(default)]
+    boot: Option<String>,
 }
 
 /// Reads the envelope a script printed. Lines before it (stray output of a native tool) are
 /// ignored: the envelope is always the last line.
 pub fn envelope<T: DeserializeOwned>(op: &'static str, stdout: &str) -> Result<T, PsError> {
+    envelope_boot(op, stdout).map(|(v, _)| v)
+}
+
+/// [`envelope`], with the boot id the script reported beside its value, if any.
+pub fn envelope_boot<T: DeserializeOwned>(
+    op: &'static str,
+    stdout: &str,
+) -> Result<(T, Option<String>), PsError> {
     let line = stdout
         .lines()
         .rev()
@@ -37,11 +48,12 @@ pub fn envelope<T: DeserializeOwned>(op: &'static str, stdout: &str) -> Result<T
             record: Box::new(env.error.unwrap_or_default()),
         });
     }
-    serde_json::from_value(env.value).map_err(|source| PsError::Json {
+    let value = serde_json::from_value(env.value).map_err(|source| PsError::Json {
         op,
         snippet: snippet(line),
         source,
-    })
+    })?;
+    Ok((value, env.boot.filter(|b| !b.is_empty())))
 }
 
 fn snippet(s: &str) -> String {
@@ -220,6 +232,23 @@ pub fn sc_failure(text: &str) -> Option<(u32, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_boot_id_beside_a_result_is_read_and_an_empty_one_is_none() {
+        let (v, boot): (u32, _) = envelope_boot(
+            "t",
+            r#"{"ok":true,"value":7,"boot":"2025-01-01T00:00:01Z"}"#,
+        )
+        .unwrap();
+        assert_eq!((v, boot.as_deref()), (7, Some("2025-01-01T00:00:01Z")));
+        let (_, boot): (u32, _) =
+            envelope_boot("t", r#"{"ok":true,"value":7,"boot":null}"#).unwrap();
+        assert_eq!(boot, None);
+        let (_, boot): (u32, _) = envelope_boot("t", r#"{"ok":true,"value":7,"boot":""}"#).unwrap();
+        assert_eq!(boot, None);
+        let (_, boot): (u32, _) = envelope_boot("t", r#"{"ok":true,"value":7}"#).unwrap();
+        assert_eq!(boot, None);
+    }
 
     #[test]
     fn link_local_addresses_are_skipped() {

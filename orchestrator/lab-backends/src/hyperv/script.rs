@@ -94,6 +94,9 @@ pub struct Script {
     pub body: &'static str,
     /// `Some`: run inside the VM through `Invoke-Command -VMName` on the host.
     pub via: Option<PsDirect>,
+    /// A guest script that also reports the guest's boot id in its envelope (`boot`), so
+    /// the runner's reboot check after a step needs no round trip of its own.
+    pub reports_boot: bool,
 }
 
 /// Lines every script starts with: errors stop the script (so the envelope reports them),
@@ -115,6 +118,13 @@ function New-HvlabError($e, $layer) {
 }
 "#;
 
+/// The success envelope of a script that reports the boot id too (see
+/// [`Script::with_boot_id`]).
+const BOOT_RESULT: &str = r#"  $b = $null
+  try { $b = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o') } catch { }
+  ConvertTo-HvlabJson ([ordered]@{ ok = $true; value = $r; boot = $b })
+"#;
+
 impl Script {
     pub fn new(op: &'static str, body: &'static str) -> Self {
         Script {
@@ -122,7 +132,16 @@ impl Script {
             params: Vec::new(),
             body,
             via: None,
+            reports_boot: false,
         }
+    }
+
+    /// Also reports the guest's boot id (`LastBootUpTime`, as [`super::scripts::guest::boot_id`]
+    /// reads it) beside a successful result. A failed read reports none rather than failing
+    /// the script: the boot id is a by-product here.
+    pub fn with_boot_id(mut self) -> Self {
+        self.reports_boot = true;
+        self
     }
 
     /// Adds an input.
@@ -162,8 +181,13 @@ impl Script {
 
     /// The body run under `$P`, with the envelope around it (`layer` says where it ran).
     fn enveloped(&self, layer: &str) -> String {
+        let result = if self.reports_boot {
+            BOOT_RESULT
+        } else {
+            "  ConvertTo-HvlabJson ([ordered]@{ ok = $true; value = $r })\n"
+        };
         format!(
-            "{PRELUDE}{ENVELOPE_FN}try {{\n  $r = & {{\n{body}\n  }}\n  ConvertTo-HvlabJson ([ordered]@{{ ok = $true; value = $r }})\n}} catch {{\n  ConvertTo-HvlabJson (New-HvlabError $_ '{layer}')\n}}",
+            "{PRELUDE}{ENVELOPE_FN}try {{\n  $r = & {{\n{body}\n  }}\n{result}}} catch {{\n  ConvertTo-HvlabJson (New-HvlabError $_ '{layer}')\n}}",
             body = indent(self.body.trim_end(), 4),
         )
     }

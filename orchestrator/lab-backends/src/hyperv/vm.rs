@@ -40,6 +40,9 @@ pub(super) struct Inner {
     pub(super) guest_transports: Mutex<HashMap<String, Arc<lab_transport::AnyTransport>>>,
     /// Hosts that take no new VM (failed their health check, or lost mid-run), with why.
     drained: Mutex<BTreeMap<usize, String>>,
+    /// VM name -> the boot id its guest last reported beside another result, until taken
+    /// (`Guest::take_seen_boot_id`).
+    pub(super) seen_boot: Mutex<HashMap<String, String>>,
     /// VM name -> its tag, for lease renewal.
     pub(super) tags: Mutex<HashMap<String, VmTag>>,
     pub(super) renewing: AtomicBool,
@@ -58,6 +61,7 @@ impl HyperV {
                 config,
                 hosts,
                 vms: Default::default(),
+                seen_boot: Default::default(),
                 secrets: Default::default(),
                 guest_transports: Default::default(),
                 drained: Default::default(),
@@ -469,8 +473,12 @@ impl Hypervisor for HyperV {
 
     async fn restore(&self, vm: &str, name: &str) -> Result<()> {
         let i = self.locate(vm, "restore checkpoint").await?;
-        self.host_call::<serde_json::Value>(i, vm, &hs::restore(vm, name))
-            .await?;
+        let hb: Heartbeat = self.host_call(i, vm, &hs::restore(vm, name)).await?;
+        // The restore script read the heartbeat: when it is already up, only the guest's
+        // answer is left to wait for (its boot id, kept for the unit that follows).
+        if hb.alive() && self.guest_handle(vm)?.boot_id().await.is_ok() {
+            return Ok(());
+        }
         let budget = self.inner.config.timing.op_timeout;
         self.wait_ready(vm, budget).await.map(|_| ())
     }
@@ -492,6 +500,11 @@ impl Hypervisor for HyperV {
         }
         self.inner.vms.lock().expect("vm table lock").remove(vm);
         self.inner.tags.lock().expect("tag lock").remove(vm);
+        self.inner
+            .seen_boot
+            .lock()
+            .expect("boot id lock")
+            .remove(vm);
         self.inner
             .guest_transports
             .lock()

@@ -93,3 +93,13 @@ pub async fn call<T: DeserializeOwned, H: PowerShellHost + ?Sized>(
     let out = host.run(script, timeout).await?;
     parse::envelope(script.op, &out)
 }
+
+/// [`call`], with the boot id a script made with `Script::with_boot_id` reported.
+pub async fn call_boot<T: DeserializeOwned, H: PowerShellHost + ?Sized>(
+    host: &H,
+    script: &Script,
+    timeout: Duration,
+) -> Result<(T, Option<String>), PsError> {
+    let out = host.run(script, timeout).await?;
+    parse::envelope_boot(script.op, &out)
+}

@@ -154,7 +154,8 @@ $null"#
 }
 
 /// Applies a checkpoint and resumes the VM: a standard checkpoint brings back memory, so
-/// the guest continues where it was checkpointed, without booting.
+/// the guest continues where it was checkpointed, without booting. Answers as
+/// [`heartbeat`] does, so a guest whose heartbeat is already `Ok` needs no separate read.
 pub fn restore(vm: &str, name: &str) -> Script {
     Script::new(
         "vm.restore",
@@ -167,7 +168,12 @@ if ($cp.Count -eq 0) {
 Restore-VMSnapshot -VMSnapshot $cp[0] -Confirm:$false
 $vm = Get-VM -Id $vm.Id
 if ($vm.State -ne 'Running') { Start-VM -VM $vm }
-[ordered]@{ State = (Get-VM -Id $vm.Id).State.ToString() }"#
+$vm = Get-VM -Id $vm.Id
+$hb = @(Get-VMIntegrationService -VM $vm |
+  Where-Object { ([string]$_.Id).EndsWith('\84EAAE65-2F2E-45F5-9BB5-0E857DC8EB47', [StringComparison]::OrdinalIgnoreCase) })
+$status = $null
+if ($hb.Count -gt 0 -and $null -ne $hb[0].PrimaryOperationalStatus) { $status = $hb[0].PrimaryOperationalStatus.ToString() }
+[ordered]@{ State = $vm.State.ToString(); Status = $status; Enabled = ($hb.Count -gt 0 -and [bool]$hb[0].Enabled) }"#
         ),
     )
     .with("Name", vm)

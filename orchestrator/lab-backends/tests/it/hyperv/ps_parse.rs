@@ -57,6 +57,9 @@ pub fn catalogue(v: &str) -> Vec<Script> {
         gs::pool_tag(v),
         gs::extract(v, v, &[s(), s()], &[s(), s()]),
         gs::compress(v, v),
+        // How the guest layer sends every script but the boot id read.
+        gs::process("guest.exec", v, &[s()], 1000).with_boot_id(),
+        gs::remove(v).with_boot_id(),
     ]
 }
 

@@ -138,6 +138,15 @@ fn guest_scripts() {
         "guest_boot_id_ps_direct",
         gs::boot_id().through(direct()).render(),
     );
+    // Every other guest script reports the boot id beside its result (the runner's reboot
+    // check after a step reads it from there).
+    snap(
+        "guest_remove_reports_boot_ps_direct",
+        gs::remove(r"C:\Windows\Temp\hvlab\x.gz")
+            .with_boot_id()
+            .through(direct())
+            .render(),
+    );
     snap(
         "guest_exec",
         gs::process(
