@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::guest::AnyGuest;
 use crate::hyperv::HyperV;
-use crate::model::{OwnedVm, StopMode, VmSpec, VmState};
+use crate::model::{ConsoleSegment, OwnedVm, StopMode, VmSpec, VmState};
 use crate::sim::SimHypervisor;
 
 /// The checkpoint the runner takes after deploying the payload and restores before each unit.
@@ -40,6 +40,17 @@ pub trait Hypervisor {
     fn list_owned(&self) -> impl Future<Output = Result<Vec<OwnedVm>>> + Send;
     /// A handle to operate inside the VM.
     fn guest(&self, vm: &str) -> Result<AnyGuest>;
+    /// Bytes written to the VM's serial console so far (a mark to read from later), or
+    /// `None` where the backend keeps no console log.
+    fn console_len(&self, vm: &str) -> impl Future<Output = Result<Option<u64>>> + Send;
+    /// The VM's serial console from byte `from` on, at most `max` bytes of it, or `None`
+    /// where the backend keeps no console log.
+    fn console_since(
+        &self,
+        vm: &str,
+        from: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<ConsoleSegment>>> + Send;
 }
 
 /// The closed set of hypervisor backends.
@@ -97,5 +108,16 @@ impl Hypervisor for AnyHypervisor {
     }
     fn guest(&self, vm: &str) -> Result<AnyGuest> {
         dispatch!(self, h => h.guest(vm))
+    }
+    async fn console_len(&self, vm: &str) -> Result<Option<u64>> {
+        dispatch!(self, h => h.console_len(vm).await)
+    }
+    async fn console_since(
+        &self,
+        vm: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Option<ConsoleSegment>> {
+        dispatch!(self, h => h.console_since(vm, from, max).await)
     }
 }

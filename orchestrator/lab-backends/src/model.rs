@@ -110,6 +110,15 @@ pub enum StopMode {
     TurnOff,
 }
 
+/// Part of a VM's serial console log, read from a mark on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSegment {
+    /// The bytes read (at most the `max` asked for).
+    pub bytes: Vec<u8>,
+    /// Bytes the console holds from the mark on, so a caller can say how much it left out.
+    pub len: u64,
+}
+
 /// A VM this tool created, found by listing the lab (for `hvlab lab status` / `gc`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnedVm {

@@ -273,6 +273,8 @@ pub enum ArtifactKind {
     Triage,
     EventLog,
     GuestJunit,
+    /// The VM's serial console during the unit (`<unit>/console.log`).
+    Console,
     Other,
 }
 

@@ -12,6 +12,7 @@
 //! The runner emits [`events::Event`]s and never prints; reporters consume them.
 
 pub mod bounds;
+pub mod console;
 pub mod crash;
 pub mod deploy;
 pub mod error;

@@ -266,6 +266,8 @@ async fn run_one(
         let h = held.take().expect("held VM");
         remove_vm(shared, &h.name).await;
     }
+    // A new VM's console is all this unit's (its boots included); a reused one's from here.
+    let new_vm = held.is_none();
     if held.is_none() {
         match provision(shared, &unit.id.template).await {
             Ok(h) => *held = Some(h),
@@ -274,6 +276,11 @@ async fn run_one(
     }
     let h = held.as_mut().expect("held VM");
     let vm = h.name.clone();
+    let console_from = if new_vm {
+        Some(0)
+    } else {
+        crate::console::mark(&shared.hv, &vm).await
+    };
     let files = &shared.files[&payload.name];
     let fresh = h.payload.as_deref() != Some(payload.name.as_str());
     if fresh {
@@ -324,7 +331,12 @@ async fn run_one(
         run_id: shared.run_dir.id().as_str().to_owned(),
         keep_dumps: shared.keep_dumps,
     };
+    let (unit_dir, unit_rel) = (env.unit_dir.clone(), env.unit_rel.clone());
     let (outcome, junit) = run_unit(env, unit).await;
+    if let Some(from) = console_from {
+        let (hv, ev) = (&shared.hv, &shared.events);
+        crate::console::keep(hv, ev, &unit.id, &vm, from, &unit_dir, &unit_rel).await;
+    }
     (outcome, junit, vm)
 }
 

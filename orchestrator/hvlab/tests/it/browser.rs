@@ -123,6 +123,10 @@ fn the_report_of_a_fault_run_reads_right_in_a_browser() {
         .collect();
     assert!(links.iter().any(|l| l.contains("crashes/")), "{links:?}");
     assert!(links.iter().any(|l| l.ends_with("steps.log")), "{links:?}");
+    assert!(
+        links.iter().any(|l| l.ends_with("console.log")),
+        "{links:?}"
+    );
     assert!(links.iter().any(|l| l.ends_with("MEMORY.DMP")), "{links:?}");
     for l in &links {
         let p = url_path(l).unwrap_or_else(|| panic!("not a local link: {l}"));

@@ -6,6 +6,7 @@ mod browser;
 mod causes;
 mod ci;
 mod ci_docs;
+mod console;
 mod docs;
 mod durability;
 mod expect;

@@ -546,4 +546,19 @@ impl Hypervisor for HyperV {
     fn guest(&self, vm: &str) -> Result<AnyGuest> {
         Ok(AnyGuest::HyperV(self.guest_handle(vm)?))
     }
+
+    // A Hyper-V VM's COM ports are not captured unless one is piped to a file; until the
+    // lab sets that up (docs/hyperv.md), there is no console log to keep.
+    async fn console_len(&self, _vm: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    async fn console_since(
+        &self,
+        _vm: &str,
+        _from: u64,
+        _max: usize,
+    ) -> Result<Option<crate::model::ConsoleSegment>> {
+        Ok(None)
+    }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BackendError, Result};
+use crate::model::ConsoleSegment;
 
 /// Written next to every VM's disk: who created it, so a later `gc` can decide whether the
 /// VM is an orphan.
@@ -98,9 +99,49 @@ pub fn read_owner(vm_dir: &Path) -> Option<OwnerRecord> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Reads at most `max` bytes of a log file from byte `from` on; a missing file (no guest
+/// started yet) reads as empty.
+pub fn read_from(path: &Path, from: u64, max: usize) -> Result<ConsoleSegment> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(ConsoleSegment {
+                bytes: Vec::new(),
+                len: 0,
+            });
+        }
+        Err(e) => return Err(BackendError::io("read the console log", path)(e)),
+    };
+    let err = |e| BackendError::io("read the console log", path)(e);
+    let total = file.metadata().map_err(err)?.len();
+    // A mark past the end means the log was replaced since: read it from its start.
+    let from = if from > total { 0 } else { from };
+    file.seek(SeekFrom::Start(from)).map_err(err)?;
+    let mut bytes = Vec::new();
+    file.take(max as u64).read_to_end(&mut bytes).map_err(err)?;
+    Ok(ConsoleSegment {
+        bytes,
+        len: total - from,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_a_bounded_segment_from_a_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        assert_eq!(read_from(&log, 0, 10).unwrap().len, 0);
+        fs::write(&log, b"boot 1\nboot 2\nbugcheck 0x50\n").unwrap();
+        let seg = read_from(&log, 7, 6).unwrap();
+        assert_eq!(seg.bytes, b"boot 2");
+        assert_eq!(seg.len, 21);
+        // A mark past the end (the log was recreated) reads from the start.
+        assert_eq!(read_from(&log, 1000, 6).unwrap().bytes, b"boot 1");
+    }
 
     #[test]
     fn copy_and_replace_tree() {

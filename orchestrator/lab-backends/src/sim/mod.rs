@@ -29,7 +29,7 @@ use self::vm::SimVm;
 use crate::error::{BackendError, Result};
 use crate::guest::{AnyGuest, Guest};
 use crate::hypervisor::Hypervisor;
-use crate::model::{OwnedVm, StopMode, VmSpec, VmState};
+use crate::model::{ConsoleSegment, OwnedVm, StopMode, VmSpec, VmState};
 use crate::process;
 
 /// The simulated hypervisor. Cheap to clone; all clones share the VM table.
@@ -304,6 +304,32 @@ impl Hypervisor for SimHypervisor {
 
     async fn inject_nmi(&self, vm: &str) -> Result<()> {
         self.get(vm, "inject NMI")?.nmi().await
+    }
+
+    async fn console_len(&self, vm: &str) -> Result<Option<u64>> {
+        let path = self
+            .get(vm, "read the console log")?
+            .dir
+            .join(disk::CONSOLE_LOG);
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            // No guest has started yet: nothing written so far.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(0)),
+            Err(e) => Err(BackendError::io("read the console log", &path)(e)),
+        }
+    }
+
+    async fn console_since(
+        &self,
+        vm: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Option<ConsoleSegment>> {
+        let path = self
+            .get(vm, "read the console log")?
+            .dir
+            .join(disk::CONSOLE_LOG);
+        disk::read_from(&path, from, max).map(Some)
     }
 
     async fn list_owned(&self) -> Result<Vec<OwnedVm>> {

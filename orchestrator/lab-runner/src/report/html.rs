@@ -13,7 +13,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::model::{RunModel, StepRecord, UnitRecord};
 use super::{ReportError, Reporter, text};
-use crate::events::{Envelope, StepOutcome, UnitOutcome};
+use crate::events::{ArtifactKind, Envelope, StepOutcome, UnitOutcome};
 use crate::results::{RunDir, atomic_write};
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;max-width:100%}\
@@ -385,9 +385,14 @@ fn failures(m: &RunModel) -> Markup {
                             @if let Some(e) = &c.triage_error { ". Triage error: " (e) }
                         }
                     }
-                    @let files = u.attachments();
+                    // Console logs are linked beside the step output, not among the other files.
+                    @let consoles: Vec<&PathBuf> = u.artifacts.iter().filter(|(k, _)| *k == ArtifactKind::Console).map(|(_, p)| p).collect();
+                    @let files: Vec<_> = u.attachments().into_iter().filter(|f| !consoles.contains(&f)).collect();
                     @if !files.is_empty() {
                         ul { @for f in &files { li { (link(f)) } } }
+                    }
+                    @if !consoles.is_empty() {
+                        p { "VM console: " @for (i, c) in consoles.iter().enumerate() { @if i > 0 { ", " } (link(c)) } }
                     }
                     @if !u.steps.is_empty() {
                         p { "Step output: " (link(&RunDir::unit_rel(&u.id).join(super::steplog::STEP_LOG))) }
