@@ -393,6 +393,10 @@ fn render_triaged(
                 let _ = writeln!(out, "  analyze:   {key} {v}");
             }
         }
+        for (i, frame) in a.stack.iter().enumerate() {
+            let label = if i == 0 { "STACK_TEXT" } else { "          " };
+            let _ = writeln!(out, "  analyze:   {label} {frame}");
+        }
     }
     if let Some(e) = analyze_error {
         let _ = writeln!(out, "  analyze:   failed: {e}");

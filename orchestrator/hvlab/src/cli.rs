@@ -338,6 +338,16 @@ pub struct TriageArgs {
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 
+    /// Run `!analyze -v` on each dump with this kd.exe / cdb.exe (`-z DUMP -c "!analyze -v;
+    /// q"`); its FAILURE_BUCKET_ID, image and symbol refine the bucket. A debugger that
+    /// fails is reported per dump and triage keeps hvlab's own signature.
+    #[arg(long, value_name = "PATH")]
+    pub debugger: Option<PathBuf>,
+
+    /// Symbol path for --debugger (passed with `-y`).
+    #[arg(long, value_name = "PATH", requires = "debugger")]
+    pub symbols: Option<String>,
+
     /// Crashes already tracked upstream, named next to their buckets (default: <root>/known-issues.yaml if it exists);
     /// see docs/known-issues.md.
     #[arg(long, value_name = "FILE")]

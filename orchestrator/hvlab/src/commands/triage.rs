@@ -27,7 +27,16 @@ pub fn run(root: &Path, args: &TriageArgs) -> Result<u8, CliError> {
     for w in known.expiry_warnings() {
         eprintln!("warning: {w}");
     }
-    let options = ReportOptions::default();
+    let options = ReportOptions {
+        debugger: args
+            .debugger
+            .as_ref()
+            .map(|path| crash_triage::DebuggerConfig {
+                path: path.clone(),
+                symbol_path: args.symbols.clone(),
+            }),
+        ..ReportOptions::default()
+    };
     let mut r = report::triage_paths(&args.paths, &options)
         .map_err(|e| CliError::Usage(format!("triage: {}", lab_error::Chain(&e))))?;
     if let Some(issues) = &known.issues {

@@ -253,3 +253,65 @@ fn triage_names_the_known_issue_of_a_matching_bucket() {
     let plain = sb.hvlab().arg("triage").arg(&dump).output().unwrap();
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("known issue"));
 }
+
+/// `hvlab triage --debugger`: a shell script standing in for kd.exe prints a recorded
+/// `!analyze -v`; its bucket id, stack and symbol reach the report. A debugger that fails
+/// is reported and the dump keeps hvlab's own bucket.
+#[cfg(unix)]
+#[test]
+fn triage_with_a_debugger_merges_its_analysis_and_survives_its_failure() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let dump = page_fault_dump(sb.dir.path());
+    let recorded = crate::support::repo_root()
+        .join("orchestrator/crash-triage/tests/it/fixtures/analyze/page_fault_sample_ext.txt");
+    let kd = sb.dir.path().join("kd");
+    std::fs::write(&kd, format!("#!/bin/sh\ncat '{}'\n", recorded.display())).unwrap();
+    std::fs::set_permissions(&kd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = sb
+        .hvlab()
+        .arg("triage")
+        .arg(&dump)
+        .arg("--debugger")
+        .arg(&kd)
+        .args(["--symbols", "srv*C:\\symbols"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAILURE_BUCKET_ID AV_R_(null)_sample_ebpf_ext!sample_find_element"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("STACK_TEXT nt!KeBugCheckEx")
+            && stdout.contains("sample_ebpf_ext!sample_find_element+0x3c"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys!sample_find_element"
+        ),
+        "{stdout}"
+    );
+
+    std::fs::write(&kd, "#!/bin/sh\necho 'symbol server unreachable'\nexit 1\n").unwrap();
+    let out = sb
+        .hvlab()
+        .arg("triage")
+        .arg(&dump)
+        .arg("--debugger")
+        .arg(&kd)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("analyze:   failed: run debugger"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bucket:    ae2413671e6b5e39 PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys\n"),
+        "{stdout}"
+    );
+}
