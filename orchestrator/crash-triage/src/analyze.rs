@@ -143,6 +143,21 @@ pub struct Analyze {
     pub process_name: Option<String>,
     pub failure_id_hash: Option<String>,
     pub os_version: Option<String>,
+    /// The frames of STACK_TEXT, innermost first, as the debugger names them (e.g.
+    /// `nt!KeBugCheckEx`, `<Unloaded_x.sys>+0x11a40`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<String>,
+}
+
+impl Analyze {
+    /// Whether the debugger blamed a driver that was already unloaded (`x!unloaded` as
+    /// symbol or bucket, as WinDbg names a frame in `MmUnloadedDrivers`).
+    pub fn blames_unloaded(&self) -> bool {
+        [&self.symbol_name, &self.failure_bucket_id]
+            .into_iter()
+            .flatten()
+            .any(|s| s.to_ascii_lowercase().ends_with("!unloaded"))
+    }
 }
 
 /// Parse `!analyze -v` output. Fields are `NAME:  value` lines at column 0; the first
@@ -154,8 +169,24 @@ pub fn parse_analyze(text: &str) -> Option<Analyze> {
     let mut p: [Option<u64>; 4] = [None; 4];
     let mut found = false;
     let mut after_banner = false;
+    let mut in_stack = false;
     for line in text.lines() {
         let line = line.trim_end();
+        // STACK_TEXT rows: `child-sp retaddr : args : frame`, up to the first blank line.
+        if in_stack {
+            match line.rsplit_once(" : ") {
+                Some((_, frame)) if !line.is_empty() => {
+                    a.stack.push(frame.trim().to_owned());
+                    continue;
+                }
+                _ => in_stack = false,
+            }
+        }
+        if line.starts_with("STACK_TEXT:") && a.stack.is_empty() {
+            in_stack = true;
+            found = true;
+            continue;
+        }
         if line.contains("Bugcheck Analysis") {
             after_banner = true;
             found = true;

@@ -64,6 +64,10 @@ pub struct ReportBucket {
     pub dumps: Vec<PathBuf>,
     /// The bucket's history from a `buckets.json` next to the inputs, when there is one.
     pub history: Option<Bucket>,
+    /// The issue a known-issues file names for the bucket (set by the caller, which reads
+    /// the file: see [`Report::mark_known`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_issue: Option<String>,
 }
 
 /// Everything `hvlab triage` shows.
@@ -85,6 +89,20 @@ pub enum ReportError {
 }
 
 impl Report {
+    /// Sets each bucket's `known_issue` to what `find(id, title)` names.
+    pub fn mark_known(&mut self, find: impl Fn(&str, &str) -> Option<String>) {
+        for b in &mut self.buckets {
+            b.known_issue = find(&b.id, &b.title);
+        }
+    }
+
+    fn known_issue(&self, id: &str) -> Option<&str> {
+        self.buckets
+            .iter()
+            .find(|b| b.id == id)
+            .and_then(|b| b.known_issue.as_deref())
+    }
+
     /// 0 when every dump was triaged, 2 when any input was unreadable.
     pub fn exit_code(&self) -> i32 {
         let failed = self
@@ -186,6 +204,7 @@ pub fn triage_paths(paths: &[PathBuf], options: &ReportOptions) -> Result<Report
                     history: history
                         .as_ref()
                         .and_then(|h| h.buckets.get(&signature.id).cloned()),
+                    known_issue: None,
                 })
                 .dumps
                 .push(e.path.clone());
@@ -229,13 +248,18 @@ pub fn render_text(report: &Report) -> String {
                 analyze,
                 analyze_error,
                 signature,
-            } => render_triaged(
-                &mut out,
-                triage,
-                analyze.as_deref(),
-                analyze_error.as_deref(),
-                signature,
-            ),
+            } => {
+                render_triaged(
+                    &mut out,
+                    triage,
+                    analyze.as_deref(),
+                    analyze_error.as_deref(),
+                    signature,
+                );
+                if let Some(issue) = report.known_issue(&signature.id) {
+                    let _ = writeln!(out, "  known issue: {issue}");
+                }
+            }
             Outcome::Failed { message, .. } => {
                 let _ = writeln!(out, "  error:     {message}");
             }
@@ -266,9 +290,13 @@ pub fn render_text(report: &Report) -> String {
                 || "-".to_owned(),
                 |h| format!("{}x/{}r", h.count, h.runs.len()),
             );
+            let known = b
+                .known_issue
+                .as_deref()
+                .map_or_else(String::new, |i| format!("  (known issue: {i})"));
             let _ = writeln!(
                 out,
-                "{:<16}  {:>5}  {:>9}  {}",
+                "{:<16}  {:>5}  {:>9}  {}{known}",
                 b.id,
                 b.dumps.len(),
                 history,
@@ -364,6 +392,10 @@ fn render_triaged(
             if let Some(v) = value {
                 let _ = writeln!(out, "  analyze:   {key} {v}");
             }
+        }
+        for (i, frame) in a.stack.iter().enumerate() {
+            let label = if i == 0 { "STACK_TEXT" } else { "          " };
+            let _ = writeln!(out, "  analyze:   {label} {frame}");
         }
     }
     if let Some(e) = analyze_error {

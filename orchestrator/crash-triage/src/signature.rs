@@ -63,7 +63,7 @@ pub fn signature(triage: &Triage, analyze: Option<&Analyze>) -> Signature {
     let from_debugger = analyze.and_then(|a| {
         let image = a.image_name.as_deref().filter(|s| !s.is_empty())?;
         let symbol = a.symbol_name.as_deref().and_then(symbol_function);
-        Some((image.to_owned(), symbol, false))
+        Some((image.to_owned(), symbol, a.blames_unloaded()))
     });
     let from_stack = || {
         blamed_frame(&triage.stack).map(|f| {
@@ -143,7 +143,8 @@ pub fn signature_id(title: &str) -> String {
 fn symbol_function(symbol: &str) -> Option<String> {
     let (_, f) = symbol.rsplit_once('!')?;
     let f = strip_offset(f.trim());
-    (!f.is_empty() && f != "unknown_function").then(|| f.to_owned())
+    // `x!unloaded` is WinDbg's name for a frame in an unloaded driver: no function either.
+    (!f.is_empty() && f != "unknown_function" && f != "unloaded").then(|| f.to_owned())
 }
 
 /// Drop a trailing `+0x1a3`, `+1a3` or `+0x1a3/0x2b0` offset.

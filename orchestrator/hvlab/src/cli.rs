@@ -309,6 +309,16 @@ pub struct ReproArgs {
     /// Terminal output.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+
+    /// Crashes already tracked upstream (default: <root>/known-issues.yaml if it exists);
+    /// see docs/known-issues.md.
+    #[arg(long, value_name = "FILE")]
+    pub known_issues_file: Option<PathBuf>,
+
+    /// What a known crash does to the exit code: `fail` (default: exit 1, marked known) or
+    /// `warn` (a repro whose only failures are known crashes exits 0).
+    #[arg(long, value_name = "fail|warn", default_value = "fail")]
+    pub known_issues: lab_runner::known::KnownPolicy,
 }
 
 /// Exit codes of `hvlab triage`.
@@ -327,6 +337,21 @@ pub struct TriageArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+
+    /// Run `!analyze -v` on each dump with this kd.exe / cdb.exe (`-z DUMP -c "!analyze -v;
+    /// q"`); its FAILURE_BUCKET_ID, image and symbol refine the bucket. A debugger that
+    /// fails is reported per dump and triage keeps hvlab's own signature.
+    #[arg(long, value_name = "PATH")]
+    pub debugger: Option<PathBuf>,
+
+    /// Symbol path for --debugger (passed with `-y`).
+    #[arg(long, value_name = "PATH", requires = "debugger")]
+    pub symbols: Option<String>,
+
+    /// Crashes already tracked upstream, named next to their buckets (default: <root>/known-issues.yaml if it exists);
+    /// see docs/known-issues.md.
+    #[arg(long, value_name = "FILE")]
+    pub known_issues_file: Option<PathBuf>,
 }
 
 /// `hvlab lab`.
@@ -386,7 +411,8 @@ pub struct ValidateArgs {
 /// `hvlab schema`.
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
-    /// Folder to write lab/payload/scenario.schema.json into (default: <root>/schemas).
+    /// Folder to write the schema of each file kind into (lab, payload, scenario and
+    /// known-issues `.schema.json`; default: <root>/schemas).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 

@@ -50,7 +50,7 @@ pub fn dispatch(cli: Cli, env: &EnvSettings) -> Result<u8, CliError> {
         Command::List(args) => commands::list::run(&root, &args),
         Command::Results(args) => commands::results::run(&root, &args),
         Command::Lab(args) => commands::lab::run(&root, &args, env),
-        Command::Triage(args) => commands::triage::run(&args),
+        Command::Triage(args) => commands::triage::run(&root, &args),
         Command::SimGuest(_) => unreachable!("handled above"),
     }
 }

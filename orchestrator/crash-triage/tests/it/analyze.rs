@@ -21,6 +21,7 @@ fn recorded_outputs_parse() {
         "verifier_pool_leak.txt",
         "list_entry_corruption.txt",
         "nmi_hang_no_symbols.txt",
+        "unloaded_driver_0xce.txt",
     ] {
         let parsed = parse_analyze(&fixture(name)).expect("analysis found");
         // Numbers in hex, as WinDbg shows them.
@@ -38,6 +39,7 @@ fn recorded_outputs_parse() {
             "PROCESS_NAME": parsed.process_name,
             "FAILURE_ID_HASH": parsed.failure_id_hash,
             "OS_VERSION": parsed.os_version,
+            "STACK_TEXT": parsed.stack,
         });
         insta::assert_yaml_snapshot!(name.trim_end_matches(".txt"), shown);
     }
@@ -109,4 +111,56 @@ fn run_analyze_runs_the_configured_debugger() {
         err.to_string().contains("no result after 200ms, killed"),
         "{err}"
     );
+}
+
+/// The hot-unload race through a host debugger: `!analyze` names the unloaded driver as
+/// `x!unloaded`, its stack comes along, and the merged signature is hvlab's own 0xCE
+/// bucket for both the 0xCE and the 0x50 dump (one mechanism, one bucket).
+#[test]
+fn an_unloaded_driver_s_analysis_merges_into_the_same_0xce_bucket() {
+    let a = parse_analyze(&fixture("unloaded_driver_0xce.txt")).unwrap();
+    assert_eq!(a.bugcheck_code, Some(0xCE));
+    assert_eq!(
+        a.failure_bucket_id.as_deref(),
+        Some("0xCE_sample_ext_free_without_epoch!unloaded")
+    );
+    assert!(a.blames_unloaded());
+    assert_eq!(a.stack.len(), 7, "{:?}", a.stack);
+    assert_eq!(a.stack[0], "nt!KeBugCheckEx");
+    assert_eq!(
+        a.stack[4],
+        "<Unloaded_sample_ext_free_without_epoch.sys>+0x11a40"
+    );
+    let page_fault = parse_analyze(&fixture("page_fault_sample_ext.txt")).unwrap();
+    assert!(!page_fault.blames_unloaded());
+    assert_eq!(
+        page_fault.stack[4],
+        "sample_ebpf_ext!sample_find_element+0x3c"
+    );
+
+    for code in [0xCE, 0x50] {
+        let spec = common::unloaded_race(
+            DumpKind::Kernel,
+            code,
+            0x1_1A40,
+            "ebpf_epoch_work_item_callback",
+        );
+        let t = triage_bytes(
+            Path::new("MEMORY.DMP"),
+            crash_triage::dump_bytes(&spec).unwrap(),
+        )
+        .unwrap();
+        let mut a = a.clone();
+        // The fixture's driver name, as the dump's unloaded list has it.
+        a.image_name = Some(common::UNLOADED_DRIVER.to_owned());
+        let merged = signature(&t, Some(&a));
+        assert_eq!(merged, signature(&t, None), "{code:#x}");
+        assert_eq!(
+            merged.title,
+            format!(
+                "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS (0xce) in {} (unloaded)",
+                common::UNLOADED_DRIVER
+            )
+        );
+    }
 }

@@ -129,6 +129,7 @@ pub fn run_cmd(root: &Path, args: &ReproArgs, env: &EnvSettings) -> Result<u8, C
     {
         *template = scenario.vms[0].clone();
     }
+    let known = crate::known::settings(root, args.known_issues_file.as_deref(), args.known_issues)?;
     let run_dir = RunDir::create(&results_root, Utc::now())
         .map_err(|e| CliError::infra("start the repro run", e))?;
     let _marker = lab_runner::in_progress::RunMarker::create(run_dir.path())
@@ -163,6 +164,7 @@ pub fn run_cmd(root: &Path, args: &ReproArgs, env: &EnvSettings) -> Result<u8, C
             seed: args.seed.unwrap_or_else(lab_runner::seed::random_seed),
             mode,
             replay_prefix: replay_prefix(args),
+            known,
         };
         let signals = SignalSource::os().map_err(|source| CliError::Io {
             action: "install the Ctrl-C handler".into(),

@@ -1,5 +1,5 @@
-//! `hvlab schema [--out DIR] [--check]`: writes the JSON Schemas of lab, payload and scenario
-//! files, or checks that the checked-in ones are current.
+//! `hvlab schema [--out DIR] [--check]`: writes the JSON Schemas of lab, payload, scenario
+//! and known-issues files, or checks that the checked-in ones are current.
 
 use std::path::Path;
 

@@ -1,6 +1,9 @@
 //! `hvlab triage PATH...`: triage kernel dumps, or every dump under a results directory,
-//! and group them into crash buckets. Exit 0 when every dump parsed, 2 when one could not
-//! be read (the report still lists the others).
+//! and group them into crash buckets; buckets a known-issues file names show their issue.
+//! Exit 0 when every dump parsed, 2 when one could not be read (the report still lists
+//! the others).
+
+use std::path::Path;
 
 use crash_triage::report::{self, ReportOptions};
 
@@ -8,16 +11,37 @@ use crate::cli::{Format, TriageArgs};
 use crate::error::CliError;
 
 /// Runs `hvlab triage`.
-pub fn run(args: &TriageArgs) -> Result<u8, CliError> {
+pub fn run(root: &Path, args: &TriageArgs) -> Result<u8, CliError> {
     if let Some(missing) = args.paths.iter().find(|p| !p.exists()) {
         return Err(CliError::Usage(format!(
             "`{}` does not exist",
             missing.display()
         )));
     }
-    let options = ReportOptions::default();
-    let r = report::triage_paths(&args.paths, &options)
+    // Triage's exit code does not depend on what crashed, so only the file matters here.
+    let known = crate::known::settings(
+        root,
+        args.known_issues_file.as_deref(),
+        lab_runner::known::KnownPolicy::default(),
+    )?;
+    for w in known.expiry_warnings() {
+        eprintln!("warning: {w}");
+    }
+    let options = ReportOptions {
+        debugger: args
+            .debugger
+            .as_ref()
+            .map(|path| crash_triage::DebuggerConfig {
+                path: path.clone(),
+                symbol_path: args.symbols.clone(),
+            }),
+        ..ReportOptions::default()
+    };
+    let mut r = report::triage_paths(&args.paths, &options)
         .map_err(|e| CliError::Usage(format!("triage: {}", lab_error::Chain(&e))))?;
+    if let Some(issues) = &known.issues {
+        r.mark_known(|id, title| issues.find(id, title, known.today).map(|e| e.issue.clone()));
+    }
     match args.format {
         Format::Human => crate::stdout(&report::render_text(&r))?,
         Format::Json => crate::stdout(&format!("{}\n", report::render_json(&r)))?,

@@ -149,3 +149,169 @@ fn a_bad_known_issues_file_is_a_config_error_with_its_place() {
     insta::assert_snapshot!(err);
     assert!(sb.leftover_vms().is_empty());
 }
+
+#[test]
+fn repro_marks_a_known_bucket_in_its_rates_and_warn_exits_0() {
+    let _race = timing_sensitive();
+    let sb = Sandbox::new();
+    let file = sb.dir.path().join("known-issues.yaml");
+    std::fs::write(
+        &file,
+        "known_issues:\n  - signature: '* in sample_ext_free_without_epoch.sys*'\n    issue: https://x.invalid/9\n",
+    )
+    .unwrap();
+    let out = sb
+        .hvlab()
+        .args(["repro", "fault-free-without-epoch", "--seed", "2"])
+        .args([
+            "--max-iterations",
+            "4",
+            "--vms",
+            "1",
+            "--known-issues",
+            "warn",
+        ])
+        .arg("--known-issues-file")
+        .arg(&file)
+        .arg("--results")
+        .arg(sb.results())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("known issue https://x.invalid/9"),
+        "{stderr}"
+    );
+    let run = run_dirs(&sb).pop().unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("repro.json")).unwrap()).unwrap();
+    let buckets = rec["buckets"].as_array().unwrap();
+    assert!(!buckets.is_empty(), "{rec}");
+    for b in buckets {
+        assert_eq!(b["known_issue"], "https://x.invalid/9", "{b}");
+    }
+}
+
+/// A 0x50 dump blamed on `sample_ebpf_ext.sys`, written without a lab.
+fn page_fault_dump(dir: &std::path::Path) -> std::path::PathBuf {
+    use crash_triage::{DumpKind, DumpSpec, Module};
+    let rip = 0xFFFF_F807_5020_1A3C;
+    let spec = DumpSpec::new(
+        DumpKind::Kernel,
+        0x50,
+        [0xFFFF_B00A_1C2E_3000, 0, rip, 2],
+        rip,
+        vec![
+            Module::new("ntoskrnl.exe", 0xFFFF_F807_4A00_0000, 0x0104_6000),
+            Module::new("sample_ebpf_ext.sys", 0xFFFF_F807_5020_0000, 0x0001_0000),
+        ],
+    );
+    let path = dir.join("MEMORY.DMP");
+    std::fs::write(&path, crash_triage::dump_bytes(&spec).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn triage_names_the_known_issue_of_a_matching_bucket() {
+    let sb = Sandbox::new();
+    let dump = page_fault_dump(sb.dir.path());
+    let file = sb.dir.path().join("known-issues.yaml");
+    std::fs::write(
+        &file,
+        "known_issues:\n  - signature: 'PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys'\n    issue: https://github.com/microsoft/ebpf-for-windows/issues/42\n",
+    )
+    .unwrap();
+    let out = sb
+        .hvlab()
+        .arg("triage")
+        .arg(&dump)
+        .arg("--known-issues-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout)
+        .replace(&sb.dir.path().display().to_string(), "[sandbox]");
+    insta::assert_snapshot!(stdout);
+
+    let json = sb
+        .hvlab()
+        .args(["triage", "--format", "json"])
+        .arg(&dump)
+        .arg("--known-issues-file")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        v["buckets"][0]["known_issue"],
+        "https://github.com/microsoft/ebpf-for-windows/issues/42"
+    );
+
+    // Without the file, nothing is marked.
+    let plain = sb.hvlab().arg("triage").arg(&dump).output().unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("known issue"));
+}
+
+/// `hvlab triage --debugger`: a shell script standing in for kd.exe prints a recorded
+/// `!analyze -v`; its bucket id, stack and symbol reach the report. A debugger that fails
+/// is reported and the dump keeps hvlab's own bucket.
+#[cfg(unix)]
+#[test]
+fn triage_with_a_debugger_merges_its_analysis_and_survives_its_failure() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let dump = page_fault_dump(sb.dir.path());
+    let recorded = crate::support::repo_root()
+        .join("orchestrator/crash-triage/tests/it/fixtures/analyze/page_fault_sample_ext.txt");
+    let kd = sb.dir.path().join("kd");
+    std::fs::write(&kd, format!("#!/bin/sh\ncat '{}'\n", recorded.display())).unwrap();
+    std::fs::set_permissions(&kd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = sb
+        .hvlab()
+        .arg("triage")
+        .arg(&dump)
+        .arg("--debugger")
+        .arg(&kd)
+        .args(["--symbols", "srv*C:\\symbols"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAILURE_BUCKET_ID AV_R_(null)_sample_ebpf_ext!sample_find_element"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("STACK_TEXT nt!KeBugCheckEx")
+            && stdout.contains("sample_ebpf_ext!sample_find_element+0x3c"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys!sample_find_element"
+        ),
+        "{stdout}"
+    );
+
+    std::fs::write(&kd, "#!/bin/sh\necho 'symbol server unreachable'\nexit 1\n").unwrap();
+    let out = sb
+        .hvlab()
+        .arg("triage")
+        .arg(&dump)
+        .arg("--debugger")
+        .arg(&kd)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("analyze:   failed: run debugger"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("bucket:    ae2413671e6b5e39 PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys\n"),
+        "{stdout}"
+    );
+}

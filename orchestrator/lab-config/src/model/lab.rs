@@ -25,6 +25,17 @@ pub struct Lab {
     pub payload: Option<(String, Origin)>,
     /// Kind-specific settings.
     pub backend: LabBackend,
+    /// The kernel debugger whose `!analyze -v` refines crash triage (`debugger:`).
+    pub debugger: Option<Debugger>,
+}
+
+/// `debugger:` in a lab file: kd.exe / cdb.exe and its symbol path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debugger {
+    /// The program: on this machine for a sim lab, on the VM's host for a Hyper-V lab.
+    pub path: String,
+    /// Passed with `-y` when set.
+    pub symbol_path: Option<String>,
 }
 
 /// Kind-specific part of a lab.

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 pub use invocation::{InvocationContext, RenderError};
 pub use lab::{
-    Connection, Credentials, GuestConfig, GuestTransport, Host, HyperVLab, HyperVTemplate, Lab,
-    LabBackend, Secret, SecretError, SecretRef, SimLab, SimTemplate, TemplateSummary, Verifier,
-    VerifierFlags,
+    Connection, Credentials, Debugger, GuestConfig, GuestTransport, Host, HyperVLab,
+    HyperVTemplate, Lab, LabBackend, Secret, SecretError, SecretRef, SimLab, SimTemplate,
+    TemplateSummary, Verifier, VerifierFlags,
 };
 pub use payload::{
     ArgKind, ArgValue, Driver, Metric, MetricSource, Payload, PayloadFile, ResultContract, Tool,

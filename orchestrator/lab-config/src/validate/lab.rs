@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::{Cx, list, sha256_hex};
 use crate::model::{
-    Connection, Credentials, GuestConfig, GuestTransport, Host, HyperVLab, HyperVTemplate, Lab,
-    LabBackend, Origin, SecretRef, SimLab, SimTemplate, Verifier, VerifierFlags,
+    Connection, Credentials, Debugger, GuestConfig, GuestTransport, Host, HyperVLab,
+    HyperVTemplate, Lab, LabBackend, Origin, SecretRef, SimLab, SimTemplate, Verifier,
+    VerifierFlags,
 };
 use crate::values::{ByteSize, SecretRefWire, Sp};
 use crate::wire::lab::{
@@ -115,6 +116,30 @@ fn default_payload(cx: &mut Cx<'_>, w: Option<&Sp<String>>) -> Option<(String, O
     Some((w.value.clone(), cx.origin(w.loc)))
 }
 
+/// `debugger:`: a program path and an optional symbol path, each one non-empty line (they
+/// end up on a command line, locally or in a host script).
+fn debugger(cx: &mut Cx<'_>, w: Option<&Sp<crate::wire::lab::DebuggerWire>>) -> Option<Debugger> {
+    let w = w?;
+    let line = |cx: &mut Cx<'_>, v: &Sp<String>, path: &str| {
+        if v.trim().is_empty() || v.chars().any(char::is_control) {
+            cx.error(
+                "invalid-value",
+                v.loc,
+                path,
+                format!("`{path}` must be one non-empty line, got {:?}", v.value),
+            );
+        }
+    };
+    line(cx, &w.path, "debugger.path");
+    if let Some(s) = &w.symbol_path {
+        line(cx, s, "debugger.symbol_path");
+    }
+    Some(Debugger {
+        path: w.path.value.clone(),
+        symbol_path: w.symbol_path.as_ref().map(|s| s.value.clone()),
+    })
+}
+
 /// Validates a sim lab.
 pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
     cx.name(&w.name, "name", "lab");
@@ -179,12 +204,14 @@ pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
         });
     }
     let payload = default_payload(cx, w.payload.as_ref());
+    let debugger = debugger(cx, w.debugger.as_ref());
     cx.clean().then(|| Lab {
         name: w.name.value,
         description: w.description,
         file: cx.file.clone(),
         infra_retries,
         payload,
+        debugger,
         backend: LabBackend::Sim(SimLab {
             capacity,
             templates,
@@ -384,12 +411,14 @@ pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
         });
     }
     let payload = default_payload(cx, w.payload.as_ref());
+    let debugger = debugger(cx, w.debugger.as_ref());
     cx.clean().then(|| Lab {
         name: w.name.value,
         description: w.description,
         file: cx.file.clone(),
         infra_retries,
         payload,
+        debugger,
         backend: LabBackend::HyperV(HyperVLab { hosts, templates }),
     })
 }

@@ -49,8 +49,27 @@ pub(crate) struct SimLabWire {
     /// scenario) or `hvlab run --payload` names another, e.g. `sim-ebpf`.
     #[serde(default)]
     pub payload: Option<Sp<String>>,
+    /// A kernel debugger (kd.exe / cdb.exe) whose `!analyze -v` refines the triage of each
+    /// crash: run on this machine for a sim lab, on the VM's host for a Hyper-V lab.
+    #[serde(default)]
+    pub debugger: Option<Sp<DebuggerWire>>,
     /// VM templates scenarios can run on.
     pub templates: Sp<Vec<SimTemplateWire>>,
+}
+
+/// The kernel debugger triage runs `!analyze -v` with.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Debugger")]
+pub(crate) struct DebuggerWire {
+    /// The debugger program, e.g. `C:\Program Files (x86)\Windows Kits\10\Debuggers\x64\kd.exe`
+    /// (a path on the host for a Hyper-V lab).
+    pub path: Sp<String>,
+    /// Symbol path passed with `-y`, e.g.
+    /// `srv*C:\symbols*https://msdl.microsoft.com/download/symbols`. Default: the
+    /// debugger's own (`_NT_SYMBOL_PATH`).
+    #[serde(default)]
+    pub symbol_path: Option<Sp<String>>,
 }
 
 /// A simulated VM template.
@@ -138,6 +157,10 @@ pub(crate) struct HyperVLabWire {
     /// scenario) or `hvlab run --payload` names another, e.g. `sim-ebpf`.
     #[serde(default)]
     pub payload: Option<Sp<String>>,
+    /// A kernel debugger (kd.exe / cdb.exe) whose `!analyze -v` refines the triage of each
+    /// crash: run on this machine for a sim lab, on the VM's host for a Hyper-V lab.
+    #[serde(default)]
+    pub debugger: Option<Sp<DebuggerWire>>,
     /// Hyper-V hosts VMs are spread over.
     pub hosts: Sp<Vec<HostWire>>,
     /// VM templates scenarios can run on.

@@ -55,6 +55,9 @@ pub struct ReproSettings {
     pub seed: u64,
     pub mode: Mode,
     pub replay_prefix: String,
+    /// `known-issues.yaml`: known buckets are marked in rates and output, and the
+    /// `--known-issues` policy decides the exit code as in `hvlab run`.
+    pub known: crate::known::KnownSettings,
 }
 
 /// Where the terminal output goes.
@@ -165,14 +168,12 @@ pub async fn run(
         mode: settings.mode,
         replay_prefix: settings.replay_prefix,
     };
-    let shared: report::Shared = Arc::new(Mutex::new(state::State::new(
-        config,
-        run_dir.id().as_str().to_owned(),
-        vms,
-    )));
+    let mut state = state::State::new(config, run_dir.id().as_str().to_owned(), vms);
+    state.known = settings.known.clone();
+    let shared: report::Shared = Arc::new(Mutex::new(state));
     let reporters = fanout(&run_dir, &shared, terminal).map_err(ReproError::Report)?;
     let run_settings = RunSettings {
-        known: Default::default(),
+        known: settings.known,
         plan: settings.plan,
         hypervisor: settings.hypervisor,
         iterations: None,

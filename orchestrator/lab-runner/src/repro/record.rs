@@ -21,6 +21,9 @@ pub const REPRO_FILE: &str = "repro.json";
 pub struct BucketReport {
     pub id: String,
     pub title: String,
+    /// The issue `known-issues.yaml` names for the bucket, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_issue: Option<String>,
     pub failures: usize,
     /// Over every completed iteration.
     pub rate: Rate,
@@ -95,6 +98,7 @@ pub fn section(s: &State) -> ReproSection {
             BucketReport {
                 id: id.clone(),
                 title: t.title.clone(),
+                known_issue: t.known_issue.clone(),
                 failures: t.iterations.len(),
                 rate,
                 explore_rate,

@@ -378,15 +378,20 @@ pub fn progress_line(st: &State, iteration: u32, outcome: &UnitOutcome, p: Paint
     let done = st.completed().count();
     let failed = st.completed().filter(|r| r.outcome == "failed").count();
     let _ = write!(s, " | {failed} fail/{done}");
-    for id in st.buckets.keys() {
+    for (id, tally) in &st.buckets {
         let (rate, _) = st.rates(id);
         let _ = write!(
             s,
-            " {} {} ({}-{})",
+            " {} {} ({}-{}){}",
             short(id),
             pct(rate.rate),
             pct(rate.low),
-            pct(rate.high)
+            pct(rate.high),
+            if tally.known_issue.is_some() {
+                " known"
+            } else {
+                ""
+            }
         );
     }
     let _ = write!(s, " | {:.0}/min", st.per_minute());
@@ -468,6 +473,9 @@ pub fn render_final(st: &State, results_dir: &Path, exit_code: i32, p: Paint) ->
     }
     for b in &sec.buckets {
         let _ = writeln!(s, "\n{} {}  {}", p.status("FAIL"), b.id, b.title);
+        if let Some(issue) = &b.known_issue {
+            let _ = writeln!(s, "      known issue {issue}");
+        }
         let _ = writeln!(s, "      rate {}", b.rate);
         if b.explore_rate.trials != b.rate.trials {
             let _ = writeln!(s, "      rate at evenly spread timing {}", b.explore_rate);

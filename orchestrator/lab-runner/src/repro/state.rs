@@ -161,6 +161,8 @@ pub struct IterationRecord {
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
     pub title: String,
+    /// The issue `known-issues.yaml` names for the bucket.
+    pub known_issue: Option<String>,
     pub iterations: Vec<u32>,
 }
 
@@ -180,6 +182,8 @@ pub struct State {
     /// The run id, once known (replay commands name it).
     pub run_id: String,
     pub vms: usize,
+    /// Marks known buckets (`known-issues.yaml`).
+    pub known: crate::known::KnownSettings,
 }
 
 impl State {
@@ -198,6 +202,7 @@ impl State {
             buckets: BTreeMap::new(),
             run_id,
             vms,
+            known: crate::known::KnownSettings::default(),
         }
     }
 
@@ -330,8 +335,13 @@ impl State {
         };
         r.bucket = Some(key.clone());
         r.bucket_title = Some(title.clone());
+        let known_issue = self.known.issues.as_ref().and_then(|k| {
+            k.find(&key, &title, self.known.today)
+                .map(|e| e.issue.clone())
+        });
         let tally = self.buckets.entry(key).or_default();
         tally.title = title;
+        tally.known_issue = known_issue;
         tally.iterations.push(unit.id.iteration);
         if self.first_failure.is_none() {
             self.first_failure = Some((unit.id.iteration, elapsed));
