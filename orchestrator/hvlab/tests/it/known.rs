@@ -107,6 +107,9 @@ fn a_known_crash_is_marked_and_warn_exits_0_and_a_new_bucket_is_new_once() {
     );
 
     // Same results root, default policy: the crash fails the run and is no longer new.
+    // Run ids have a one-second resolution and a random tail, so two runs in one second
+    // do not sort by start: the second run is the folder that was not there before.
+    let before = run_dirs(&sb);
     let out = sb
         .run(&["fault-free-without-epoch", "--seed", "2"])
         .arg("--known-issues-file")
@@ -114,7 +117,12 @@ fn a_known_crash_is_marked_and_warn_exits_0_and_a_new_bucket_is_new_once() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let run = run_dirs(&sb).pop().unwrap();
+    let mut added: Vec<_> = run_dirs(&sb)
+        .into_iter()
+        .filter(|d| !before.contains(d))
+        .collect();
+    assert_eq!(added.len(), 1, "{added:?}");
+    let run = added.pop().unwrap();
     for c in events(&run)
         .iter()
         .filter(|e| e["event"] == "crash_detected")
