@@ -162,7 +162,7 @@ pub async fn collect(
     let since = *ctx.event_mark.lock().expect("event mark lock");
     let event_ids = match ctx.guest.events(since).await {
         Ok(records) => {
-            if let Some(last) = records.iter().map(|r| r.record).max() {
+            if let Some(last) = records.iter().map(|r| r.record_id).max() {
                 *ctx.event_mark.lock().expect("event mark lock") = last;
             }
             if let Some(bc) = records.iter().rev().find_map(|r| r.bugcheck()) {
@@ -478,10 +478,11 @@ mod tests {
 
     fn rec(event_id: u32, message: &str) -> EventRecord {
         EventRecord {
-            record: u64::from(event_id),
+            record_id: u64::from(event_id),
+            time_created: Default::default(),
             event_id,
             provider: String::new(),
-            time: String::new(),
+            level: String::new(),
             message: message.to_owned(),
             data: Default::default(),
         }
