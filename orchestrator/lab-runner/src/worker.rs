@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lab_backends::{
-    AnyHypervisor, CrashControl, DEPLOYED_CHECKPOINT, DumpKind, Guest, GuestSettings, Hypervisor,
-    Verifier, VmSpec,
+    AnyHypervisor, CrashControl, DEPLOYED_CHECKPOINT, Guest, GuestSettings, Hypervisor, Verifier,
+    VmSpec,
 };
-use lab_config::{CrashDumpKind, GuestConfig, Plan, VerifierFlags};
+use lab_config::{GuestConfig, Plan, VerifierFlags};
 use tokio_util::sync::CancellationToken;
 
 use crate::deploy::LocalFile;
@@ -130,18 +130,11 @@ fn template_facts(plan: &Plan, name: &str) -> Option<TemplateFacts> {
 pub fn guest_settings(g: &GuestConfig) -> GuestSettings {
     GuestSettings {
         test_signing: g.test_signing,
+        // A test lab always wants the dump kept and NMIs to produce one.
         crash_control: CrashControl {
-            dump_kind: match g.crash_dump {
-                CrashDumpKind::None => DumpKind::None,
-                CrashDumpKind::Complete => DumpKind::Complete,
-                CrashDumpKind::Kernel => DumpKind::Kernel,
-                CrashDumpKind::Small => DumpKind::Small,
-                CrashDumpKind::Automatic => DumpKind::Automatic,
-            },
+            dump_kind: g.crash_dump,
             auto_reboot: g.auto_reboot,
-            // A test lab always wants the dump kept and NMIs to produce one.
-            always_keep_memory_dump: true,
-            nmi_crash_dump: true,
+            ..CrashControl::LAB
         },
         verifier: g
             .verifier
