@@ -301,7 +301,7 @@ async fn run_one(
     let unit_rel = attempt_rel(RunDir::unit_rel(&unit.id), attempt);
     let unit_dir = match attempt_dir(&shared.run_dir, &unit.id, attempt) {
         Ok(d) => d,
-        Err(e) => return (UnitOutcome::errored_msg(e), vec![], vm),
+        Err(e) => return (UnitOutcome::errored(&e), vec![], vm),
     };
     let env = UnitEnv {
         hv: &shared.hv,
@@ -347,16 +347,18 @@ fn attempt_dir(
     run_dir: &RunDir,
     unit: &UnitId,
     attempt: u32,
-) -> Result<std::path::PathBuf, String> {
-    let first = run_dir.unit_dir(unit).map_err(|e| e.to_string())?;
+) -> Result<std::path::PathBuf, crate::results::ResultsError> {
+    let first = run_dir.unit_dir(unit)?;
     if attempt <= 1 {
         return Ok(first);
     }
     let dir = run_dir
         .path()
         .join(attempt_rel(RunDir::unit_rel(unit), attempt));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("create the results folder {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| crate::results::ResultsError::CreateRunDir {
+        path: dir.clone(),
+        source,
+    })?;
     Ok(dir)
 }
 
