@@ -159,7 +159,7 @@ fn restore_time(dir: &Path) {
             boot_delay: Duration::from_millis(50),
             guest: GuestSettings {
                 test_signing: true,
-                crash_control: CrashControl::default(),
+                crash_control: CrashControl::LAB,
                 verifier: Verifier::default(),
             },
         };

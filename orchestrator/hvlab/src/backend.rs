@@ -11,7 +11,7 @@ use lab_backends::hyperv::{
     LocalPowerShell, RemotePowerShell, TemplateConfig, Timing, dry_run,
 };
 use lab_backends::sim::{GuestLauncher, SimHypervisor};
-use lab_backends::{ServiceSpec, StartType, VmSpec};
+use lab_backends::{ServiceSpec, VmSpec};
 use lab_config::{
     CheckpointType, Connection, GuestTransportKind, HyperVLab, Lab, LabBackend, Plan,
 };
@@ -225,12 +225,7 @@ pub fn dry_run(plan: &Plan) -> Result<String, CliError> {
                 .map(|d| ServiceSpec {
                     name: d.service.clone(),
                     binary_path: payload.files[d.file].destination.clone(),
-                    start_type: match d.start {
-                        lab_config::StartType::Boot => StartType::Boot,
-                        lab_config::StartType::System => StartType::System,
-                        lab_config::StartType::Auto => StartType::Auto,
-                        lab_config::StartType::Demand => StartType::Demand,
-                    },
+                    start_type: d.start,
                     depends_on: d.depends_on.clone(),
                 })
                 .collect(),

@@ -162,7 +162,7 @@ pub async fn collect(
     let since = *ctx.event_mark.lock().expect("event mark lock");
     let event_ids = match ctx.guest.events(since).await {
         Ok(records) => {
-            if let Some(last) = records.iter().map(|r| r.record).max() {
+            if let Some(last) = records.iter().map(|r| r.record_id).max() {
                 *ctx.event_mark.lock().expect("event mark lock") = last;
             }
             if let Some(bc) = records.iter().rev().find_map(|r| r.bugcheck()) {
@@ -179,7 +179,7 @@ pub async fn collect(
             }
             let rel = ctx.unit_rel.join("system-events.json");
             let path = ctx.unit_dir.join("system-events.json");
-            let written = serde_json::to_vec_pretty(&records)
+            let written = serde_json::to_vec_pretty(&events_file(&records))
                 .map_err(std::io::Error::other)
                 .map_err(|source| crate::results::ResultsError::Write {
                     path: path.clone(),
@@ -260,6 +260,33 @@ pub async fn collect(
         crash: crash.clone(),
     });
     Ok(crash)
+}
+
+/// A record as `system-events.json` writes it: the field names and order it had before the
+/// records took the guest protocol's (`record`, `time`), so tools that read it need no
+/// change.
+#[derive(serde::Serialize)]
+struct EventsFileRecord<'a> {
+    record: u64,
+    event_id: u32,
+    provider: &'a str,
+    time: String,
+    message: &'a str,
+    data: &'a std::collections::BTreeMap<String, String>,
+}
+
+fn events_file(records: &[lab_backends::EventRecord]) -> Vec<EventsFileRecord<'_>> {
+    records
+        .iter()
+        .map(|r| EventsFileRecord {
+            record: r.record_id,
+            event_id: r.event_id,
+            provider: &r.provider,
+            time: r.time_created.to_rfc3339(),
+            message: &r.message,
+            data: &r.data,
+        })
+        .collect()
 }
 
 /// Event 161 (volmgr) says the guest could not write its dump (e.g. its disk was full),
@@ -478,10 +505,11 @@ mod tests {
 
     fn rec(event_id: u32, message: &str) -> EventRecord {
         EventRecord {
-            record: u64::from(event_id),
+            record_id: u64::from(event_id),
+            time_created: Default::default(),
             event_id,
             provider: String::new(),
-            time: String::new(),
+            level: String::new(),
             message: message.to_owned(),
             data: Default::default(),
         }

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use lab_backends::{BackendError, Guest, ServiceSpec, ServiceState, StartType};
+use lab_backends::{BackendError, Guest, ServiceSpec, ServiceState};
 use lab_config::{Payload, UnsetVariable};
 use sha2::{Digest, Sha256};
 
@@ -93,15 +93,6 @@ pub fn preflight(payload: &Payload) -> Result<Vec<LocalFile>, DeployError> {
         .collect()
 }
 
-fn start_type(s: lab_config::StartType) -> StartType {
-    match s {
-        lab_config::StartType::Boot => StartType::Boot,
-        lab_config::StartType::System => StartType::System,
-        lab_config::StartType::Auto => StartType::Auto,
-        lab_config::StartType::Demand => StartType::Demand,
-    }
-}
-
 /// Copies files (skipping ones already there with the right hash), creates the services and
 /// starts the non-demand drivers in dependency order.
 pub async fn deploy<G: Guest + Sync>(
@@ -128,7 +119,7 @@ pub async fn deploy<G: Guest + Sync>(
         let spec = ServiceSpec {
             name: d.service.clone(),
             binary_path: payload.files[d.file].destination.clone(),
-            start_type: start_type(d.start),
+            start_type: d.start,
             depends_on: d.depends_on.clone(),
         };
         match guest.service_create(&spec).await {

@@ -66,7 +66,7 @@ pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<Pa
         }
     };
     let mark = match env.guest.events(0).await {
-        Ok(r) => r.iter().map(|r| r.record).max().unwrap_or(0),
+        Ok(r) => r.iter().map(|r| r.record_id).max().unwrap_or(0),
         Err(e) => {
             let e = RunnerError::lab(format!("read the event log of {}", env.vm))(e);
             return (UnitOutcome::errored(&e), vec![]);

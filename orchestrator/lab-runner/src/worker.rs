@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lab_backends::{
-    AnyHypervisor, CrashControl, DEPLOYED_CHECKPOINT, DumpKind, Guest, GuestSettings, Hypervisor,
-    Verifier, VmSpec,
+    AnyHypervisor, CrashControl, DEPLOYED_CHECKPOINT, Guest, GuestSettings, Hypervisor, Verifier,
+    VmSpec,
 };
-use lab_config::{CrashDumpKind, GuestConfig, Plan, VerifierFlags};
+use lab_config::{GuestConfig, Plan, VerifierFlags};
 use tokio_util::sync::CancellationToken;
 
 use crate::deploy::LocalFile;
@@ -130,18 +130,11 @@ fn template_facts(plan: &Plan, name: &str) -> Option<TemplateFacts> {
 pub fn guest_settings(g: &GuestConfig) -> GuestSettings {
     GuestSettings {
         test_signing: g.test_signing,
+        // A test lab always wants the dump kept and NMIs to produce one.
         crash_control: CrashControl {
-            dump_kind: match g.crash_dump {
-                CrashDumpKind::None => DumpKind::None,
-                CrashDumpKind::Complete => DumpKind::Complete,
-                CrashDumpKind::Kernel => DumpKind::Kernel,
-                CrashDumpKind::Small => DumpKind::Small,
-                CrashDumpKind::Automatic => DumpKind::Automatic,
-            },
+            dump_kind: g.crash_dump,
             auto_reboot: g.auto_reboot,
-            // A test lab always wants the dump kept and NMIs to produce one.
-            always_keep_memory_dump: true,
-            nmi_crash_dump: true,
+            ..CrashControl::LAB
         },
         verifier: g
             .verifier
@@ -308,7 +301,7 @@ async fn run_one(
     let unit_rel = attempt_rel(RunDir::unit_rel(&unit.id), attempt);
     let unit_dir = match attempt_dir(&shared.run_dir, &unit.id, attempt) {
         Ok(d) => d,
-        Err(e) => return (UnitOutcome::errored_msg(e), vec![], vm),
+        Err(e) => return (UnitOutcome::errored(&e), vec![], vm),
     };
     let env = UnitEnv {
         hv: &shared.hv,
@@ -354,16 +347,18 @@ fn attempt_dir(
     run_dir: &RunDir,
     unit: &UnitId,
     attempt: u32,
-) -> Result<std::path::PathBuf, String> {
-    let first = run_dir.unit_dir(unit).map_err(|e| e.to_string())?;
+) -> Result<std::path::PathBuf, crate::results::ResultsError> {
+    let first = run_dir.unit_dir(unit)?;
     if attempt <= 1 {
         return Ok(first);
     }
     let dir = run_dir
         .path()
         .join(attempt_rel(RunDir::unit_rel(unit), attempt));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("create the results folder {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| crate::results::ResultsError::CreateRunDir {
+        path: dir.clone(),
+        source,
+    })?;
     Ok(dir)
 }
 

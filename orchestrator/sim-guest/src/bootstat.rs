@@ -17,7 +17,7 @@ use crate::eventlog::{
     LEVEL_CRITICAL, LEVEL_ERROR, LEVEL_INFORMATION, NewEvent, PROVIDER_BUGCHECK, PROVIDER_EVENTLOG,
     PROVIDER_KERNEL_POWER, PROVIDER_VOLMGR,
 };
-use crate::protocol::VerifierSettings;
+use crate::protocol::Verifier;
 
 /// A bugcheck as recorded for the next boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub struct BootStat {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedState {
     pub test_signing: bool,
-    pub verifier: VerifierSettings,
+    pub verifier: Verifier,
     /// Services running, in the order they were started.
     pub running_services: Vec<String>,
 }

@@ -6,12 +6,11 @@
 //! fsynced: a killed process loses nothing the kernel's page cache holds, and a crash of
 //! the host itself is not a failure the simulated lab models (fsyncs made a boot 4x slower).
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::registry::Registry;
 
@@ -42,34 +41,7 @@ pub enum DiskError {
     Invalid { path: PathBuf, reason: String },
 }
 
-/// `vm.json`: the virtual hardware, written by the hypervisor before each start.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmConfig {
-    /// The VM name; also the guest's computer name (`hostname`).
-    pub name: String,
-    pub cpus: u32,
-    pub memory_mb: u64,
-    /// How long "firmware + boot loader" take before the kernel starts.
-    #[serde(default)]
-    pub boot_delay_ms: u64,
-    /// Resume from `memory.json` instead of booting cold: set by the hypervisor when it
-    /// restores a checkpoint (a standard checkpoint keeps memory, so nothing boots: no boot
-    /// events, the services that were running run again, boot options stay as they were).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub resume: bool,
-    /// Free-form labels of the hypervisor (run id, owner); the guest ignores them.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub tags: BTreeMap<String, String>,
-}
-
-/// `agent.json`: written atomically by the guest once the agent listens; the hypervisor
-/// waits for it (and for a new `boot_id`) to know the guest is up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentInfo {
-    pub port: u16,
-    pub boot_id: String,
-    pub pid: u32,
-}
+pub use crate::protocol::launch::{AgentInfo, VmConfig};
 
 /// Paths inside a disk directory.
 #[derive(Debug, Clone)]
@@ -215,6 +187,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn vm() -> VmConfig {
         VmConfig {

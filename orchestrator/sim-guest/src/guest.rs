@@ -16,7 +16,7 @@ use crate::bootstat::{self, BootStat, SavedState};
 use crate::disk::{self, AgentInfo, Disk, DiskError, VmConfig};
 use crate::eventlog::{EventLog, SYSTEM_LOG};
 use crate::files::Files;
-use crate::protocol::VerifierSettings;
+use crate::protocol::Verifier;
 use crate::registry::RegistryStore;
 use crate::server::Server;
 use crate::{EXIT_BUGCHECK_HALT, EXIT_BUGCHECK_REBOOT, EXIT_POWER_OFF, EXIT_REBOOT};
@@ -132,7 +132,7 @@ pub(crate) struct GuestCore {
     pub(crate) kernel: Kernel,
     /// Boot options in force for this boot (registry changes apply at the next one).
     pub(crate) test_signing: bool,
-    pub(crate) verifier: VerifierSettings,
+    pub(crate) verifier: Verifier,
     pub(crate) power: Power,
     /// The SCM database lock: service control requests run one at a time.
     pub(crate) scm: Mutex<crate::scm::ScmState>,

@@ -51,7 +51,6 @@ mod exec;
 pub mod files;
 mod guest;
 mod process;
-pub mod protocol;
 pub mod registry;
 mod scm;
 pub mod server;
@@ -62,16 +61,9 @@ pub use dispatch::MAX_EVENTS_PER_REPLY;
 pub use exec::{MAX_TIMEOUT_MS, TOOL_FORMAT};
 pub use guest::{BootError, BootOptions, Control, PowerEvent, RunningGuest};
 pub use process::run_process;
+/// The wire contract with the orchestrator lives in the shared Windows vocabulary.
+pub use win_vocab::protocol;
 
-/// Exit code: the guest was shut down (`Shutdown` request or SIGTERM), like a power-off.
-pub const EXIT_POWER_OFF: i32 = 0;
-/// Exit code: the disk directory or `vm.json` is missing or invalid.
-pub const EXIT_USAGE: i32 = 2;
-/// Exit code: the guest could not run (I/O failure on its disk, no loopback port).
-pub const EXIT_INFRA: i32 = 3;
-/// Exit code: the guest asked to be restarted (`Reboot` request); start it again.
-pub const EXIT_REBOOT: i32 = 10;
-/// Exit code: the guest bugchecked and `AutoReboot` is on; start it again.
-pub const EXIT_BUGCHECK_REBOOT: i32 = 11;
-/// Exit code: the guest bugchecked and `AutoReboot` is off; it stays off (a blue screen).
-pub const EXIT_BUGCHECK_HALT: i32 = 12;
+pub use protocol::launch::{
+    EXIT_BUGCHECK_HALT, EXIT_BUGCHECK_REBOOT, EXIT_INFRA, EXIT_POWER_OFF, EXIT_REBOOT, EXIT_USAGE,
+};

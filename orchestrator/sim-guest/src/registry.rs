@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{self, DiskError};
-use crate::protocol::{CrashControl, StartType, VerifierSettings};
+use crate::protocol::{CrashControl, StartType, Verifier};
 
 /// One installed service (`HKLM\SYSTEM\CurrentControlSet\Services\<name>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub struct Registry {
     #[serde(default)]
     pub crash_control: CrashControl,
     #[serde(default)]
-    pub verifier: VerifierSettings,
+    pub verifier: Verifier,
 }
 
 impl Registry {

@@ -586,23 +586,7 @@ impl Guest for HyperVGuest {
         let list: List<gs::Event> = self
             .run(gs::events(since_record), self.op_timeout())
             .await?;
-        Ok(list
-            .0
-            .into_iter()
-            .map(|e| EventRecord {
-                record: e.record_id,
-                event_id: e.id,
-                provider: e.provider_name,
-                time: e.time_created,
-                message: e.message.unwrap_or_default(),
-                data: e
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.unwrap_or_default()))
-                    .collect(),
-            })
-            .collect())
+        Ok(list.0.into_iter().map(EventRecord::from).collect())
     }
 
     async fn metric(&self, name: &str) -> Result<i64> {

@@ -1,4 +1,4 @@
-//! Async client of the simulated guest's agent protocol (`sim_guest::protocol`).
+//! Async client of the simulated guest's agent protocol (`win_vocab::protocol`).
 //!
 //! One TCP connection per logical operation: the agent answers requests strictly in turn on
 //! a connection, and parallel steps need parallel requests, so each call (or each file
@@ -8,17 +8,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sim_guest::protocol::{self, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use win_vocab::protocol::{self, Request, Response};
 
 use crate::error::{BackendError, Result};
 
-pub use sim_guest::disk::AgentInfo;
+pub use win_vocab::protocol::launch::AgentInfo;
 
 /// Reads `agent.json` of a disk directory, if the guest wrote one.
 pub fn read_agent_info(disk: &Path) -> Option<AgentInfo> {
-    sim_guest::disk::read_json(&disk.join("agent.json")).ok()
+    let bytes = std::fs::read(disk.join("agent.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Default bound on a single request/response round trip.

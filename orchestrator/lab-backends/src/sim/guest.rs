@@ -4,15 +4,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sim_guest::protocol::{self, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use win_vocab::protocol::{self, Request, Response};
 
 use super::agent::{AgentConn, REQUEST_TIMEOUT, check, unexpected};
 use crate::error::{BackendError, Result};
 use crate::guest::Guest;
 use crate::model::{
-    CrashControl, DirEntry, DumpKind, EventRecord, ExecOutput, FileInfo, ServiceSpec, ServiceState,
-    StartType, Verifier,
+    CrashControl, DirEntry, EventRecord, ExecOutput, FileInfo, ServiceSpec, ServiceState, Verifier,
 };
 
 /// Transfer chunk size: large enough that per-request overhead is negligible, small enough
@@ -54,7 +53,7 @@ impl SimGuest {
 
     async fn service(&self, req: Request, operation: &str) -> Result<ServiceState> {
         match self.call(req, REQUEST_TIMEOUT, operation).await? {
-            Response::Service(st) => Ok(from_proto_state(st.state)),
+            Response::Service(st) => Ok(st.state),
             other => Err(unexpected(&self.vm, operation, &other)),
         }
     }
@@ -273,7 +272,7 @@ impl Guest for SimGuest {
         let req = Request::ServiceCreate {
             name: spec.name.clone(),
             binary_path: spec.binary_path.clone(),
-            start_type: to_proto_start(spec.start_type),
+            start_type: spec.start_type,
             depends_on: spec.depends_on.clone(),
         };
         self.service(req, "service create").await.map(|_| ())
@@ -305,12 +304,7 @@ impl Guest for SimGuest {
     }
 
     async fn set_crash_control(&self, cc: &CrashControl) -> Result<()> {
-        let req = Request::SetCrashControl(protocol::CrashControl {
-            dump_kind: to_proto_dump(cc.dump_kind),
-            auto_reboot: cc.auto_reboot,
-            always_keep_memory_dump: cc.always_keep_memory_dump,
-            nmi_crash_dump: cc.nmi_crash_dump,
-        });
+        let req = Request::SetCrashControl(*cc);
         self.ok(req, "set crash control").await
     }
 
@@ -328,17 +322,7 @@ impl Guest for SimGuest {
             since_record,
         };
         match self.call(req, REQUEST_TIMEOUT, "read events").await? {
-            Response::Events { records } => Ok(records
-                .into_iter()
-                .map(|r| EventRecord {
-                    record: r.record_id,
-                    event_id: r.event_id,
-                    provider: r.provider,
-                    time: r.time_created.to_rfc3339(),
-                    message: r.message,
-                    data: r.data,
-                })
-                .collect()),
+            Response::Events { records } => Ok(records),
             other => Err(unexpected(&self.vm, "read events", &other)),
         }
     }
@@ -388,33 +372,4 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
         filled += n;
     }
     Ok(filled)
-}
-
-fn from_proto_state(s: protocol::ServiceState) -> ServiceState {
-    match s {
-        protocol::ServiceState::Stopped => ServiceState::Stopped,
-        protocol::ServiceState::StartPending => ServiceState::StartPending,
-        protocol::ServiceState::StopPending => ServiceState::StopPending,
-        protocol::ServiceState::Running => ServiceState::Running,
-    }
-}
-
-fn to_proto_start(s: StartType) -> protocol::StartType {
-    match s {
-        StartType::Boot => protocol::StartType::Boot,
-        StartType::System => protocol::StartType::System,
-        StartType::Auto => protocol::StartType::Auto,
-        StartType::Demand => protocol::StartType::Demand,
-        StartType::Disabled => protocol::StartType::Disabled,
-    }
-}
-
-fn to_proto_dump(k: DumpKind) -> protocol::DumpKind {
-    match k {
-        DumpKind::None => protocol::DumpKind::None,
-        DumpKind::Complete => protocol::DumpKind::Complete,
-        DumpKind::Kernel => protocol::DumpKind::Kernel,
-        DumpKind::Small => protocol::DumpKind::Small,
-        DumpKind::Automatic => protocol::DumpKind::Automatic,
-    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use win_vocab::protocol::launch;
 
 use super::disk::{self, CONSOLE_LOG, GUEST_PID_FILE};
 use crate::error::{BackendError, Result};
@@ -182,8 +183,8 @@ fn spawn_guest(
     status: &watch::Sender<Status>,
 ) -> Result<Supervised> {
     let disk = dir.join(disk::DISK_DIR);
-    // The guest's own type for vm.json, so both sides agree on the format.
-    let vm_json = sim_guest::disk::VmConfig {
+    // The shared launch contract's type for vm.json, so both sides agree on the format.
+    let vm_json = win_vocab::protocol::launch::VmConfig {
         name: name.to_owned(),
         cpus: spec.vcpus,
         memory_mb: spec.memory_mb,
@@ -228,10 +229,10 @@ async fn monitor(
                 tracing::debug!(vm = %name, ?code, "guest process exited");
                 let restart = matches!(
                     code,
-                    Some(sim_guest::EXIT_REBOOT) | Some(sim_guest::EXIT_BUGCHECK_REBOOT)
+                    Some(launch::EXIT_REBOOT) | Some(launch::EXIT_BUGCHECK_REBOOT)
                 );
                 let state = match code {
-                    Some(sim_guest::EXIT_BUGCHECK_REBOOT) | Some(sim_guest::EXIT_BUGCHECK_HALT) => VmState::Crashed,
+                    Some(launch::EXIT_BUGCHECK_REBOOT) | Some(launch::EXIT_BUGCHECK_HALT) => VmState::Crashed,
                     _ => VmState::Off,
                 };
                 status.send_modify(|s| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Origin;
-pub use crate::wire::lab::{CheckpointType, CrashDumpKind, GuestTransportKind, LabKind};
+pub use crate::wire::lab::{CheckpointType, GuestTransportKind, LabKind};
 
 /// A validated lab file.
 #[derive(Debug, Clone)]
@@ -81,24 +81,11 @@ pub struct GuestConfig {
     /// Test signing on.
     pub test_signing: bool,
     /// CrashControl dump kind.
-    pub crash_dump: CrashDumpKind,
+    pub crash_dump: win_vocab::DumpKind,
     /// Reboot after a bugcheck.
     pub auto_reboot: bool,
     /// Driver Verifier, if enabled.
     pub verifier: Option<Verifier>,
-}
-
-impl CrashDumpKind {
-    /// The CrashControl `CrashDumpEnabled` registry value.
-    pub fn registry_value(self) -> u32 {
-        match self {
-            CrashDumpKind::None => 0,
-            CrashDumpKind::Complete => 1,
-            CrashDumpKind::Kernel => 2,
-            CrashDumpKind::Small => 3,
-            CrashDumpKind::Automatic => 7,
-        }
-    }
 }
 
 /// Driver Verifier settings.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Origin;
 pub use crate::wire::payload::{
-    CountersFormat, DurationUnit, EpochCounter, PayloadTarget, SignatureKind, StartType,
+    CountersFormat, DurationUnit, EpochCounter, PayloadTarget, SignatureKind,
 };
 
 /// A validated payload manifest.
@@ -140,7 +140,7 @@ pub struct Driver {
     /// Index of that file in [`Payload::files`].
     pub file: usize,
     /// Start type.
-    pub start: StartType,
+    pub start: win_vocab::StartType,
     /// Services that must run first.
     pub depends_on: Vec<String>,
     /// Signature kind.
@@ -152,7 +152,7 @@ pub struct Driver {
 impl Driver {
     /// Deploy starts it (boot/system/auto); `demand` drivers are started by steps.
     pub fn started_by_deploy(&self) -> bool {
-        !matches!(self.start, StartType::Demand)
+        !matches!(self.start, win_vocab::StartType::Demand)
     }
 }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 use super::Origin;
 use super::invocation::{InvocationContext, RenderError, expand_builtins};
 use super::payload::{ArgValue, Payload};
-pub use crate::wire::scenario::DriverState;
 
 /// A validated scenario.
 #[derive(Debug, Clone)]
@@ -143,11 +142,7 @@ pub enum StepKind {
 impl StepKind {
     /// A short description, e.g. `driver_stop sample_ebpf_ext (expect stop_pending)`.
     pub fn describe(&self) -> String {
-        let state = |s: DriverState| match s {
-            DriverState::Running => "running",
-            DriverState::Stopped => "stopped",
-            DriverState::StopPending => "stop_pending",
-        };
+        let state = |s: win_vocab::ServiceState| s.to_string();
         match self {
             StepKind::Deploy => "deploy".to_owned(),
             StepKind::DriverStart(o) => format!(
@@ -220,7 +215,7 @@ pub struct DriverOp {
     pub driver: DriverRef,
     /// State to reach within `timeout`. `stop_pending`: the stop was accepted but has not
     /// completed (a service that reaches `stopped` instead fails); see docs/scenarios.md.
-    pub expect: DriverState,
+    pub expect: win_vocab::ServiceState,
     /// Time to wait.
     pub timeout: Duration,
 }

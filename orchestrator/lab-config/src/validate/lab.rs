@@ -103,7 +103,7 @@ fn guest_config(
 ) -> GuestConfig {
     GuestConfig {
         test_signing: test_signing.unwrap_or(true),
-        crash_dump: crash.unwrap_or(CrashDumpKind::Kernel),
+        crash_dump: crash.unwrap_or(CrashDumpKind::Kernel).into(),
         auto_reboot: auto_reboot.unwrap_or(true),
         verifier: verifier(cx, v, &format!("{path}.verifier")),
     }

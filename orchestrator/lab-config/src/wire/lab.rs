@@ -121,6 +121,18 @@ pub enum CrashDumpKind {
     Automatic,
 }
 
+impl From<CrashDumpKind> for win_vocab::DumpKind {
+    fn from(k: CrashDumpKind) -> Self {
+        match k {
+            CrashDumpKind::None => win_vocab::DumpKind::None,
+            CrashDumpKind::Small => win_vocab::DumpKind::Small,
+            CrashDumpKind::Kernel => win_vocab::DumpKind::Kernel,
+            CrashDumpKind::Complete => win_vocab::DumpKind::Complete,
+            CrashDumpKind::Automatic => win_vocab::DumpKind::Automatic,
+        }
+    }
+}
+
 /// Driver Verifier settings.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -88,6 +88,19 @@ pub enum StartType {
     Demand,
 }
 
+/// The YAML accepts the start types a test driver can use (not `disabled`); the model
+/// speaks the shared vocabulary.
+impl From<StartType> for win_vocab::StartType {
+    fn from(s: StartType) -> Self {
+        match s {
+            StartType::Boot => win_vocab::StartType::Boot,
+            StartType::System => win_vocab::StartType::System,
+            StartType::Auto => win_vocab::StartType::Auto,
+            StartType::Demand => win_vocab::StartType::Demand,
+        }
+    }
+}
+
 /// How a driver image is signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

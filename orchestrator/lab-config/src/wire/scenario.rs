@@ -137,6 +137,18 @@ pub enum DriverState {
     StopPending,
 }
 
+/// The YAML accepts the states a driver step can end in (not `start_pending`); the model
+/// speaks the shared vocabulary.
+impl From<DriverState> for win_vocab::ServiceState {
+    fn from(s: DriverState) -> Self {
+        match s {
+            DriverState::Running => win_vocab::ServiceState::Running,
+            DriverState::Stopped => win_vocab::ServiceState::Stopped,
+            DriverState::StopPending => win_vocab::ServiceState::StopPending,
+        }
+    }
+}
+
 /// `driver_start` / `driver_stop` / `driver_restart` / `driver_wait`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

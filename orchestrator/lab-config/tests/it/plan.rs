@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use win_vocab::ServiceState;
+
 use lab_config::{
-    DriverState, InvocationContext, MetricCondition, RepeatMode, SleepSpec, StepKind, Workspace,
-    load_payload, validate,
+    InvocationContext, MetricCondition, RepeatMode, SleepSpec, StepKind, Workspace, load_payload,
+    validate,
 };
 
 use super::repo;
@@ -121,7 +123,7 @@ fn restart_scenario_resolves_to_parallel_run_and_repeat() {
         (op.driver.service.as_str(), op.expect, op.timeout),
         (
             "sample_ebpf_ext",
-            DriverState::Running,
+            ServiceState::Running,
             Duration::from_secs(5)
         )
     );
@@ -158,7 +160,7 @@ fn defaults_are_applied() {
     };
     assert_eq!(
         (op.expect, op.timeout),
-        (DriverState::Running, Duration::from_secs(15))
+        (ServiceState::Running, Duration::from_secs(15))
     );
     let StepKind::Run(run) = &smoke.steps[1].kind else {
         panic!()

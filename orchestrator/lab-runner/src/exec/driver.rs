@@ -7,19 +7,11 @@
 use std::time::{Duration, Instant};
 
 use lab_backends::{Guest, ServiceState};
-use lab_config::{DriverOp, DriverState};
+use lab_config::DriverOp;
 
 use super::{LeafResult, StepError, UnitCtx, from_backend};
 
 const POLL: Duration = Duration::from_millis(10);
-
-fn wanted(s: DriverState) -> ServiceState {
-    match s {
-        DriverState::Running => ServiceState::Running,
-        DriverState::Stopped => ServiceState::Stopped,
-        DriverState::StopPending => ServiceState::StopPending,
-    }
-}
 
 pub(super) async fn start(ctx: &UnitCtx<'_>, op: &DriverOp) -> LeafResult {
     let svc = &op.driver.service;
@@ -43,7 +35,7 @@ pub(super) async fn stop(ctx: &UnitCtx<'_>, op: &DriverOp) -> LeafResult {
 
 pub(super) async fn restart(ctx: &UnitCtx<'_>, op: &DriverOp) -> LeafResult {
     let stop_op = DriverOp {
-        expect: DriverState::Stopped,
+        expect: ServiceState::Stopped,
         ..op.clone()
     };
     stop(ctx, &stop_op).await?;
@@ -68,7 +60,7 @@ async fn settle(
     verb: &str,
 ) -> LeafResult {
     let svc = &op.driver.service;
-    let want = wanted(op.expect);
+    let want = op.expect;
     let started = Instant::now();
     let deadline = started + op.timeout;
     loop {

@@ -181,6 +181,30 @@ pub struct Event {
     pub data: Option<std::collections::BTreeMap<String, Option<String>>>,
 }
 
+impl From<Event> for crate::EventRecord {
+    fn from(e: Event) -> Self {
+        crate::EventRecord {
+            record_id: e.record_id,
+            event_id: e.id,
+            provider: e.provider_name,
+            // The script writes round-trip ('o') UTC times; a record without one keeps its
+            // place by id and reads as the epoch rather than being dropped.
+            time_created: chrono::DateTime::parse_from_rfc3339(&e.time_created)
+                .map(|t| t.to_utc())
+                .unwrap_or_default(),
+            // Get-WinEvent's level is not in the script's output; nothing reads it.
+            level: String::new(),
+            message: e.message.unwrap_or_default(),
+            data: e
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.unwrap_or_default()))
+                .collect(),
+        }
+    }
+}
+
 /// Most records one call returns (the newest ones).
 pub const MAX_EVENTS: i64 = 2000;
 

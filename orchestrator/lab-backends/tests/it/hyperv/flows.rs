@@ -253,7 +253,7 @@ async fn crash_changes_boot_id_and_leaves_events_and_a_dump() {
     let bc = events.iter().find_map(|e| e.bugcheck()).unwrap();
     assert_eq!(bc.code, 0x50);
     assert!(
-        g.events(events.last().unwrap().record)
+        g.events(events.last().unwrap().record_id)
             .await
             .unwrap()
             .is_empty()

@@ -141,21 +141,9 @@ fn get_winevent_bugcheck_records() {
     let text = r#"{"ok":true,"value":[{"RecordId":5120,"Id":41,"ProviderName":"Microsoft-Windows-Kernel-Power","TimeCreated":"2025-03-04T05:06:07.0000000Z","Message":"The system has rebooted without cleanly shutting down first.","Data":{"BugcheckCode":"80","BugcheckParameter1":"0xffffd001234a0000","BugcheckParameter2":"0x0","BugcheckParameter3":"0xfffff8036ad1b2c3","BugcheckParameter4":"0x2","SleepInProgress":"0","PowerButtonTimestamp":"0"}},{"RecordId":5121,"Id":1001,"ProviderName":"Microsoft-Windows-WER-SystemErrorReporting","TimeCreated":"2025-03-04T05:06:09.0000000Z","Message":null,"Data":{"param1":"0x00000050 (0xffffd001234a0000, 0x0000000000000000, 0xfffff8036ad1b2c3, 0x0000000000000002)","param2":"C:\\Windows\\MEMORY.DMP","param3":"a1b2c3"}}]}"#;
     let list: List<Event> = envelope("guest.events", text).unwrap();
     assert_eq!(list.0.len(), 2);
-    let e = &list.0[0];
-    let rec = EventRecord {
-        record: e.record_id,
-        event_id: e.id,
-        provider: e.provider_name.clone(),
-        time: e.time_created.clone(),
-        message: e.message.clone().unwrap_or_default(),
-        data: e
-            .data
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k, v.unwrap_or_default()))
-            .collect(),
-    };
+    let rec = EventRecord::from(list.0[0].clone());
+    assert_eq!(rec.record_id, 5120);
+    assert_eq!(rec.time_created.to_rfc3339(), "2025-03-04T05:06:07+00:00");
     let bc = rec.bugcheck().unwrap();
     assert_eq!(bc.code, 0x50);
     assert_eq!(bc.params[0], 0xffff_d001_234a_0000);

@@ -55,7 +55,7 @@ pub fn spec(name: &str) -> VmSpec {
         boot_delay: Duration::ZERO,
         guest: GuestSettings {
             test_signing: true,
-            crash_control: CrashControl::default(),
+            crash_control: CrashControl::LAB,
             verifier: Verifier {
                 drivers: vec!["ebpfcore.sys".into()],
                 flags: Verifier::STANDARD,

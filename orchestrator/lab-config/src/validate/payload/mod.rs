@@ -182,7 +182,11 @@ fn drivers(
             service: d.service.value.clone(),
             binary: d.binary.value.clone(),
             file,
-            start: d.start.as_ref().map_or(StartType::Demand, |s| s.value),
+            start: d
+                .start
+                .as_ref()
+                .map_or(StartType::Demand, |s| s.value)
+                .into(),
             depends_on: d
                 .depends_on
                 .iter()

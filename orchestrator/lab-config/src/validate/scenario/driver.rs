@@ -118,7 +118,7 @@ fn driver_op(
             index: index?,
             service: w.driver.value.clone(),
         },
-        expect,
+        expect: expect.into(),
         timeout,
     })
 }

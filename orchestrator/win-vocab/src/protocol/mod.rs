@@ -18,11 +18,11 @@
 
 pub mod codes;
 mod frame;
+pub mod launch;
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+pub use crate::{CrashControl, DumpKind, EventRecord, ServiceState, StartType, Verifier};
 
 pub use frame::{
     FrameError, decode_request, decode_request_body, decode_response, decode_response_body,
@@ -114,10 +114,10 @@ pub enum Request {
     /// `epoch_current`, `epoch_released`); answered with [`Response::Metric`].
     Metric { name: String },
     /// Restart the guest: answered with [`Response::Ok`], then the guest exits with
-    /// [`crate::EXIT_REBOOT`].
+    /// [`launch::EXIT_REBOOT`].
     Reboot,
     /// Power the guest off: answered with [`Response::Ok`], then the guest exits with
-    /// [`crate::EXIT_POWER_OFF`].
+    /// [`launch::EXIT_POWER_OFF`].
     Shutdown,
 }
 
@@ -208,32 +208,6 @@ pub struct DirEntry {
     pub size: u64,
 }
 
-/// Service start types (`sc create start=`), in Windows' numbering order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartType {
-    /// 0: loaded by the boot loader.
-    Boot,
-    /// 1: loaded during kernel initialisation.
-    System,
-    /// 2: started by the service control manager at boot.
-    Auto,
-    /// 3: started on request.
-    Demand,
-    /// 4: cannot be started.
-    Disabled,
-}
-
-/// Service states as `sc query` reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceState {
-    Stopped,
-    StartPending,
-    StopPending,
-    Running,
-}
-
 /// What `ServiceQuery` (and create/start/stop) report about one service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,70 +224,6 @@ pub struct ServiceStatus {
     pub delete_pending: bool,
 }
 
-/// `CrashDumpEnabled` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DumpKind {
-    /// 0: no dump.
-    None,
-    /// 1: complete memory dump (`MEMORY.DMP`).
-    Complete,
-    /// 2: kernel memory dump (`MEMORY.DMP`).
-    Kernel,
-    /// 3: small memory dump (`Minidump\MMDDYY-NNNNN-01.dmp`).
-    Small,
-    /// 7: automatic memory dump (a kernel dump, `MEMORY.DMP`).
-    Automatic,
-}
-
-impl DumpKind {
-    /// The `CrashDumpEnabled` registry value.
-    pub fn registry_value(self) -> u32 {
-        match self {
-            DumpKind::None => 0,
-            DumpKind::Complete => 1,
-            DumpKind::Kernel => 2,
-            DumpKind::Small => 3,
-            DumpKind::Automatic => 7,
-        }
-    }
-}
-
-/// `HKLM\SYSTEM\CurrentControlSet\Control\CrashControl` values the guest honours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CrashControl {
-    pub dump_kind: DumpKind,
-    /// The hypervisor restarts the guest after a bugcheck when set.
-    pub auto_reboot: bool,
-    /// Keep `MEMORY.DMP` even when disk space is low (recorded; the sim never lacks space).
-    pub always_keep_memory_dump: bool,
-    /// An NMI bugchecks (0x80) and writes a dump when set; otherwise an NMI is ignored.
-    pub nmi_crash_dump: bool,
-}
-
-impl Default for CrashControl {
-    /// Windows' defaults: automatic dump, reboot, no NMI dump.
-    fn default() -> Self {
-        CrashControl {
-            dump_kind: DumpKind::Automatic,
-            auto_reboot: true,
-            always_keep_memory_dump: false,
-            nmi_crash_dump: false,
-        }
-    }
-}
-
-/// Driver Verifier settings (`verifier /standard /driver ...`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifierSettings {
-    /// Driver image names (`sample_ebpf_ext.sys`), compared case-insensitively.
-    pub drivers: Vec<String>,
-    /// Verifier flags (`/flags`); 0x209BB is `/standard`.
-    pub flags: u32,
-}
-
 /// What `GetConfig` reports: values in force for this boot and those pending a reboot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,28 +238,9 @@ pub struct GuestConfig {
     pub test_signing_pending: bool,
     pub crash_control: CrashControl,
     /// Verifier settings in force this boot.
-    pub verifier: VerifierSettings,
+    pub verifier: Verifier,
     /// Verifier settings in the registry (apply at the next boot).
-    pub verifier_pending: VerifierSettings,
-}
-
-/// One event log record, shaped like the System log's XML (`EventData` as name/value).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventRecord {
-    /// Increasing, never reused within a log.
-    pub record_id: u64,
-    pub time_created: DateTime<Utc>,
-    /// E.g. 41 (Kernel-Power), 1001 (BugCheck), 6005/6006/6008 (EventLog), 7036 (SCM).
-    pub event_id: u32,
-    /// E.g. `Microsoft-Windows-Kernel-Power`.
-    pub provider: String,
-    /// `critical`, `error`, `warning` or `information`.
-    pub level: String,
-    pub message: String,
-    /// `EventData` values; event 41 has `BugcheckCode` (decimal) and
-    /// `BugcheckParameter1..4` (hex).
-    pub data: BTreeMap<String, String>,
+    pub verifier_pending: Verifier,
 }
 
 /// Serde adapter for `Vec<u8>` as a standard base64 string.
