@@ -37,6 +37,12 @@ pub(crate) trait MapProvider: Send + Sync + Debug {
     fn symbol(&self, slot: Slot) -> &'static str;
     /// `base_properties.updates_original_value`: an object map.
     fn updates_original_value(&self) -> bool;
+    /// The provider registered the deprecated `preprocess_map_delete_element` instead of
+    /// `postprocess_map_delete_element`: the core's table then runs in PRE_FREE mode, calling
+    /// it under the bucket lock before the entry leaves the table (otherwise after, outside).
+    fn pre_free(&self) -> bool {
+        false
+    }
     /// Validates the definition; returns (actual value size, map context).
     fn preprocess_map_create(
         &self,

@@ -5,6 +5,7 @@
 mod ops;
 
 use crate::error::EbpfError;
+use crate::image::{DriverImage, Fault};
 use crate::inner::KernelInner;
 use crate::nmr::Registration;
 use crate::pool::{Pool, PoolHandle, TagId};
@@ -17,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// Pool tag of the core's map objects.
 pub(crate) const MAP_TAG: [u8; 4] = *b"eMap";
+/// Pool tag of the built-in hash table's entries.
+pub(crate) const ENTRY_TAG: [u8; 4] = *b"eHsh";
 
 /// One hash bucket: (key, stored value) pairs under the bucket lock.
 type Bucket = Mutex<Vec<(u32, u64)>>;
@@ -74,6 +77,12 @@ pub(crate) struct MapRegistry {
     pub(crate) live: AtomicUsize,
     pins: Mutex<BTreeMap<String, MapHandle>>,
     pub(crate) tag: TagId,
+    /// Pool tag of the built-in hash table's entries (epoch-allocated, charged to ebpfcore).
+    pub(crate) entry_tag: TagId,
+    /// ebpfcore flavour `update_failure_not_undone` (issue #5054).
+    pub(crate) update_failure_not_undone: AtomicBool,
+    /// ebpfcore flavour `pre_free_skips_replaced` (PR #5224).
+    pub(crate) pre_free_skips_replaced: AtomicBool,
 }
 
 impl MapRegistry {
@@ -83,7 +92,22 @@ impl MapRegistry {
             live: AtomicUsize::new(0),
             pins: Mutex::new(BTreeMap::new()),
             tag: pool.tag(MAP_TAG),
+            entry_tag: pool.tag(ENTRY_TAG),
+            update_failure_not_undone: AtomicBool::new(false),
+            pre_free_skips_replaced: AtomicBool::new(false),
         }
+    }
+
+    /// Takes the map-side build flavour of a loaded ebpfcore image.
+    pub(crate) fn set_flavour(&self, image: &DriverImage) {
+        self.update_failure_not_undone.store(
+            image.has_fault(Fault::UpdateFailureNotUndone),
+            Ordering::Relaxed,
+        );
+        self.pre_free_skips_replaced.store(
+            image.has_fault(Fault::PreFreeSkipsReplaced),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -135,6 +159,14 @@ impl MapHandle {
     /// True if the map has no entries.
     pub fn is_empty(&self) -> bool {
         self.map.len() == 0
+    }
+
+    /// A program invocation that looks up `keys` and reads the values through the pointers
+    /// the lookups returned at its end (inside one epoch, as `_ebpf_link_instance_invoke`
+    /// runs a program); returns the sum of the values found.
+    pub fn run_lookup_program(&self, keys: &[u32]) -> Result<u32, EbpfError> {
+        let _e = self.k.epoch_enter();
+        ops::lookup_program(&self.k, &self.map, keys)
     }
 }
 
