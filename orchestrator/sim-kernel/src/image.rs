@@ -67,11 +67,15 @@ pub enum Fault {
     /// ebpfcore before PR #5224: in PRE_FREE mode a replace skips the displaced value's
     /// delete callback; the value leaks.
     PreFreeSkipsReplaced,
+    /// ebpfcore of issue #1109 (the #1701 family of unload hangs): closing a map's last
+    /// handle queues its teardown work item without entering or leaving an epoch, so
+    /// nothing arms the epoch timer for it.
+    CloseWithoutEpoch,
 }
 
 impl Fault {
     /// Every fault switch, in contract order.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::FreeWithoutEpoch,
         Fault::DetachWithoutRundown,
         Fault::DoubleFreeOnReplace,
@@ -82,6 +86,7 @@ impl Fault {
         Fault::PerCpuEpochStamp,
         Fault::UpdateFailureNotUndone,
         Fault::PreFreeSkipsReplaced,
+        Fault::CloseWithoutEpoch,
     ];
 
     /// The image whose code the switch changes.
@@ -89,7 +94,8 @@ impl Fault {
         match self {
             Fault::PerCpuEpochStamp
             | Fault::UpdateFailureNotUndone
-            | Fault::PreFreeSkipsReplaced => ImageKind::EbpfCore,
+            | Fault::PreFreeSkipsReplaced
+            | Fault::CloseWithoutEpoch => ImageKind::EbpfCore,
             _ => ImageKind::SampleExt,
         }
     }
@@ -107,6 +113,7 @@ impl Fault {
             Fault::PerCpuEpochStamp => "per_cpu_epoch_stamp",
             Fault::UpdateFailureNotUndone => "update_failure_not_undone",
             Fault::PreFreeSkipsReplaced => "pre_free_skips_replaced",
+            Fault::CloseWithoutEpoch => "close_without_epoch",
         }
     }
 
@@ -149,7 +156,7 @@ pub enum ImageError {
         "parse the driver manifest: unknown fault {0:?} (known: free_without_epoch, \
          detach_without_rundown, double_free_on_replace, leak_on_replace, stuck_reader, \
          hang_on_unload, legacy_preprocess_delete, per_cpu_epoch_stamp, update_failure_not_undone, \
-         pre_free_skips_replaced)"
+         pre_free_skips_replaced, close_without_epoch)"
     )]
     UnknownFault(String),
     /// A fault switch of the other image.

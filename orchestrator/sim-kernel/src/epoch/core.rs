@@ -78,11 +78,32 @@ impl SyncPoint {
     }
 }
 
+/// An epoch work item (`ebpf_epoch_schedule_work_item`): code that runs once every thread
+/// that was inside an epoch when it was scheduled has left (a map's teardown).
+pub(crate) struct WorkItem(Box<dyn FnOnce() + Send>);
+
+impl WorkItem {
+    pub(crate) fn new(f: impl FnOnce() + Send + 'static) -> Self {
+        WorkItem(Box::new(f))
+    }
+
+    pub(crate) fn run(self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for WorkItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkItem")
+    }
+}
+
 /// What a free list holds.
 #[derive(Debug)]
 enum Entry<T> {
     Item(T),
     Sync(Arc<SyncPoint>),
+    Work(WorkItem),
 }
 
 /// What one computation released: the items to free, then the sync points to signal.
@@ -91,6 +112,9 @@ enum Entry<T> {
 pub(crate) struct Release<T> {
     /// Items whose epoch passed, in per-CPU stamp order.
     pub(crate) items: Vec<T>,
+    /// Work items whose epoch passed: the caller runs them after freeing the items and
+    /// before [`Release::complete`], so a synchronize also waits for them.
+    pub(crate) work: Vec<WorkItem>,
     syncs: Vec<Arc<SyncPoint>>,
 }
 
@@ -204,6 +228,15 @@ impl<T> EpochCore<T> {
         c.free_list.push_back((e, Entry::Sync(point)));
     }
 
+    /// Queues a work item on `cpu`'s free list, stamped like a retired item; it is handed
+    /// out once released. Does not arm the timer: the caller's epoch exit does
+    /// ([`EpochCore::exit`] reports the non-empty free list).
+    pub(crate) fn queue_work(&self, cpu: usize, work: WorkItem) {
+        let mut c = lock(&self.cpus[cpu]);
+        let e = self.stamp(&c);
+        c.free_list.push_back((e, Entry::Work(work)));
+    }
+
     /// Runs one propose/commit cycle; returns what it released.
     pub(crate) fn compute(&self) -> Release<T> {
         let _one_at_a_time = lock(&self.computing);
@@ -224,6 +257,7 @@ impl<T> EpochCore<T> {
         let released = proposed - 1;
         let mut out = Release {
             items: Vec::new(),
+            work: Vec::new(),
             syncs: Vec::new(),
         };
         for cpu in &self.cpus {
@@ -233,6 +267,7 @@ impl<T> EpochCore<T> {
                 match c.free_list.pop_front() {
                     Some((_, Entry::Item(item))) => out.items.push(item),
                     Some((_, Entry::Sync(s))) => out.syncs.push(s),
+                    Some((_, Entry::Work(w))) => out.work.push(w),
                     None => {}
                 }
             }
@@ -261,6 +296,9 @@ impl<T> EpochCore<T> {
     pub(crate) fn cycle(&self) -> (i64, Vec<T>) {
         let mut r = self.compute();
         let items = std::mem::take(&mut r.items);
+        for w in std::mem::take(&mut r.work) {
+            w.run();
+        }
         r.complete();
         (self.released(), items)
     }

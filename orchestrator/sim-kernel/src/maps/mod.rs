@@ -83,6 +83,8 @@ pub(crate) struct MapRegistry {
     pub(crate) update_failure_not_undone: AtomicBool,
     /// ebpfcore flavour `pre_free_skips_replaced` (PR #5224).
     pub(crate) pre_free_skips_replaced: AtomicBool,
+    /// ebpfcore flavour `close_without_epoch` (issue #1109).
+    pub(crate) close_without_epoch: AtomicBool,
 }
 
 impl MapRegistry {
@@ -95,6 +97,7 @@ impl MapRegistry {
             entry_tag: pool.tag(ENTRY_TAG),
             update_failure_not_undone: AtomicBool::new(false),
             pre_free_skips_replaced: AtomicBool::new(false),
+            close_without_epoch: AtomicBool::new(false),
         }
     }
 
@@ -108,6 +111,8 @@ impl MapRegistry {
             image.has_fault(Fault::PreFreeSkipsReplaced),
             Ordering::Relaxed,
         );
+        self.close_without_epoch
+            .store(image.has_fault(Fault::CloseWithoutEpoch), Ordering::Relaxed);
     }
 }
 
@@ -134,8 +139,28 @@ impl Clone for MapHandle {
 impl Drop for MapHandle {
     fn drop(&mut self) {
         if self.map.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // A failure here is a bugcheck already recorded (or a stopped kernel).
-            let _ = ops::destroy(&self.k, &self.map);
+            // As upstream, the teardown (entry cleanup, postprocess_map_delete, rundown
+            // release) is an epoch work item: a reader that found the map inside an epoch may
+            // still use it. So a reader stuck in an epoch keeps the provider's rundown, and
+            // the extension's stop pends, after every handle is closed. The work item holds
+            // the kernel weakly: one left queued at shutdown must not keep it alive.
+            let k = Arc::downgrade(&self.k);
+            let map = self.map.clone();
+            let work = move || {
+                if let Some(k) = k.upgrade() {
+                    // A failure here is a bugcheck already recorded (or a stopped kernel).
+                    let _ = ops::destroy(&k, &map);
+                }
+            };
+            if self.k.maps.close_without_epoch.load(Ordering::Relaxed) {
+                // The flavour of issue #1109: the close path neither enters nor leaves an
+                // epoch, so nothing arms the timer for the work item it queues; it runs
+                // only if some other thread's epoch exit on this CPU flushes the list.
+                self.k.epoch_schedule_work(work);
+            } else {
+                let _epoch = self.k.epoch_enter();
+                self.k.epoch_schedule_work(work);
+            }
         }
     }
 }

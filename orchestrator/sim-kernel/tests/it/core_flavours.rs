@@ -86,8 +86,8 @@ fn leaked_after(core: &[Fault], ext: &[Fault], argv: &str) -> i64 {
     let base = k.pool_stats().tag("Smpl").bytes;
     let out = stress(&k, argv, Duration::from_secs(5));
     assert_eq!(out.exit_code, 0, "{}", out.stderr);
-    assert_eq!(k.live_maps(), 0);
     k.synchronize().unwrap();
+    assert_eq!(k.live_maps(), 0);
     let leaked = k.pool_stats().tag("Smpl").bytes - base;
     assert_eq!(k.bugcheck(), None);
     k.shutdown();
@@ -126,6 +126,7 @@ fn core_flavours_belong_to_the_core_image() {
         Fault::PerCpuEpochStamp,
         Fault::UpdateFailureNotUndone,
         Fault::PreFreeSkipsReplaced,
+        Fault::CloseWithoutEpoch,
     ] {
         assert_eq!(f.image(), ImageKind::EbpfCore, "{f:?}");
         let bytes = format!(
@@ -134,4 +135,68 @@ fn core_flavours_belong_to_the_core_image() {
         );
         assert!(DriverImage::parse(bytes.as_bytes()).is_err(), "{f:?}");
     }
+}
+
+/// Issue #1109 (the #1701 family): the close path queues the map's teardown work item
+/// without entering or leaving an epoch, so nothing arms the timer for it; with nothing
+/// else running, the extension's stop pends for ever. On the correct build it completes.
+#[test]
+fn close_without_epoch_leaves_the_extension_stop_pending() {
+    for (core, want) in [
+        (&[Fault::CloseWithoutEpoch][..], DriverState::StopPending),
+        (&[][..], DriverState::Stopped),
+    ] {
+        let k = boot_core(core, Some(&[]));
+        let map = k
+            .create_map(MapDefinition::new(BPF_MAP_TYPE_SAMPLE_HASH_MAP, 8))
+            .unwrap();
+        map.update(1, 1, UpdateOption::Any).unwrap();
+        drop(map);
+        k.stop_driver("sample_ebpf_ext").unwrap();
+        let settled = wait_state(
+            &k,
+            "sample_ebpf_ext",
+            DriverState::Stopped,
+            Duration::from_secs(2),
+        );
+        assert_eq!(k.driver_state("sample_ebpf_ext"), want, "core {core:?}");
+        assert_eq!(settled, want == DriverState::Stopped);
+        if want == DriverState::StopPending {
+            // The hang path: an NMI blames the unload waiting for the provider's rundown.
+            let bc = k.nmi().expect("an NMI dump of the hung stop");
+            assert_eq!(bc.code, NMI_HARDWARE_FAILURE, "{bc:?}");
+            assert_eq!(bc.module, "sample_ebpf_ext.sys", "{bc:?}");
+        }
+        k.shutdown();
+    }
+}
+
+/// A reader inside an epoch keeps an extension STOP_PENDING after every map handle closed
+/// (the teardown waits for it), and the stop completes once it leaves.
+#[test]
+fn a_reader_inside_an_epoch_keeps_the_extension_stop_pending() {
+    let k = boot_core(&[], Some(&[]));
+    let map = k
+        .create_map(MapDefinition::new(BPF_MAP_TYPE_SAMPLE_HASH_MAP, 8))
+        .unwrap();
+    let reader = k.enter_epoch();
+    drop(map);
+    assert_eq!(
+        k.stop_driver("sample_ebpf_ext").unwrap(),
+        DriverState::StopPending
+    );
+    assert!(!wait_state(
+        &k,
+        "sample_ebpf_ext",
+        DriverState::Stopped,
+        Duration::from_millis(300)
+    ));
+    drop(reader);
+    assert!(wait_state(
+        &k,
+        "sample_ebpf_ext",
+        DriverState::Stopped,
+        Duration::from_secs(10)
+    ));
+    k.shutdown();
 }
