@@ -27,7 +27,7 @@ fn every_upstream_bug_fails_by_its_own_mechanism() {
     let out = sb.run(&["--tag", "upstream-bug"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let s = summary(&sb);
-    assert_eq!(s["stats"]["failed"], 3, "{s:#}");
+    assert_eq!(s["stats"]["failed"], 4, "{s:#}");
     assert_eq!(
         s["stats"]["retried"], 0,
         "a unit needed a retry (a VM redeployed with another payload?): {s:#}"
@@ -36,6 +36,11 @@ fn every_upstream_bug_fails_by_its_own_mechanism() {
     assert_eq!(
         skew["crash"]["bucket"]["title"], "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in ebpfcore.sys",
         "{skew:#}"
+    );
+    let hang = unit(&s, "upstream-1109-teardown-work-item-never-runs");
+    assert_eq!(
+        hang["crash"]["bucket"]["title"], "NMI_HARDWARE_FAILURE (0x80) in sample_ebpf_ext.sys",
+        "the stop hangs, and the NMI blames the unload waiting for the rundown: {hang:#}"
     );
     for scenario in [
         "upstream-5054-failed-update-not-undone",
@@ -57,5 +62,5 @@ fn every_clean_twin_passes() {
     let out = sb.run(&["--tag", "upstream-bug-clean"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let s = summary(&sb);
-    assert_eq!(s["stats"]["passed"], 3, "{s:#}");
+    assert_eq!(s["stats"]["passed"], 4, "{s:#}");
 }

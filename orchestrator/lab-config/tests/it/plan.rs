@@ -217,9 +217,9 @@ fn matrix_and_fault_selection() {
     assert_eq!(cells.len(), expected);
     // One per fault switch, plus the hot-unload race that repro mode hunts, plus one per
     // modelled upstream bug (docs/upstream-bugs.md).
-    assert_eq!(plan.with_tag("fault").count(), 10);
-    assert_eq!(plan.with_tag("upstream-bug").count(), 3);
-    assert_eq!(plan.with_tag("upstream-bug-clean").count(), 3);
+    assert_eq!(plan.with_tag("fault").count(), 11);
+    assert_eq!(plan.with_tag("upstream-bug").count(), 4);
+    assert_eq!(plan.with_tag("upstream-bug-clean").count(), 4);
     assert!(
         plan.scenarios
             .iter()
