@@ -163,6 +163,13 @@ impl SampleExt {
 }
 
 impl MapProvider for SampleExt {
+    fn provider_data(&self) -> Option<crate::provider::ProviderData> {
+        Some(crate::provider::ProviderData {
+            map_type: BPF_MAP_TYPE_SAMPLE_HASH_MAP,
+            base_map_type: crate::types::BPF_MAP_TYPE_HASH,
+        })
+    }
+
     fn symbol(&self, slot: Slot) -> &'static str {
         match slot {
             Slot::PreprocessMapCreate => "_sample_map_create",

@@ -214,6 +214,10 @@ pub(crate) fn create(k: &Arc<KernelInner>, def: MapDefinition) -> Result<MapHand
             .nmr
             .attach(def.map_type)
             .ok_or(EbpfError::ExtensionFailedToLoad)?;
+        if crate::provider::check_attach(&*reg.provider, def.map_type).is_err() {
+            reg.rundown.release();
+            return Err(EbpfError::ExtensionFailedToLoad);
+        }
         let p = reg.provider.clone();
         let created = k.call_driver(
             reg.module,
