@@ -552,6 +552,51 @@ mod loom_tests {
         });
     }
 
+    /// An epoch work item (a map's teardown) never runs while a reader that could still
+    /// reach the map is inside an epoch, and runs once every reader has left.
+    #[test]
+    fn loom_work_item_waits_for_readers() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let core = Arc::new(EpochCore::<u8>::new(2));
+            // The map is reachable (a handle table entry) until the last close.
+            let open = Arc::new(Mutex::new(true));
+            let torn_down = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let (core, open, torn_down) = (core.clone(), open.clone(), torn_down.clone());
+                loom::thread::spawn(move || {
+                    let e = core.enter(0);
+                    if *lock(&open) {
+                        assert!(
+                            !torn_down.load(Ordering::SeqCst),
+                            "torn down under a reader"
+                        );
+                    }
+                    core.exit(0, e);
+                })
+            };
+            let closer = {
+                let (core, open, torn_down) = (core.clone(), open.clone(), torn_down.clone());
+                loom::thread::spawn(move || {
+                    *lock(&open) = false;
+                    core.queue_work(
+                        1,
+                        WorkItem::new(move || torn_down.store(true, Ordering::SeqCst)),
+                    );
+                })
+            };
+            // The timer DPC: `cycle` runs the work items a pass releases.
+            for _ in 0..2 {
+                core.cycle();
+            }
+            reader.join().unwrap();
+            closer.join().unwrap();
+            core.cycle();
+            assert!(torn_down.load(Ordering::SeqCst), "the work item never ran");
+        });
+    }
+
     /// `synchronize` returns only after everything retired before it is freed, whatever the
     /// timer thread's interleaving: the old rule (wait until the released epoch passes the
     /// target) returned between the commit and the frees.
