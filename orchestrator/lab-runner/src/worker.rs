@@ -251,11 +251,11 @@ async fn run_one(
 ) -> (UnitOutcome, Vec<std::path::PathBuf>, String) {
     let scenario = &shared.plan.scenarios[unit.scenario];
     let payload = &scenario.payload;
-    // A VM of another template is replaced.
-    if held
-        .as_ref()
-        .is_some_and(|h| h.template != unit.id.template)
-    {
+    // A VM of another template is replaced, and so is one deployed with another payload:
+    // that payload's drivers are running, their images in use (a redeploy fails with 32).
+    if held.as_ref().is_some_and(|h| {
+        h.template != unit.id.template || h.payload.as_ref().is_some_and(|p| *p != payload.name)
+    }) {
         let h = held.take().expect("held VM");
         remove_vm(shared, &h.name).await;
     }

@@ -38,7 +38,9 @@ impl fmt::Display for Signature {
     }
 }
 
-/// A fault switch of the sample extension (contract names in [`Fault::name`]).
+/// A fault switch of a driver image (contract names in [`Fault::name`]): most belong to the
+/// sample extension; the `ebpfcore` ones are build flavours of the core, each modelling one
+/// bug upstream really had in it (see docs/upstream-bugs.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// Displaced/deleted entries are freed at once instead of through `epoch_free`.
@@ -53,18 +55,50 @@ pub enum Fault {
     StuckReader,
     /// `DriverUnload` blocks forever (until an NMI or shutdown).
     HangOnUnload,
+    /// Not a bug: the extension registers the deprecated `preprocess_map_delete_element`
+    /// (PRE_FREE mode), the provider shape PR #5224's bug needs.
+    LegacyPreprocessDelete,
+    /// ebpfcore before PR #4924 (issue #4920): enter and `epoch_free` stamp with the CPU's
+    /// own epoch, which the timer's proposal updates CPU by CPU.
+    PerCpuEpochStamp,
+    /// ebpfcore before PR #5069 (issue #5054): a custom-map update the table refuses after
+    /// `preprocess_map_update_element` succeeded is not undone; the prepared value leaks.
+    UpdateFailureNotUndone,
+    /// ebpfcore before PR #5224: in PRE_FREE mode a replace skips the displaced value's
+    /// delete callback; the value leaks.
+    PreFreeSkipsReplaced,
+    /// ebpfcore of issue #1109 (the #1701 family of unload hangs): closing a map's last
+    /// handle queues its teardown work item without entering or leaving an epoch, so
+    /// nothing arms the epoch timer for it.
+    CloseWithoutEpoch,
 }
 
 impl Fault {
     /// Every fault switch, in contract order.
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 11] = [
         Fault::FreeWithoutEpoch,
         Fault::DetachWithoutRundown,
         Fault::DoubleFreeOnReplace,
         Fault::LeakOnReplace,
         Fault::StuckReader,
         Fault::HangOnUnload,
+        Fault::LegacyPreprocessDelete,
+        Fault::PerCpuEpochStamp,
+        Fault::UpdateFailureNotUndone,
+        Fault::PreFreeSkipsReplaced,
+        Fault::CloseWithoutEpoch,
     ];
+
+    /// The image whose code the switch changes.
+    pub fn image(self) -> ImageKind {
+        match self {
+            Fault::PerCpuEpochStamp
+            | Fault::UpdateFailureNotUndone
+            | Fault::PreFreeSkipsReplaced
+            | Fault::CloseWithoutEpoch => ImageKind::EbpfCore,
+            _ => ImageKind::SampleExt,
+        }
+    }
 
     /// The manifest name, e.g. `free_without_epoch`.
     pub fn name(self) -> &'static str {
@@ -75,6 +109,11 @@ impl Fault {
             Fault::LeakOnReplace => "leak_on_replace",
             Fault::StuckReader => "stuck_reader",
             Fault::HangOnUnload => "hang_on_unload",
+            Fault::LegacyPreprocessDelete => "legacy_preprocess_delete",
+            Fault::PerCpuEpochStamp => "per_cpu_epoch_stamp",
+            Fault::UpdateFailureNotUndone => "update_failure_not_undone",
+            Fault::PreFreeSkipsReplaced => "pre_free_skips_replaced",
+            Fault::CloseWithoutEpoch => "close_without_epoch",
         }
     }
 
@@ -91,7 +130,7 @@ pub struct DriverImage {
     pub image: ImageKind,
     /// Signature kind.
     pub signature: Signature,
-    /// Fault switches (sample_ext only), without duplicates.
+    /// Fault switches of this image, without duplicates.
     pub faults: Vec<Fault>,
 }
 
@@ -116,12 +155,13 @@ pub enum ImageError {
     #[error(
         "parse the driver manifest: unknown fault {0:?} (known: free_without_epoch, \
          detach_without_rundown, double_free_on_replace, leak_on_replace, stuck_reader, \
-         hang_on_unload)"
+         hang_on_unload, legacy_preprocess_delete, per_cpu_epoch_stamp, update_failure_not_undone, \
+         pre_free_skips_replaced, close_without_epoch)"
     )]
     UnknownFault(String),
-    /// Faults on an image that has none.
-    #[error("parse the driver manifest: image ebpfcore has no fault switches (got {0:?})")]
-    FaultsOnCore(String),
+    /// A fault switch of the other image.
+    #[error("parse the driver manifest: fault {fault:?} is not a switch of image {image}")]
+    FaultOfOtherImage { fault: String, image: String },
 }
 
 #[derive(Deserialize)]
@@ -155,12 +195,15 @@ impl DriverImage {
         let mut faults = Vec::new();
         for name in &w.faults {
             let f = Fault::from_name(name).ok_or_else(|| ImageError::UnknownFault(name.clone()))?;
+            if f.image() != image {
+                return Err(ImageError::FaultOfOtherImage {
+                    fault: name.clone(),
+                    image: w.image,
+                });
+            }
             if !faults.contains(&f) {
                 faults.push(f);
             }
-        }
-        if image == ImageKind::EbpfCore && !faults.is_empty() {
-            return Err(ImageError::FaultsOnCore(w.faults.join(",")));
         }
         Ok(DriverImage {
             image,
@@ -193,7 +236,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_manifests_with_a_clear_message() {
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 7] = [
             (b"not json", "parse the driver manifest: expected"),
             (
                 br#"{"format":"x","image":"ebpfcore","signature":"test"}"#,
@@ -213,7 +256,11 @@ mod tests {
             ),
             (
                 br#"{"format":"hvlab-sim-driver/1","image":"ebpfcore","signature":"test","faults":["hang_on_unload"]}"#,
-                "ebpfcore has no fault switches",
+                "fault \"hang_on_unload\" is not a switch of image ebpfcore",
+            ),
+            (
+                br#"{"format":"hvlab-sim-driver/1","image":"sample_ext","signature":"test","faults":["per_cpu_epoch_stamp"]}"#,
+                "fault \"per_cpu_epoch_stamp\" is not a switch of image sample_ext",
             ),
         ];
         for (bytes, want) in cases {

@@ -3,7 +3,7 @@
 //! blocking waits that end on halt, and the epoch timer thread.
 
 use crate::bugcheck::{self, Bugcheck, HaltState};
-use crate::epoch::core::SyncPoint;
+use crate::epoch::core::{SyncPoint, WorkItem};
 use crate::epoch::{self, EpochManager, Retired};
 use crate::error::EbpfError;
 use crate::maps::MapRegistry;
@@ -304,17 +304,30 @@ impl KernelInner {
         self.pool.read(h).map_err(|f| self.pool_fault(f))
     }
 
+    /// `ebpf_epoch_schedule_work_item`: runs `f` on the epoch timer's thread once every
+    /// thread inside an epoch now has left. Queued on this CPU's free list; the timer is
+    /// armed by the caller's epoch exit (call it inside an epoch, as upstream does).
+    pub(crate) fn epoch_schedule_work(&self, f: impl FnOnce() + Send + 'static) {
+        self.epoch.core.queue_work(self.cpu(), WorkItem::new(f));
+    }
+
     /// `ebpf_epoch_synchronize`: queues a sync point behind everything retired so far and
     /// returns once the timer's release pass has reached it, i.e. after those items are
     /// freed (not merely after the released epoch moved past them). Must not be called from
     /// inside an epoch.
+    ///
+    /// Two rounds: the first runs the work items queued before it (a map's teardown), which
+    /// retire the map's entries; the second frees those. Callers (Verifier's unload check,
+    /// pool metrics) mean "everything closed before is gone".
     pub(crate) fn synchronize(&self) -> Result<(), EbpfError> {
-        self.check()?;
-        let point = Arc::new(SyncPoint::default());
-        self.epoch.core.queue_sync(self.cpu(), point.clone());
-        self.epoch.kick();
-        while !point.wait_for(HALT_POLL) {
+        for _ in 0..2 {
             self.check()?;
+            let point = Arc::new(SyncPoint::default());
+            self.epoch.core.queue_sync(self.cpu(), point.clone());
+            self.epoch.kick();
+            while !point.wait_for(HALT_POLL) {
+                self.check()?;
+            }
         }
         Ok(())
     }
@@ -422,6 +435,11 @@ impl KernelInner {
                 if !s.is_empty() {
                     self.pool.recycle(cpu, s);
                 }
+            }
+            // Work items (map teardown) run after the frees, before a waiting synchronize
+            // may return.
+            for w in std::mem::take(&mut release.work) {
+                w.run();
             }
             // Only now may a waiting synchronize return: its items are freed.
             release.complete();

@@ -46,10 +46,48 @@ fn every_map_holds_one_rundown_reference_for_its_lifetime() {
         "handles share the map's single reference"
     );
     drop(maps);
+    // The teardown is an epoch work item: done once an epoch has passed.
+    synchronize(&k);
     assert_eq!(reg.rundown.refs(), 1);
     drop(extra);
+    synchronize(&k);
     assert_eq!(reg.rundown.refs(), 0);
     k.shutdown();
+}
+
+/// Rule (upstream's epoch work items): a map's teardown, which releases the rundown
+/// reference on its provider, runs only after every thread inside an epoch when the last
+/// handle closed has left; one stuck inside holds the provider.
+#[test]
+fn a_map_teardown_waits_for_the_readers_inside_an_epoch() {
+    let k = boot();
+    let reg = k.inner.nmr.get(BPF_MAP_TYPE_SAMPLE_HASH_MAP).unwrap();
+    let map = k
+        .create_map(MapDefinition::new(BPF_MAP_TYPE_SAMPLE_HASH_MAP, 8))
+        .unwrap();
+    let reader = k.enter_epoch();
+    drop(map);
+    for _ in 0..3 {
+        synchronize_with_reader(&k);
+    }
+    assert_eq!(reg.rundown.refs(), 1, "torn down under a reader");
+    assert_eq!(k.live_maps(), 1);
+    drop(reader);
+    synchronize(&k);
+    assert_eq!(
+        reg.rundown.refs(),
+        0,
+        "the reader left: the teardown must run"
+    );
+    assert_eq!(k.live_maps(), 0);
+    k.shutdown();
+}
+
+/// A few epoch cycles while this thread holds an epoch (synchronize would wait for it).
+fn synchronize_with_reader(k: &Kernel) {
+    let cycles = k.epoch_stats().cycles;
+    k.inner.epoch.kick();
+    crate::bounded::until("an epoch cycle", || k.epoch_stats().cycles > cycles);
 }
 
 #[test]

@@ -16,6 +16,8 @@
 //! - `stuck_reader`: the program helper, on a miss, waits for a "refill" event that only
 //!   unload sets, inside its epoch: releases stop and pending bytes grow.
 //! - `hang_on_unload`: `DriverUnload` waits for an event nothing sets.
+//! - `legacy_preprocess_delete` (not a bug): the provider registers the deprecated
+//!   `preprocess_map_delete_element`, which puts the core's table in PRE_FREE mode.
 
 use crate::error::EbpfError;
 use crate::image::Fault;
@@ -161,6 +163,13 @@ impl SampleExt {
 }
 
 impl MapProvider for SampleExt {
+    fn provider_data(&self) -> Option<crate::provider::ProviderData> {
+        Some(crate::provider::ProviderData {
+            map_type: BPF_MAP_TYPE_SAMPLE_HASH_MAP,
+            base_map_type: crate::types::BPF_MAP_TYPE_HASH,
+        })
+    }
+
     fn symbol(&self, slot: Slot) -> &'static str {
         match slot {
             Slot::PreprocessMapCreate => "_sample_map_create",
@@ -174,6 +183,10 @@ impl MapProvider for SampleExt {
 
     fn updates_original_value(&self) -> bool {
         true
+    }
+
+    fn pre_free(&self) -> bool {
+        self.has(Fault::LegacyPreprocessDelete)
     }
 
     fn preprocess_map_create(

@@ -4,7 +4,7 @@
 
 use crate::bugcheck;
 use crate::error::{EbpfError, KernelError};
-use crate::image::{DriverImage, ImageKind, Signature};
+use crate::image::{DriverImage, Fault, ImageKind, Signature};
 use crate::inner::{HALT_POLL, KernelInner};
 use crate::modules::{self, Frame, ModuleId};
 use crate::nmr::Registration;
@@ -157,6 +157,11 @@ pub(crate) fn load(
                     ))
                 } else {
                     *core = Some((module, owner));
+                    // The build flavour: which of upstream's old core bugs this image has.
+                    k.epoch
+                        .core
+                        .set_per_cpu_stamp(image.has_fault(Fault::PerCpuEpochStamp));
+                    k.maps.set_flavour(image);
                     Ok(Instance::Core)
                 }
             }

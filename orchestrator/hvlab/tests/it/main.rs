@@ -18,4 +18,5 @@ mod load;
 mod repro;
 mod run;
 mod support;
+mod upstream;
 mod validate;

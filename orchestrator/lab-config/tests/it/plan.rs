@@ -28,7 +28,7 @@ fn drivers_install_in_dependency_order() {
         .map(|d| d.service.as_str())
         .collect();
     assert_eq!(order[0], "ebpfcore");
-    assert_eq!(order.len(), 8);
+    assert_eq!(order.len(), 9);
     let started: Vec<&str> = p
         .drivers
         .iter()
@@ -217,8 +217,11 @@ fn matrix_and_fault_selection() {
         .map(|s| s.vms.len() * s.iterations as usize)
         .sum();
     assert_eq!(cells.len(), expected);
-    // One per fault switch, plus the hot-unload race that repro mode hunts.
-    assert_eq!(plan.with_tag("fault").count(), 7);
+    // One per fault switch, plus the hot-unload race that repro mode hunts, plus one per
+    // modelled upstream bug (docs/upstream-bugs.md).
+    assert_eq!(plan.with_tag("fault").count(), 11);
+    assert_eq!(plan.with_tag("upstream-bug").count(), 4);
+    assert_eq!(plan.with_tag("upstream-bug-clean").count(), 4);
     assert!(
         plan.scenarios
             .iter()

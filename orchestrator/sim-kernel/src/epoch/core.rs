@@ -8,13 +8,15 @@
 //! active there; it then *commits* `released = proposal - 1` on every CPU, releasing the
 //! items freed at or before it.
 //!
-//! Enter and retire read the published epoch under their CPU's lock. Upstream stamps with
-//! the CPU's own `current_epoch`, which the proposal updates CPU by CPU; that leaves a window
-//! where a reader entering on an already-visited CPU (epoch N+1) can still see an item a
-//! not-yet-visited CPU retires with epoch N, and the commit (N) releases it under the reader.
-//! Reading the single published epoch closes it; the loom model checks the rule below (and
-//! fails, with a reader on CPU 0 and the retire on CPU 1, if enter/retire read the per-CPU
-//! epoch instead, as upstream does).
+//! Enter and retire read the published epoch under their CPU's lock, as upstream does since
+//! PR #4924 (enter reads the published epoch; retirement stamps `max(published, local)`,
+//! which is the published one here because a CPU's epoch never runs ahead of it). Before
+//! that PR upstream stamped with the CPU's own `current_epoch`, which the proposal updates
+//! CPU by CPU (one DPC hop each); a reader entering on an already-visited CPU (epoch N+1)
+//! could still see an item a not-yet-visited CPU retired with epoch N, and the commit (N)
+//! released it under the reader (issue #4920). The `per_cpu_epoch_stamp` flavour of
+//! ebpfcore brings that stamping back ([`EpochCore::set_per_cpu_stamp`]); the loom model
+//! checks the rule below for the correct build and that it fails for the flavour.
 //!
 //! Rule: an item is released only after every thread that entered before it was retired has
 //! exited.
@@ -31,6 +33,13 @@
 use crate::sync::{AtomicI64, CacheLine, Condvar, Mutex, Ordering, lock};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// How long the proposal takes to reach the next CPU. Upstream passes it from CPU to CPU in
+/// per-CPU DPCs, so CPUs adopt a new epoch one after the other, not at once; the model
+/// yields for this long between CPUs (not under loom, which explores every interleaving).
+#[cfg(not(loom))]
+const DPC_HOP: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// `ebpf_epoch_synchronize`'s free-list entry: signalled once the release pass that reached
 /// it has freed every item released with it.
@@ -69,11 +78,32 @@ impl SyncPoint {
     }
 }
 
+/// An epoch work item (`ebpf_epoch_schedule_work_item`): code that runs once every thread
+/// that was inside an epoch when it was scheduled has left (a map's teardown).
+pub(crate) struct WorkItem(Box<dyn FnOnce() + Send>);
+
+impl WorkItem {
+    pub(crate) fn new(f: impl FnOnce() + Send + 'static) -> Self {
+        WorkItem(Box::new(f))
+    }
+
+    pub(crate) fn run(self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for WorkItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkItem")
+    }
+}
+
 /// What a free list holds.
 #[derive(Debug)]
 enum Entry<T> {
     Item(T),
     Sync(Arc<SyncPoint>),
+    Work(WorkItem),
 }
 
 /// What one computation released: the items to free, then the sync points to signal.
@@ -82,6 +112,9 @@ enum Entry<T> {
 pub(crate) struct Release<T> {
     /// Items whose epoch passed, in per-CPU stamp order.
     pub(crate) items: Vec<T>,
+    /// Work items whose epoch passed: the caller runs them after freeing the items and
+    /// before [`Release::complete`], so a synchronize also waits for them.
+    pub(crate) work: Vec<WorkItem>,
     syncs: Vec<Arc<SyncPoint>>,
 }
 
@@ -112,6 +145,8 @@ pub(crate) struct EpochCore<T> {
     cpus: Vec<CacheLine<Mutex<CpuEpoch<T>>>>,
     /// Serialises computations (upstream: `epoch_computation_in_progress`).
     computing: Mutex<()>,
+    /// The `per_cpu_epoch_stamp` flavour (issue #4920): stamp with the CPU's own epoch.
+    per_cpu_stamp: AtomicBool,
 }
 
 impl<T> EpochCore<T> {
@@ -130,6 +165,27 @@ impl<T> EpochCore<T> {
                 })
                 .collect(),
             computing: Mutex::new(()),
+            per_cpu_stamp: AtomicBool::new(false),
+        }
+    }
+
+    /// Selects the stamping of ebpfcore's build: false (correct, since PR #4924) stamps with
+    /// the published epoch, true (before it) with the CPU's own epoch.
+    pub(crate) fn set_per_cpu_stamp(&self, on: bool) {
+        self.per_cpu_stamp
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The epoch enter and retire stamp on a CPU whose state is `c`.
+    #[inline]
+    fn stamp(&self, c: &CpuEpoch<T>) -> i64 {
+        if self
+            .per_cpu_stamp
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            c.current
+        } else {
+            self.published.load(Ordering::SeqCst)
         }
     }
 
@@ -137,7 +193,7 @@ impl<T> EpochCore<T> {
     #[inline]
     pub(crate) fn enter(&self, cpu: usize) -> i64 {
         let mut c = lock(&self.cpus[cpu]);
-        let e = self.published.load(Ordering::SeqCst);
+        let e = self.stamp(&c);
         c.active.push(e);
         e
     }
@@ -157,7 +213,7 @@ impl<T> EpochCore<T> {
     /// `stamp` may refuse (None). Returns the epoch.
     pub(crate) fn retire_with(&self, cpu: usize, stamp: impl FnOnce(i64) -> Option<T>) -> i64 {
         let mut c = lock(&self.cpus[cpu]);
-        let e = self.published.load(Ordering::SeqCst);
+        let e = self.stamp(&c);
         if let Some(item) = stamp(e) {
             c.free_list.push_back((e, Entry::Item(item)));
         }
@@ -168,8 +224,17 @@ impl<T> EpochCore<T> {
     /// of `synchronize`; the caller arms the timer and waits on it).
     pub(crate) fn queue_sync(&self, cpu: usize, point: Arc<SyncPoint>) {
         let mut c = lock(&self.cpus[cpu]);
-        let e = self.published.load(Ordering::SeqCst);
+        let e = self.stamp(&c);
         c.free_list.push_back((e, Entry::Sync(point)));
+    }
+
+    /// Queues a work item on `cpu`'s free list, stamped like a retired item; it is handed
+    /// out once released. Does not arm the timer: the caller's epoch exit does
+    /// ([`EpochCore::exit`] reports the non-empty free list).
+    pub(crate) fn queue_work(&self, cpu: usize, work: WorkItem) {
+        let mut c = lock(&self.cpus[cpu]);
+        let e = self.stamp(&c);
+        c.free_list.push_back((e, Entry::Work(work)));
     }
 
     /// Runs one propose/commit cycle; returns what it released.
@@ -178,7 +243,10 @@ impl<T> EpochCore<T> {
         // Propose: CPU 0 declares the new epoch, every CPU lowers the proposal.
         let new_epoch = self.published.fetch_add(1, Ordering::SeqCst) + 1;
         let mut proposed = new_epoch;
-        for cpu in &self.cpus {
+        for (i, cpu) in self.cpus.iter().enumerate() {
+            if i > 0 {
+                Self::hop();
+            }
             let mut c = lock(cpu);
             c.current = new_epoch;
             if let Some(min) = c.active.iter().min() {
@@ -189,6 +257,7 @@ impl<T> EpochCore<T> {
         let released = proposed - 1;
         let mut out = Release {
             items: Vec::new(),
+            work: Vec::new(),
             syncs: Vec::new(),
         };
         for cpu in &self.cpus {
@@ -198,12 +267,20 @@ impl<T> EpochCore<T> {
                 match c.free_list.pop_front() {
                     Some((_, Entry::Item(item))) => out.items.push(item),
                     Some((_, Entry::Sync(s))) => out.syncs.push(s),
+                    Some((_, Entry::Work(w))) => out.work.push(w),
                     None => {}
                 }
             }
         }
         self.released.fetch_max(released, Ordering::SeqCst);
         out
+    }
+
+    /// The proposal's hand-off to the next CPU's DPC.
+    #[inline]
+    fn hop() {
+        #[cfg(not(loom))]
+        std::thread::sleep(DPC_HOP);
     }
 
     pub(crate) fn published(&self) -> i64 {
@@ -219,6 +296,9 @@ impl<T> EpochCore<T> {
     pub(crate) fn cycle(&self) -> (i64, Vec<T>) {
         let mut r = self.compute();
         let items = std::mem::take(&mut r.items);
+        for w in std::mem::take(&mut r.work) {
+            w.run();
+        }
         r.complete();
         (self.released(), items)
     }
@@ -408,17 +488,31 @@ mod loom_tests {
         // Both placements: the proposal visits CPU 0 first, so a reader on the CPU visited
         // first and a retire on the CPU visited last is the shape of the per-CPU stamp window.
         for (reader_cpu, writer_cpu) in [(1, 0), (0, 1)] {
-            model(reader_cpu, writer_cpu);
+            model(reader_cpu, writer_cpu, false);
         }
     }
 
-    fn model(reader_cpu: usize, writer_cpu: usize) {
+    /// The `per_cpu_epoch_stamp` flavour (upstream before PR #4924) breaks the rule: loom
+    /// finds the issue #4920 schedule (reader on the CPU the proposal visits first, retire
+    /// on the one it visits last). A model that could not tell the two builds apart would
+    /// also pass a scenario that cannot catch the bug.
+    #[test]
+    fn loom_per_cpu_stamping_releases_under_a_reader() {
+        let caught = std::panic::catch_unwind(|| model(0, 1, true));
+        assert!(
+            caught.is_err(),
+            "loom found no use-after-free with per-CPU stamps"
+        );
+    }
+
+    fn model(reader_cpu: usize, writer_cpu: usize, per_cpu: bool) {
         // Bounded preemptions keep the run short; the violating schedules of this shape
         // need at most two (enter/lookup vs unlink/retire vs propose).
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(3);
         b.check(move || {
             let core = Arc::new(EpochCore::<u8>::new(2));
+            core.set_per_cpu_stamp(per_cpu);
             let linked = Arc::new(Mutex::new(true));
             let released = Arc::new(AtomicBool::new(false));
 
@@ -455,6 +549,51 @@ mod loom_tests {
                 released.store(true, Ordering::SeqCst);
             }
             assert!(released.load(Ordering::SeqCst), "item never released");
+        });
+    }
+
+    /// An epoch work item (a map's teardown) never runs while a reader that could still
+    /// reach the map is inside an epoch, and runs once every reader has left.
+    #[test]
+    fn loom_work_item_waits_for_readers() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let core = Arc::new(EpochCore::<u8>::new(2));
+            // The map is reachable (a handle table entry) until the last close.
+            let open = Arc::new(Mutex::new(true));
+            let torn_down = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let (core, open, torn_down) = (core.clone(), open.clone(), torn_down.clone());
+                loom::thread::spawn(move || {
+                    let e = core.enter(0);
+                    if *lock(&open) {
+                        assert!(
+                            !torn_down.load(Ordering::SeqCst),
+                            "torn down under a reader"
+                        );
+                    }
+                    core.exit(0, e);
+                })
+            };
+            let closer = {
+                let (core, open, torn_down) = (core.clone(), open.clone(), torn_down.clone());
+                loom::thread::spawn(move || {
+                    *lock(&open) = false;
+                    core.queue_work(
+                        1,
+                        WorkItem::new(move || torn_down.store(true, Ordering::SeqCst)),
+                    );
+                })
+            };
+            // The timer DPC: `cycle` runs the work items a pass releases.
+            for _ in 0..2 {
+                core.cycle();
+            }
+            reader.join().unwrap();
+            closer.join().unwrap();
+            core.cycle();
+            assert!(torn_down.load(Ordering::SeqCst), "the work item never ran");
         });
     }
 

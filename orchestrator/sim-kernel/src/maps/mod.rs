@@ -5,6 +5,7 @@
 mod ops;
 
 use crate::error::EbpfError;
+use crate::image::{DriverImage, Fault};
 use crate::inner::KernelInner;
 use crate::nmr::Registration;
 use crate::pool::{Pool, PoolHandle, TagId};
@@ -17,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// Pool tag of the core's map objects.
 pub(crate) const MAP_TAG: [u8; 4] = *b"eMap";
+/// Pool tag of the built-in hash table's entries.
+pub(crate) const ENTRY_TAG: [u8; 4] = *b"eHsh";
 
 /// One hash bucket: (key, stored value) pairs under the bucket lock.
 type Bucket = Mutex<Vec<(u32, u64)>>;
@@ -74,6 +77,14 @@ pub(crate) struct MapRegistry {
     pub(crate) live: AtomicUsize,
     pins: Mutex<BTreeMap<String, MapHandle>>,
     pub(crate) tag: TagId,
+    /// Pool tag of the built-in hash table's entries (epoch-allocated, charged to ebpfcore).
+    pub(crate) entry_tag: TagId,
+    /// ebpfcore flavour `update_failure_not_undone` (issue #5054).
+    pub(crate) update_failure_not_undone: AtomicBool,
+    /// ebpfcore flavour `pre_free_skips_replaced` (PR #5224).
+    pub(crate) pre_free_skips_replaced: AtomicBool,
+    /// ebpfcore flavour `close_without_epoch` (issue #1109).
+    pub(crate) close_without_epoch: AtomicBool,
 }
 
 impl MapRegistry {
@@ -83,7 +94,25 @@ impl MapRegistry {
             live: AtomicUsize::new(0),
             pins: Mutex::new(BTreeMap::new()),
             tag: pool.tag(MAP_TAG),
+            entry_tag: pool.tag(ENTRY_TAG),
+            update_failure_not_undone: AtomicBool::new(false),
+            pre_free_skips_replaced: AtomicBool::new(false),
+            close_without_epoch: AtomicBool::new(false),
         }
+    }
+
+    /// Takes the map-side build flavour of a loaded ebpfcore image.
+    pub(crate) fn set_flavour(&self, image: &DriverImage) {
+        self.update_failure_not_undone.store(
+            image.has_fault(Fault::UpdateFailureNotUndone),
+            Ordering::Relaxed,
+        );
+        self.pre_free_skips_replaced.store(
+            image.has_fault(Fault::PreFreeSkipsReplaced),
+            Ordering::Relaxed,
+        );
+        self.close_without_epoch
+            .store(image.has_fault(Fault::CloseWithoutEpoch), Ordering::Relaxed);
     }
 }
 
@@ -110,8 +139,28 @@ impl Clone for MapHandle {
 impl Drop for MapHandle {
     fn drop(&mut self) {
         if self.map.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // A failure here is a bugcheck already recorded (or a stopped kernel).
-            let _ = ops::destroy(&self.k, &self.map);
+            // As upstream, the teardown (entry cleanup, postprocess_map_delete, rundown
+            // release) is an epoch work item: a reader that found the map inside an epoch may
+            // still use it. So a reader stuck in an epoch keeps the provider's rundown, and
+            // the extension's stop pends, after every handle is closed. The work item holds
+            // the kernel weakly: one left queued at shutdown must not keep it alive.
+            let k = Arc::downgrade(&self.k);
+            let map = self.map.clone();
+            let work = move || {
+                if let Some(k) = k.upgrade() {
+                    // A failure here is a bugcheck already recorded (or a stopped kernel).
+                    let _ = ops::destroy(&k, &map);
+                }
+            };
+            if self.k.maps.close_without_epoch.load(Ordering::Relaxed) {
+                // The flavour of issue #1109: the close path neither enters nor leaves an
+                // epoch, so nothing arms the timer for the work item it queues; it runs
+                // only if some other thread's epoch exit on this CPU flushes the list.
+                self.k.epoch_schedule_work(work);
+            } else {
+                let _epoch = self.k.epoch_enter();
+                self.k.epoch_schedule_work(work);
+            }
         }
     }
 }
@@ -136,6 +185,14 @@ impl MapHandle {
     pub fn is_empty(&self) -> bool {
         self.map.len() == 0
     }
+
+    /// A program invocation that looks up `keys` and reads the values through the pointers
+    /// the lookups returned at its end (inside one epoch, as `_ebpf_link_instance_invoke`
+    /// runs a program); returns the sum of the values found.
+    pub fn run_lookup_program(&self, keys: &[u32]) -> Result<u32, EbpfError> {
+        let _e = self.k.epoch_enter();
+        ops::lookup_program(&self.k, &self.map, keys)
+    }
 }
 
 /// Creates a map (user-mode `bpf_map_create`).
@@ -157,6 +214,10 @@ pub(crate) fn create(k: &Arc<KernelInner>, def: MapDefinition) -> Result<MapHand
             .nmr
             .attach(def.map_type)
             .ok_or(EbpfError::ExtensionFailedToLoad)?;
+        if crate::provider::check_attach(&*reg.provider, def.map_type).is_err() {
+            reg.rundown.release();
+            return Err(EbpfError::ExtensionFailedToLoad);
+        }
         let p = reg.provider.clone();
         let created = k.call_driver(
             reg.module,

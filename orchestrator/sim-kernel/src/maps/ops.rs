@@ -1,5 +1,9 @@
 //! Map operations on the core's hash table, with the custom-map provider calls placed as in
-//! `ebpf_maps.c`: bucket lock only around the table access, callbacks outside it.
+//! `ebpf_maps.c`: bucket lock only around the table access; `postprocess_map_find_element`,
+//! `preprocess_map_update_element` and `postprocess_map_delete_element` outside it, the
+//! deprecated `preprocess_map_delete_element` inside it before the removal (PRE_FREE mode). A built-in hash map's entries are epoch allocations of ebpfcore
+//! (`eHsh`), freed through the epoch when replaced or deleted; a program's lookup returns a
+//! pointer into one that stays valid until the program's epoch ends.
 
 use super::Map;
 use crate::error::EbpfError;
@@ -7,9 +11,13 @@ use crate::inner::KernelInner;
 use crate::modules::{
     CORE_MAP_DELETE, CORE_MAP_DESTROY, CORE_MAP_FIND, CORE_MAP_UPDATE, CORE_PROGRAM_INVOKE,
 };
+use crate::pool::PoolHandle;
 use crate::provider::{OP_HELPER, OP_MAP_CLEANUP, OP_UPDATE, Slot};
 use crate::types::UpdateOption;
 use std::sync::atomic::Ordering;
+
+/// Size of a built-in hash table entry (key, value, links; cache aligned).
+const HASH_ENTRY_SIZE: u32 = 64;
 
 /// `_get_provider_flags`: the caller's helper flag, plus `UPDATE` inside an update.
 fn provider_flags(flags: u32, is_update: bool) -> u32 {
@@ -49,7 +57,8 @@ pub(crate) fn find(k: &KernelInner, map: &Map, key: u32, flags: u32) -> Result<u
     refuse_program_access(map, flags)?;
     let stored = map.find_stored(key).ok_or(EbpfError::KeyNotFound)?;
     match &map.binding {
-        None => Ok(stored as u32),
+        // Copy the value out of the entry the table points to.
+        None => Ok(k.read(PoolHandle::from_raw(stored))? as u32),
         Some(b) => {
             let p = &b.reg.provider;
             k.call_driver(
@@ -83,7 +92,7 @@ pub(crate) fn update(
     let _core = k.core_frame(CORE_MAP_UPDATE);
     refuse_program_access(map, flags)?;
     let new_stored = match &map.binding {
-        None => u64::from(value),
+        None => hash_entry(k, value)?,
         Some(b) => {
             let p = &b.reg.provider;
             k.call_driver(
@@ -108,7 +117,14 @@ pub(crate) fn update(
         match (option, pos) {
             (UpdateOption::NoExist, Some(_)) => Err(EbpfError::KeyAlreadyExists),
             (UpdateOption::Exist, None) => Err(EbpfError::KeyNotFound),
-            (_, Some(i)) => Ok(Some(std::mem::replace(&mut bucket[i].1, new_stored))),
+            (_, Some(i)) => {
+                // PRE_FREE: the displaced value's callback runs under the bucket lock, before
+                // the entry changes (the flavour before PR #5224 skipped it on replace).
+                if pre_free(map) && !map_flavour(k).1 {
+                    notify_delete(k, map, key, bucket[i].1, provider_flags(flags, true))?;
+                }
+                Ok(Some(std::mem::replace(&mut bucket[i].1, new_stored)))
+            }
             (_, None) => {
                 if map.count.fetch_add(1, Ordering::AcqRel) >= map.def.max_entries {
                     map.count.fetch_sub(1, Ordering::AcqRel);
@@ -120,16 +136,60 @@ pub(crate) fn update(
             }
         }
     };
-    match outcome {
-        // The table refused the value the provider prepared: undo it with UPDATE.
-        Err(e) => {
-            notify_delete(k, map, key, new_stored, provider_flags(flags, true))?;
+    match (outcome, &map.binding) {
+        // Never published: nobody can hold it.
+        (Err(e), None) => {
+            k.free(PoolHandle::from_raw(new_stored))?;
             Err(e)
         }
-        // Exactly one updater removed `old` from the table, so it is notified exactly once.
-        Ok(Some(old)) => notify_delete(k, map, key, old, provider_flags(flags, true)),
-        Ok(None) => Ok(()),
+        // The table refused the value the provider prepared: undo it with UPDATE (the
+        // flavour of issue #5054 returned the error and left it in place).
+        (Err(e), Some(_)) => {
+            if !map_flavour(k).0 {
+                notify_delete(k, map, key, new_stored, provider_flags(flags, true))?;
+            }
+            Err(e)
+        }
+        // Exactly one updater removed `old` from the table: readers may still hold it.
+        (Ok(Some(old)), None) => k.epoch_free(PoolHandle::from_raw(old)),
+        // ... and only it notifies the provider, so exactly once.
+        (Ok(Some(old)), Some(_)) if !pre_free(map) => {
+            notify_delete(k, map, key, old, provider_flags(flags, true))
+        }
+        (Ok(_), _) => Ok(()),
     }
+}
+
+/// A built-in hash map's entry holding `value` (`ebpf_epoch_allocate_with_tag`, charged to
+/// ebpfcore).
+fn hash_entry(k: &KernelInner, value: u32) -> Result<u64, EbpfError> {
+    let core = k.services.core_running().ok_or(EbpfError::CoreNotRunning)?;
+    let h = k.epoch_allocate(k.maps.entry_tag, core, HASH_ENTRY_SIZE, u64::from(value))?;
+    Ok(h.raw())
+}
+
+/// Frees a stored value that left a built-in hash map (custom maps: the provider's delete
+/// callback already ran).
+fn retire_stored(k: &KernelInner, map: &Map, stored: u64) -> Result<(), EbpfError> {
+    match map.binding {
+        None => k.epoch_free(PoolHandle::from_raw(stored)),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The custom map's provider registered the deprecated pre-delete callback (PRE_FREE mode).
+fn pre_free(map: &Map) -> bool {
+    map.binding
+        .as_ref()
+        .is_some_and(|b| b.reg.provider.pre_free())
+}
+
+/// The map-side build flavour: (update failure not undone, PRE_FREE skips replaced).
+fn map_flavour(k: &KernelInner) -> (bool, bool) {
+    (
+        k.maps.update_failure_not_undone.load(Ordering::Relaxed),
+        k.maps.pre_free_skips_replaced.load(Ordering::Relaxed),
+    )
 }
 
 /// Deletes a key (caller is inside an epoch).
@@ -143,10 +203,42 @@ pub(crate) fn delete(k: &KernelInner, map: &Map, key: u32, flags: u32) -> Result
             .iter()
             .position(|(k2, _)| *k2 == key)
             .ok_or(EbpfError::KeyNotFound)?;
+        // PRE_FREE: the provider hears of the value before it leaves the table.
+        if pre_free(map) {
+            notify_delete(k, map, key, bucket[pos].1, provider_flags(flags, false))?;
+        }
         map.count.fetch_sub(1, Ordering::AcqRel);
         bucket.swap_remove(pos).1
     };
-    notify_delete(k, map, key, old, provider_flags(flags, false))
+    if !pre_free(map) {
+        notify_delete(k, map, key, old, provider_flags(flags, false))?;
+    }
+    retire_stored(k, map, old)
+}
+
+/// A program that looks up `keys` with `bpf_map_lookup_elem` and reads the values through
+/// the returned pointers at its end (caller is inside the invocation's epoch). Returns the
+/// sum of the values found. Custom maps go through the extension's value helper.
+pub(crate) fn lookup_program(k: &KernelInner, map: &Map, keys: &[u32]) -> Result<u32, EbpfError> {
+    k.check()?;
+    let _core = k.core_frame(CORE_PROGRAM_INVOKE);
+    if map.binding.is_some() {
+        return keys
+            .iter()
+            .try_fold(0u32, |sum, key| match helper_get_value(k, map, *key) {
+                Ok(v) => Ok(sum.wrapping_add(v)),
+                Err(EbpfError::KeyNotFound) => Ok(sum),
+                Err(e) => Err(e),
+            });
+    }
+    // The pointers the lookups returned; the epoch keeps them valid until the program ends.
+    let pointers: Vec<u64> = keys
+        .iter()
+        .filter_map(|key| map.find_stored(*key))
+        .collect();
+    pointers.into_iter().try_fold(0u32, |sum, p| {
+        Ok(sum.wrapping_add(k.read(PoolHandle::from_raw(p))? as u32))
+    })
 }
 
 /// The key after `prev` in table order (the first key if `prev` is None or absent);
@@ -216,6 +308,7 @@ pub(crate) fn destroy(k: &KernelInner, map: &Map) -> Result<(), EbpfError> {
             for (key, stored) in entries {
                 map.count.fetch_sub(1, Ordering::AcqRel);
                 notify_delete(k, map, key, stored, OP_MAP_CLEANUP)?;
+                retire_stored(k, map, stored)?;
             }
         }
         if let Some(b) = &map.binding {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) const USAGE: &str = "usage: map_stress [--threads N] [--duration D] [--keys N] \
 [--mix find:50,update:30,delete:20] [--map-type sample|hash] [--maps N] [--map-lifetime D] \
-[--helpers] [--seed S]";
+[--helpers] [--program-lookups N] [--max-entries N] [--seed S]";
 
 /// How long workers stuck inside the kernel are waited for after the run ends.
 const STUCK_GRACE: Duration = Duration::from_secs(1);
@@ -72,6 +72,10 @@ struct Config {
     maps: usize,
     lifetime: Option<Duration>,
     helpers: bool,
+    /// Helper finds run as one program doing this many lookups (0: one lookup per call).
+    program_lookups: u32,
+    /// The maps' capacity (default: `keys`); updates of new keys into a full map fail.
+    max_entries: u32,
     seed: u64,
 }
 
@@ -86,6 +90,8 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "map-type",
             "maps",
             "map-lifetime",
+            "program-lookups",
+            "max-entries",
             "seed",
         ],
         &["helpers"],
@@ -99,17 +105,20 @@ fn parse(args: &[String]) -> Result<Config, String> {
     if lifetime.is_some_and(|d| d.is_zero()) {
         return Err("--map-lifetime must be more than 0".into());
     }
+    let keys = a.int("keys", 64, 1, 1 << 20)? as u32;
     Ok(Config {
         threads: a.int("threads", 4, 1, 256)? as usize,
         duration: a
             .duration("duration", Some(Duration::from_secs(5)))?
             .unwrap_or_default(),
-        keys: a.int("keys", 64, 1, 1 << 20)? as u32,
+        keys,
         mix: parse_mix(a.get("mix").unwrap_or("find:50,update:30,delete:20"))?,
         map_type,
         maps: a.int("maps", 1, 1, 64)? as usize,
         lifetime,
         helpers: a.flag("helpers"),
+        program_lookups: a.int("program-lookups", 0, 0, 64)? as u32,
+        max_entries: a.int("max-entries", u64::from(keys), 1, 1 << 20)? as u32,
         seed: a.int("seed", 0, 0, u64::MAX)?,
     })
 }
@@ -122,6 +131,7 @@ struct Counters {
     updates: AtomicU64,
     deletes: AtomicU64,
     errors: AtomicU64,
+    full: AtomicU64,
     refused: AtomicU64,
     helper_calls: AtomicU64,
     create_failures: AtomicU64,
@@ -155,7 +165,7 @@ impl Run {
 
     /// Creates the slot's map; creation failures while the provider is away are counted.
     fn create(&self, slot: &Slot) -> bool {
-        let def = MapDefinition::new(self.cfg.map_type, self.cfg.keys);
+        let def = MapDefinition::new(self.cfg.map_type, self.cfg.max_entries);
         match self.k.create_map(def) {
             Ok(h) => {
                 *slot.map.write() = Some(h);
@@ -216,7 +226,12 @@ impl Run {
                 }
                 let r = if pick < self.cfg.mix.find {
                     self.c.finds.fetch_add(1, Ordering::Relaxed);
-                    let r = if via_helper {
+                    let r = if via_helper && self.cfg.program_lookups > 0 {
+                        let keys: Vec<u32> = (0..self.cfg.program_lookups)
+                            .map(|_| rng.random_range(0..self.cfg.keys))
+                            .collect();
+                        h.run_lookup_program(&keys)
+                    } else if via_helper {
                         h.get_value_helper(key)
                     } else {
                         h.find(key)
@@ -243,6 +258,11 @@ impl Run {
                 };
                 match r {
                     Ok(()) | Err(EbpfError::KeyNotFound) => {}
+                    // A map smaller than the key range (`--max-entries`): the update failed
+                    // cleanly, which is what the workload asked for.
+                    Err(EbpfError::OutOfSpace) if self.cfg.max_entries < self.cfg.keys => {
+                        self.c.full.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(EbpfError::OperationNotSupported) => {
                         self.c.refused.fetch_add(1, Ordering::Relaxed);
                     }
@@ -336,6 +356,7 @@ pub(crate) fn run(k: &Kernel, args: &[String], cancel: &CancelFlag) -> ToolOutpu
         "updates": c.updates.load(Ordering::Relaxed),
         "deletes": c.deletes.load(Ordering::Relaxed),
         "errors": c.errors.load(Ordering::Relaxed) + spawn_errors,
+        "full": c.full.load(Ordering::Relaxed),
         "refused": c.refused.load(Ordering::Relaxed),
         "helper_calls": c.helper_calls.load(Ordering::Relaxed),
         "create_failures": c.create_failures.load(Ordering::Relaxed),

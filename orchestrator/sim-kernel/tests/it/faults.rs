@@ -155,8 +155,8 @@ fn leak_on_replace_fails_the_reclamation_check() {
             )
             .unwrap();
         assert_eq!(out.exit_code, 0, "{}", out.stderr);
-        assert_eq!(k.live_maps(), 0);
         k.synchronize().unwrap();
+        assert_eq!(k.live_maps(), 0);
         let leaked = k.pool_stats().tag("Smpl").bytes - base;
         k.shutdown();
         leaked > 0

@@ -1,5 +1,6 @@
 //! Integration tests of the sim kernel through its public API (one binary, modules below).
 
+mod core_flavours;
 mod faults;
 mod rules;
 mod stress;

@@ -59,8 +59,8 @@ fn eight_threads_with_extension_restarts_leave_no_trace() {
         "too few restart cycles"
     );
     assert!(k.bugcheck().is_none(), "{:?}", k.bugcheck());
-    assert_eq!(k.live_maps(), 0);
     k.synchronize().unwrap();
+    assert_eq!(k.live_maps(), 0);
     let after = k.pool_stats().tag("Smpl");
     assert_eq!(
         (after.bytes, after.allocs),

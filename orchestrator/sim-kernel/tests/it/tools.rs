@@ -129,6 +129,8 @@ fn map_tool_pins_outlive_the_tool_and_hold_the_extension() {
         run(&k, "map_tool", "create --name tmp --type hash").exit_code,
         0
     );
+    // Its teardown is an epoch work item.
+    k.synchronize().unwrap();
     assert_eq!(k.live_maps(), 1);
     assert_eq!(k.stop_driver(&svc).unwrap(), DriverState::StopPending);
     let out = run(&k, "map_tool", "delete --name m1");

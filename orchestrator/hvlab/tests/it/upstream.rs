@@ -1,0 +1,66 @@
+//! The catalogue of upstream's own bugs (docs/upstream-bugs.md): `hvlab run --tag
+//! upstream-bug` fails every scenario by its modelled mechanism, each with its own verdict,
+//! and `--tag upstream-bug-clean` passes every clean twin. The two runs also mix payloads
+//! (each bug pins its ebpfcore flavour), so a VM must never be redeployed with another one.
+
+use crate::support::*;
+
+fn summary(sb: &Sandbox) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(sb.run_dir().join("summary.json")).unwrap()).unwrap()
+}
+
+/// The unit of `scenario` in a run summary.
+fn unit<'a>(s: &'a serde_json::Value, scenario: &str) -> &'a serde_json::Value {
+    s["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"]["scenario"] == scenario)
+        .unwrap_or_else(|| panic!("no unit of {scenario} in {s:#}"))
+}
+
+#[test]
+fn every_upstream_bug_fails_by_its_own_mechanism() {
+    // The #4920 skew needs the proposal in flight between CPUs while a program is inside.
+    let _timing = timing_sensitive();
+    let sb = Sandbox::new();
+    let out = sb.run(&["--tag", "upstream-bug"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let s = summary(&sb);
+    assert_eq!(s["stats"]["failed"], 4, "{s:#}");
+    assert_eq!(
+        s["stats"]["retried"], 0,
+        "a unit needed a retry (a VM redeployed with another payload?): {s:#}"
+    );
+    let skew = unit(&s, "upstream-4920-epoch-stamp-skew");
+    assert_eq!(
+        skew["crash"]["bucket"]["title"], "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in ebpfcore.sys",
+        "{skew:#}"
+    );
+    let hang = unit(&s, "upstream-1109-teardown-work-item-never-runs");
+    assert_eq!(
+        hang["crash"]["bucket"]["title"], "NMI_HARDWARE_FAILURE (0x80) in sample_ebpf_ext.sys",
+        "the stop hangs, and the NMI blames the unload waiting for the rundown: {hang:#}"
+    );
+    for scenario in [
+        "upstream-5054-failed-update-not-undone",
+        "upstream-5224-pre-free-skips-replaced",
+    ] {
+        let u = unit(&s, scenario);
+        assert!(u["crash"].is_null(), "{u:#}");
+        let msg = u["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with("assert_metric smpl_pool_bytes: value "),
+            "{scenario} should fail the pool reclamation check: {msg}"
+        );
+    }
+}
+
+#[test]
+fn every_clean_twin_passes() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["--tag", "upstream-bug-clean"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = summary(&sb);
+    assert_eq!(s["stats"]["passed"], 4, "{s:#}");
+}

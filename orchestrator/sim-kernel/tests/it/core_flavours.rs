@@ -1,0 +1,202 @@
+//! The ebpfcore build flavours that model upstream's own bugs (docs/upstream-bugs.md): each
+//! one fails under the workload of its scenario, by the modelled mechanism, and the same
+//! workload on the correct build stays clean.
+
+use crate::support::*;
+use sim_kernel::*;
+use std::time::{Duration, Instant};
+
+/// Boots 2 CPUs with ebpfcore (flavour `core`) and, if `ext` is given, the sample extension
+/// with those switches.
+fn boot_core(core: &[Fault], ext: Option<&[Fault]>) -> Kernel {
+    let k = Kernel::boot(KernelConfig {
+        cpus: 2,
+        test_signing: true,
+        ..KernelConfig::default()
+    })
+    .unwrap();
+    k.load_driver("ebpfcore", &image(ImageKind::EbpfCore, core))
+        .unwrap();
+    if let Some(ext) = ext {
+        k.load_driver("sample_ebpf_ext", &image(ImageKind::SampleExt, ext))
+            .unwrap();
+    }
+    k
+}
+
+/// The #4920 scenario's workload: programs that look up a few hot keys and read the values
+/// at their end, while other CPUs replace those keys.
+const SKEW_WORKLOAD: &str = "--map-type hash --threads 6 --keys 4 --mix find:50,update:50 \
+                             --helpers --program-lookups 8";
+
+fn stress(k: &Kernel, argv: &str, budget: Duration) -> ToolOutput {
+    let cancel = CancelFlag::with_deadline(Instant::now() + budget);
+    k.run_tool("map_stress", &args(argv), &cancel).unwrap()
+}
+
+/// Issue #4920: with per-CPU stamps an entry replaced on a CPU the proposal has not reached
+/// yet is released under a program on a CPU it has: 0x50 in ebpfcore's program invocation.
+#[test]
+fn per_cpu_epoch_stamp_frees_an_entry_under_a_program() {
+    let start = Instant::now();
+    let mut bc = None;
+    let mut tries = 0;
+    while bc.is_none() && start.elapsed() < Duration::from_secs(20) {
+        tries += 1;
+        let k = boot_core(&[Fault::PerCpuEpochStamp], None);
+        stress(
+            &k,
+            &format!("{SKEW_WORKLOAD} --duration 3s"),
+            Duration::from_secs(4),
+        );
+        bc = k.bugcheck();
+        k.shutdown();
+    }
+    println!(
+        "per_cpu_epoch_stamp: first bugcheck after {tries} run(s), {:?}",
+        start.elapsed()
+    );
+    let bc = bc.expect("the per-CPU stamp skew never released an entry under a program");
+    assert_eq!(bc.code, PAGE_FAULT_IN_NONPAGED_AREA, "{bc:?}");
+    assert_eq!(bc.module, "ebpfcore.sys", "{bc:?}");
+    assert!(
+        bc.function == "ebpf_program_invoke" || bc.function == "ebpf_map_find_entry",
+        "{bc:?}"
+    );
+}
+
+/// The clean twin: the same workload on the correct build never faults.
+#[test]
+fn published_epoch_stamp_survives_the_skew_workload() {
+    let k = boot_core(&[], None);
+    let out = stress(
+        &k,
+        &format!("{SKEW_WORKLOAD} --duration 2s"),
+        Duration::from_secs(3),
+    );
+    assert_eq!(k.bugcheck(), None);
+    assert_eq!(out.exit_code, 0, "{}", out.stderr);
+    k.shutdown();
+}
+
+/// Smpl bytes still allocated after `argv` ran and its maps were deleted.
+fn leaked_after(core: &[Fault], ext: &[Fault], argv: &str) -> i64 {
+    let k = boot_core(core, Some(ext));
+    k.synchronize().unwrap();
+    let base = k.pool_stats().tag("Smpl").bytes;
+    let out = stress(&k, argv, Duration::from_secs(5));
+    assert_eq!(out.exit_code, 0, "{}", out.stderr);
+    k.synchronize().unwrap();
+    assert_eq!(k.live_maps(), 0);
+    let leaked = k.pool_stats().tag("Smpl").bytes - base;
+    assert_eq!(k.bugcheck(), None);
+    k.shutdown();
+    leaked
+}
+
+const FULL_MAP_WORKLOAD: &str =
+    "--threads 4 --duration 300ms --keys 64 --max-entries 16 --mix update:80,delete:20";
+
+/// Issue #5054: an update the full table refuses after the provider prepared its value is
+/// not undone, so the value leaks; the correct build undoes it with `UPDATE`.
+#[test]
+fn update_failure_not_undone_leaks_the_prepared_value() {
+    assert!(leaked_after(&[Fault::UpdateFailureNotUndone], &[], FULL_MAP_WORKLOAD) > 0);
+    assert_eq!(leaked_after(&[], &[], FULL_MAP_WORKLOAD), 0);
+}
+
+const REPLACE_WORKLOAD: &str = "--threads 4 --duration 300ms --keys 16 --mix find:30,update:70";
+
+/// PR #5224: in PRE_FREE mode (a provider with the deprecated pre-delete callback) a replace
+/// skips the displaced value's delete callback; providers with the post-delete callback are
+/// not affected, as upstream's were not.
+#[test]
+fn pre_free_skips_replaced_leaks_the_displaced_value() {
+    let legacy = &[Fault::LegacyPreprocessDelete][..];
+    let bug = &[Fault::PreFreeSkipsReplaced][..];
+    assert!(leaked_after(bug, legacy, REPLACE_WORKLOAD) > 0);
+    assert_eq!(leaked_after(&[], legacy, REPLACE_WORKLOAD), 0);
+    assert_eq!(leaked_after(bug, &[], REPLACE_WORKLOAD), 0);
+}
+
+/// A core flavour is a switch of ebpfcore's image only.
+#[test]
+fn core_flavours_belong_to_the_core_image() {
+    for f in [
+        Fault::PerCpuEpochStamp,
+        Fault::UpdateFailureNotUndone,
+        Fault::PreFreeSkipsReplaced,
+        Fault::CloseWithoutEpoch,
+    ] {
+        assert_eq!(f.image(), ImageKind::EbpfCore, "{f:?}");
+        let bytes = format!(
+            r#"{{"format":"hvlab-sim-driver/1","image":"sample_ext","signature":"test","faults":["{}"]}}"#,
+            f.name()
+        );
+        assert!(DriverImage::parse(bytes.as_bytes()).is_err(), "{f:?}");
+    }
+}
+
+/// Issue #1109 (the #1701 family): the close path queues the map's teardown work item
+/// without entering or leaving an epoch, so nothing arms the timer for it; with nothing
+/// else running, the extension's stop pends for ever. On the correct build it completes.
+#[test]
+fn close_without_epoch_leaves_the_extension_stop_pending() {
+    for (core, want) in [
+        (&[Fault::CloseWithoutEpoch][..], DriverState::StopPending),
+        (&[][..], DriverState::Stopped),
+    ] {
+        let k = boot_core(core, Some(&[]));
+        let map = k
+            .create_map(MapDefinition::new(BPF_MAP_TYPE_SAMPLE_HASH_MAP, 8))
+            .unwrap();
+        map.update(1, 1, UpdateOption::Any).unwrap();
+        drop(map);
+        k.stop_driver("sample_ebpf_ext").unwrap();
+        let settled = wait_state(
+            &k,
+            "sample_ebpf_ext",
+            DriverState::Stopped,
+            Duration::from_secs(2),
+        );
+        assert_eq!(k.driver_state("sample_ebpf_ext"), want, "core {core:?}");
+        assert_eq!(settled, want == DriverState::Stopped);
+        if want == DriverState::StopPending {
+            // The hang path: an NMI blames the unload waiting for the provider's rundown.
+            let bc = k.nmi().expect("an NMI dump of the hung stop");
+            assert_eq!(bc.code, NMI_HARDWARE_FAILURE, "{bc:?}");
+            assert_eq!(bc.module, "sample_ebpf_ext.sys", "{bc:?}");
+        }
+        k.shutdown();
+    }
+}
+
+/// A reader inside an epoch keeps an extension STOP_PENDING after every map handle closed
+/// (the teardown waits for it), and the stop completes once it leaves.
+#[test]
+fn a_reader_inside_an_epoch_keeps_the_extension_stop_pending() {
+    let k = boot_core(&[], Some(&[]));
+    let map = k
+        .create_map(MapDefinition::new(BPF_MAP_TYPE_SAMPLE_HASH_MAP, 8))
+        .unwrap();
+    let reader = k.enter_epoch();
+    drop(map);
+    assert_eq!(
+        k.stop_driver("sample_ebpf_ext").unwrap(),
+        DriverState::StopPending
+    );
+    assert!(!wait_state(
+        &k,
+        "sample_ebpf_ext",
+        DriverState::Stopped,
+        Duration::from_millis(300)
+    ));
+    drop(reader);
+    assert!(wait_state(
+        &k,
+        "sample_ebpf_ext",
+        DriverState::Stopped,
+        Duration::from_secs(10)
+    ));
+    k.shutdown();
+}
