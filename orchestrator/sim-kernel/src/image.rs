@@ -53,17 +53,21 @@ pub enum Fault {
     StuckReader,
     /// `DriverUnload` blocks forever (until an NMI or shutdown).
     HangOnUnload,
+    /// Hook invocations take no per-client rundown and detach frees the client context at
+    /// once (upstream #254 / #2275): an invocation in flight reads freed memory.
+    InvokeWithoutRundown,
 }
 
 impl Fault {
     /// Every fault switch, in contract order.
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::FreeWithoutEpoch,
         Fault::DetachWithoutRundown,
         Fault::DoubleFreeOnReplace,
         Fault::LeakOnReplace,
         Fault::StuckReader,
         Fault::HangOnUnload,
+        Fault::InvokeWithoutRundown,
     ];
 
     /// The manifest name, e.g. `free_without_epoch`.
@@ -75,6 +79,7 @@ impl Fault {
             Fault::LeakOnReplace => "leak_on_replace",
             Fault::StuckReader => "stuck_reader",
             Fault::HangOnUnload => "hang_on_unload",
+            Fault::InvokeWithoutRundown => "invoke_without_rundown",
         }
     }
 
@@ -116,7 +121,7 @@ pub enum ImageError {
     #[error(
         "parse the driver manifest: unknown fault {0:?} (known: free_without_epoch, \
          detach_without_rundown, double_free_on_replace, leak_on_replace, stuck_reader, \
-         hang_on_unload)"
+         hang_on_unload, invoke_without_rundown)"
     )]
     UnknownFault(String),
     /// Faults on an image that has none.

@@ -38,6 +38,7 @@ mod bounded;
 mod bugcheck;
 mod epoch;
 mod error;
+mod hook;
 mod image;
 mod inner;
 mod kernel;
@@ -45,8 +46,10 @@ mod maps;
 mod modules;
 mod nmr;
 mod pool;
+mod program;
 mod provider;
 mod sample_ext;
+mod sample_hook;
 mod services;
 mod sync;
 mod tools;
@@ -58,6 +61,7 @@ pub use bugcheck::{
     PAGE_FAULT_IN_NONPAGED_AREA, bugcheck_name,
 };
 pub use error::{EbpfError, KernelError};
+pub use hook::{HookRun, LinkHandle, ProgramHandle};
 pub use image::{DriverImage, Fault, ImageError, ImageKind, Signature};
 pub use inner::EpochGuard;
 pub use kernel::Kernel;
