@@ -19,7 +19,7 @@ namespace Hvlab
     public class ProgInvoke
     {
         const string Usage = "usage: prog_invoke [--threads N] [--duration D] [--links N] [--rate N] " +
-            "[--program PATH] [--program-name NAME] [--device PATH] [--seed S]";
+            "[--link-lifetime D] [--program PATH] [--program-name NAME] [--device PATH] [--seed S]";
 
         /// <summary>CTL_CODE(FILE_DEVICE_NETWORK, SAMPLE_EBPF_EXT_CONTROL_RUN, METHOD_BUFFERED, FILE_ANY_ACCESS).</summary>
         const uint IoctlRun = 0x00120000;
@@ -120,7 +120,7 @@ namespace Hvlab
         public static int Run(string[] argv)
         {
             var a = new Args(argv,
-                new[] { "threads", "duration", "links", "rate", "program", "program-name", "device", "seed" },
+                new[] { "threads", "duration", "links", "rate", "link-lifetime", "program", "program-name", "device", "seed" },
                 new string[0]);
             if (a.Positional.Count > 0) throw new UsageException("unexpected argument " + a.Positional[0] + "\n" + Usage);
             int threads = (int)a.Int("threads", 4, 1, 256);
@@ -129,6 +129,8 @@ namespace Hvlab
             t.rate = (int)a.Int("rate", 0, 0, 1000000);
             t.device = a.Get("device", @"\\.\SampleEbpfExtIoDevice");
             TimeSpan duration = a.Duration("duration", TimeSpan.FromSeconds(2)).Value;
+            TimeSpan? lifetime = a.Duration("link-lifetime", null);
+            if (lifetime.HasValue && lifetime.Value <= TimeSpan.Zero) throw new UsageException("--link-lifetime must be more than 0");
             string path = a.Get("program", @"C:\eBPF\test_sample_ebpf.sys");
             string name = a.Get("program-name", "test_program_entry");
 
@@ -167,11 +169,27 @@ namespace Hvlab
                 workers[i] = new Thread(t.Worker);
                 workers[i].Start();
             }
-            Thread.Sleep(duration);
+            long relinks = 0;
+            var end = start + duration;
+            while (DateTime.UtcNow < end)
+            {
+                TimeSpan left = end - DateTime.UtcNow;
+                if (!lifetime.HasValue) { if (left > TimeSpan.Zero) Thread.Sleep(left); break; }
+                Thread.Sleep(left < lifetime.Value ? left : lifetime.Value);
+                if (DateTime.UtcNow >= end) break;
+                // Detach every link and attach new ones while the workers keep running the hook.
+                relinks++;
+                for (int i = 0; i < links; i++)
+                {
+                    if (attached[i] != IntPtr.Zero) bpf_link__destroy(attached[i]);
+                    attached[i] = bpf_program__attach(prog);
+                    if (attached[i] == IntPtr.Zero) Interlocked.Increment(ref t.away);
+                }
+            }
             t.stop = true;
             foreach (var w in workers) w.Join();
             long elapsed = (long)(DateTime.UtcNow - start).TotalMilliseconds;
-            foreach (var l in attached) bpf_link__destroy(l);
+            foreach (var l in attached) if (l != IntPtr.Zero) bpf_link__destroy(l);
             Native.bpf_object__close(obj);
             Console.WriteLine(new JsonLine()
                 .Num("calls", Interlocked.Read(ref t.calls))
@@ -180,6 +198,7 @@ namespace Hvlab
                 .Num("errors", Interlocked.Read(ref t.errors))
                 .Num("program_runs", Interlocked.Read(ref t.invocations))
                 .Num("links", links)
+                .Num("relinks", relinks)
                 .Num("elapsed_ms", elapsed)
                 .ToString());
             if (t.firstError != null) Console.Error.WriteLine("prog_invoke: " + t.firstError);

@@ -1,10 +1,12 @@
 //! `prog_invoke`: loads a sample program, attaches links to the sample hook and runs the
 //! hook from several threads at a given rate (the extension's run IOCTL); prints one JSON
 //! line of counters. While the extension restarts, runs fail cleanly (`extension_away`)
-//! and the links bind again when it is back; anything else is an error.
+//! and the links bind again when it is back; anything else is an error. With
+//! `--link-lifetime` the links are detached and attached again during the run.
 
 use super::args::Args;
 use crate::error::EbpfError;
+use crate::hook::{LinkHandle, ProgramHandle};
 use crate::kernel::Kernel;
 use crate::types::{CancelFlag, ToolOutput};
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub(crate) const USAGE: &str = "usage: prog_invoke [--threads N] [--duration D] [--links N] \
-[--rate N] [--seed S]";
+[--rate N] [--link-lifetime D] [--seed S]";
 
 #[derive(Debug)]
 struct Config {
@@ -21,13 +23,31 @@ struct Config {
     links: usize,
     /// Runs per second per thread; 0 = as fast as possible.
     rate: u64,
+    /// Detach and re-attach every link this often (user-side detach during invocation).
+    link_lifetime: Option<Duration>,
 }
 
 fn parse(args: &[String]) -> Result<Config, String> {
-    let a = Args::parse(args, &["threads", "duration", "links", "rate", "seed"], &[])?;
+    let a = Args::parse(
+        args,
+        &[
+            "threads",
+            "duration",
+            "links",
+            "rate",
+            "link-lifetime",
+            "seed",
+        ],
+        &[],
+    )?;
     // The seed is accepted for the common tool contract; the workload has no randomness.
     a.int("seed", 0, 0, u64::MAX)?;
+    let link_lifetime = a.duration("link-lifetime", None)?;
+    if link_lifetime.is_some_and(|d| d.is_zero()) {
+        return Err("--link-lifetime must be more than 0".into());
+    }
     Ok(Config {
+        link_lifetime,
         threads: a.int("threads", 4, 1, 256)? as usize,
         duration: a
             .duration("duration", Some(Duration::from_secs(2)))?
@@ -54,6 +74,11 @@ struct Run {
 }
 
 impl Run {
+    fn error(&self, msg: String) {
+        self.c.errors.fetch_add(1, Ordering::Relaxed);
+        self.first_error.lock().get_or_insert(msg);
+    }
+
     fn worker(&self, i: usize) {
         self.k.bind_current_thread(i as u32);
         let period = (self.cfg.rate > 0).then(|| Duration::from_secs(1) / self.cfg.rate as u32);
@@ -86,13 +111,29 @@ impl Run {
                     self.stop.store(true, Ordering::Relaxed);
                     return;
                 }
-                Err(e) => {
-                    self.c.errors.fetch_add(1, Ordering::Relaxed);
-                    self.first_error
-                        .lock()
-                        .get_or_insert_with(|| format!("failed to run the hook: {e}"));
-                }
+                Err(e) => self.error(format!("failed to run the hook: {e}")),
             }
+        }
+    }
+}
+
+/// Detaches every link and attaches new ones while the workers keep invoking. With the
+/// extension away, attach fails cleanly (counted) and is retried at the next lifetime.
+fn relink(run: &Run, program: &ProgramHandle, links: &mut Vec<LinkHandle>) {
+    for l in links.drain(..) {
+        match l.detach() {
+            Ok(()) | Err(EbpfError::Halted(_)) => {}
+            Err(e) => run.error(format!("failed to detach a link: {e}")),
+        }
+    }
+    for _ in 0..run.cfg.links {
+        match program.attach() {
+            Ok(l) => links.push(l),
+            Err(EbpfError::ExtensionFailedToLoad) => {
+                run.c.extension_away.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(EbpfError::Halted(_)) => {}
+            Err(e) => run.error(format!("failed to attach a link: {e}")),
         }
     }
 }
@@ -138,6 +179,8 @@ pub(crate) fn run(k: &Kernel, args: &[String], cancel: &CancelFlag) -> ToolOutpu
         .collect();
     let start = Instant::now();
     let mut cancelled = false;
+    let mut relinked = Instant::now();
+    let mut relinks = 0u64;
     while start.elapsed() < run.cfg.duration && !run.stop.load(Ordering::Relaxed) {
         if cancel.is_cancelled() {
             cancelled = true;
@@ -145,6 +188,15 @@ pub(crate) fn run(k: &Kernel, args: &[String], cancel: &CancelFlag) -> ToolOutpu
         }
         if k.is_halted() {
             break;
+        }
+        if run
+            .cfg
+            .link_lifetime
+            .is_some_and(|l| relinked.elapsed() >= l)
+        {
+            relinked = Instant::now();
+            relinks += 1;
+            relink(&run, &program, &mut links);
         }
         std::thread::sleep(
             Duration::from_millis(5).min(run.cfg.duration.saturating_sub(start.elapsed())),
@@ -165,10 +217,7 @@ pub(crate) fn run(k: &Kernel, args: &[String], cancel: &CancelFlag) -> ToolOutpu
         if let Err(e) = l.detach()
             && !matches!(e, EbpfError::Halted(_))
         {
-            run.c.errors.fetch_add(1, Ordering::Relaxed);
-            run.first_error
-                .lock()
-                .get_or_insert_with(|| format!("failed to detach a link: {e}"));
+            run.error(format!("failed to detach a link: {e}"));
         }
     }
     let runs = program.runs();
@@ -183,6 +232,7 @@ pub(crate) fn run(k: &Kernel, args: &[String], cancel: &CancelFlag) -> ToolOutpu
         "errors": errors,
         "program_runs": runs,
         "links": run.cfg.links,
+        "relinks": relinks,
         "elapsed_ms": start.elapsed().as_millis() as u64,
         "bugcheck": k.bugcheck().map(|b| format!("{:#x}", b.code)),
     });

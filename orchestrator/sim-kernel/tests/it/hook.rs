@@ -151,3 +151,24 @@ fn invoke_without_rundown_is_a_use_after_free_in_the_extension() {
         }
     });
 }
+
+/// Links detached and attached again while four threads invoke them: every detach waits
+/// for its invocations, nothing fails, and the re-attached links run.
+#[test]
+fn relinking_during_invocation_is_clean() {
+    let (k, _svc) = boot();
+    let out = k
+        .run_tool(
+            "prog_invoke",
+            &args("--threads 4 --links 2 --duration 400ms --link-lifetime 20ms"),
+            &CancelFlag::with_deadline(Instant::now() + Duration::from_secs(10)),
+        )
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let v = counters(&out);
+    assert!(v["relinks"].as_u64().unwrap() >= 3, "{v}");
+    assert!(v["invocations"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(k.bugcheck().is_none());
+    k.shutdown();
+}
