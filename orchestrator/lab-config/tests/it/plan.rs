@@ -26,7 +26,7 @@ fn drivers_install_in_dependency_order() {
         .map(|d| d.service.as_str())
         .collect();
     assert_eq!(order[0], "ebpfcore");
-    assert_eq!(order.len(), 8);
+    assert_eq!(order.len(), 9);
     let started: Vec<&str> = p
         .drivers
         .iter()
@@ -216,7 +216,7 @@ fn matrix_and_fault_selection() {
         .sum();
     assert_eq!(cells.len(), expected);
     // One per fault switch, plus the hot-unload race that repro mode hunts.
-    assert_eq!(plan.with_tag("fault").count(), 7);
+    assert_eq!(plan.with_tag("fault").count(), 8);
     assert!(
         plan.scenarios
             .iter()
