@@ -1,4 +1,4 @@
-// hvlab's guest tools for real Windows guests: map_stress, map_tool and ebpf_stats, calling
+// hvlab's guest tools for real Windows guests: map_stress, map_tool, ebpf_stats and prog_invoke, calling
 // eBPF for Windows' user-mode API (EbpfApi.dll, libbpf-compatible) by P/Invoke.
 //
 // Compiled at run time by Windows PowerShell 5.1's `Add-Type` (hvlab_tools.ps1), so this file
@@ -283,7 +283,7 @@ namespace Hvlab
         {
             if (argv.Length == 0)
             {
-                Console.Error.WriteLine("usage: <map_stress|map_tool|ebpf_stats|layout> [options]");
+                Console.Error.WriteLine("usage: <map_stress|map_tool|ebpf_stats|prog_invoke|layout> [options]");
                 return 2;
             }
             var rest = new string[argv.Length - 1];
@@ -300,6 +300,7 @@ namespace Hvlab
                     case "map_stress": return MapStress.Run(args);
                     case "map_tool": return MapTool.Run(args);
                     case "ebpf_stats": return EbpfStats.Run(args);
+                    case "prog_invoke": return ProgInvoke.Run(args);
                     case "layout": Console.WriteLine(Layout()); return 0;
                     default:
                         Console.Error.WriteLine("hvlab tools: unknown tool `" + tool + "`");

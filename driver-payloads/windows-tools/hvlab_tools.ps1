@@ -1,4 +1,4 @@
-# hvlab's guest tools on real Windows: `hvlab_tools.ps1 <map_stress|map_tool|ebpf_stats> [args]`.
+# hvlab's guest tools on real Windows: `hvlab_tools.ps1 <map_stress|map_tool|ebpf_stats|prog_invoke> [args]`.
 # Runs under Windows PowerShell 5.1 (powershell.exe), which every supported Windows Server has:
 # the C# next to this script is compiled in memory with Add-Type (C# 5) and calls
 # EbpfApi.dll by P/Invoke, so nothing has to be built for the guest beforehand.
@@ -10,7 +10,7 @@ $rest = [string[]]@()
 if ($args.Count -gt 1) { $rest = [string[]]($args[1..($args.Count - 1)]) }
 try {
   if (-not ('Hvlab.Cli' -as [type])) {
-    $sources = @('HvlabEbpf.cs', 'MapStress.cs', 'MapTool.cs') | ForEach-Object { Join-Path $PSScriptRoot $_ }
+    $sources = @('HvlabEbpf.cs', 'MapStress.cs', 'MapTool.cs', 'ProgInvoke.cs') | ForEach-Object { Join-Path $PSScriptRoot $_ }
     Add-Type -Path $sources -Language CSharp
   }
 } catch {

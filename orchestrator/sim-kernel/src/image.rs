@@ -71,11 +71,14 @@ pub enum Fault {
     /// handle queues its teardown work item without entering or leaving an epoch, so
     /// nothing arms the epoch timer for it.
     CloseWithoutEpoch,
+    /// Hook invocations take no per-client rundown and detach frees the client context at
+    /// once (upstream #254 / #2275): an invocation in flight reads freed memory.
+    InvokeWithoutRundown,
 }
 
 impl Fault {
     /// Every fault switch, in contract order.
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::FreeWithoutEpoch,
         Fault::DetachWithoutRundown,
         Fault::DoubleFreeOnReplace,
@@ -87,6 +90,7 @@ impl Fault {
         Fault::UpdateFailureNotUndone,
         Fault::PreFreeSkipsReplaced,
         Fault::CloseWithoutEpoch,
+        Fault::InvokeWithoutRundown,
     ];
 
     /// The image whose code the switch changes.
@@ -114,6 +118,7 @@ impl Fault {
             Fault::UpdateFailureNotUndone => "update_failure_not_undone",
             Fault::PreFreeSkipsReplaced => "pre_free_skips_replaced",
             Fault::CloseWithoutEpoch => "close_without_epoch",
+            Fault::InvokeWithoutRundown => "invoke_without_rundown",
         }
     }
 
@@ -156,7 +161,8 @@ pub enum ImageError {
         "parse the driver manifest: unknown fault {0:?} (known: free_without_epoch, \
          detach_without_rundown, double_free_on_replace, leak_on_replace, stuck_reader, \
          hang_on_unload, legacy_preprocess_delete, per_cpu_epoch_stamp, update_failure_not_undone, \
-         pre_free_skips_replaced, close_without_epoch)"
+         pre_free_skips_replaced, close_without_epoch, \
+         invoke_without_rundown)"
     )]
     UnknownFault(String),
     /// A fault switch of the other image.

@@ -31,6 +31,7 @@ pub(crate) struct KernelInner {
     pub(crate) pool: Pool,
     pub(crate) epoch: EpochManager,
     pub(crate) nmr: Nmr,
+    pub(crate) hooks: crate::hook::Hooks,
     pub(crate) services: Services,
     pub(crate) maps: MapRegistry,
     pub(crate) timer: Mutex<Option<JoinHandle<()>>>,
@@ -95,6 +96,7 @@ impl KernelInner {
             modules: ModuleTable::default(),
             epoch: EpochManager::new(cpus),
             nmr: Nmr::default(),
+            hooks: crate::hook::Hooks::default(),
             services: Services::default(),
             maps: MapRegistry::new(&pool),
             pool,
@@ -175,6 +177,7 @@ impl KernelInner {
     /// Wakes everything that might block so it observes the halt.
     pub(crate) fn on_halt(&self) {
         self.nmr.cancel_all();
+        self.hooks.cancel_all();
         self.epoch.wake_timer();
     }
 

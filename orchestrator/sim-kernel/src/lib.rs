@@ -9,9 +9,11 @@
 //!   ├─ services: load_driver / stop_driver / driver_state   (DriverEntry, DriverUnload)
 //!   │     ebpfcore ─ map API enabled        sample_ext ─ NMR provider of map type 15
 //!   ├─ maps: hash (built in) and custom (provider callbacks, rundown ref per map)
+//!   ├─ hook: programs (program-info NPI), links (hook NPI), sample_ext's hook provider
+//!   │     invoke: device → per-client rundown → epoch → ebpf_program_invoke
 //!   ├─ epoch: per-CPU state, 1 ms timer thread → propose/commit → pool release
 //!   ├─ pool: slab with generation counters (stale access ⇒ 0x50, bad free ⇒ 0xC2/0x139)
-//!   ├─ tools: map_stress, map_tool, ebpf_stats (args per the sim contract)
+//!   ├─ tools: map_stress, map_tool, ebpf_stats, prog_invoke (args per the sim contract)
 //!   └─ halt: first bugcheck stops every kernel/tool thread; wait_bugcheck() reports it
 //! ```
 //!
@@ -28,8 +30,11 @@
 //!   a [`Bugcheck`]'s `rip` lies in its module's range.
 //! - User-mode map API: [`Kernel::create_map`] → [`MapHandle`] (find / update / delete /
 //!   next_key, and program-helper variants), pins via [`Kernel::pin_map`].
+//! - Programs and links: [`Kernel::load_program`] → [`ProgramHandle::attach`] →
+//!   [`LinkHandle`]; [`Kernel::invoke_hook`] runs the sample hook (a [`HookRun`]).
 //!
-//! Loom model checks of the rundown and epoch propose/commit cores:
+//! Loom model checks of the rundown (map provider and per-client hook invocation) and epoch
+//! propose/commit cores:
 //! `RUSTFLAGS="--cfg loom" cargo test -p sim-kernel --release --lib loom`
 //! (use a separate `CARGO_TARGET_DIR` to keep the normal build cache).
 
@@ -38,6 +43,7 @@ mod bounded;
 mod bugcheck;
 mod epoch;
 mod error;
+mod hook;
 mod image;
 mod inner;
 mod kernel;
@@ -45,8 +51,10 @@ mod maps;
 mod modules;
 mod nmr;
 mod pool;
+mod program;
 mod provider;
 mod sample_ext;
+mod sample_hook;
 mod services;
 mod sync;
 mod tools;
@@ -58,6 +66,7 @@ pub use bugcheck::{
     PAGE_FAULT_IN_NONPAGED_AREA, bugcheck_name,
 };
 pub use error::{EbpfError, KernelError};
+pub use hook::{HookRun, LinkHandle, ProgramHandle};
 pub use image::{DriverImage, Fault, ImageError, ImageKind, Signature};
 pub use inner::EpochGuard;
 pub use kernel::Kernel;

@@ -78,6 +78,7 @@ pub(crate) const CORE_FUNCTIONS: &[&str] = &[
     CORE_MAP_CREATE,
     CORE_MAP_DESTROY,
     CORE_PROGRAM_INVOKE,
+    crate::program::CORE_LINK_INVOKE,
 ];
 /// The sample extension's functions (its provider callbacks, entry and unload).
 pub(crate) const SAMPLE_FUNCTIONS: &[&str] = &[
@@ -89,6 +90,10 @@ pub(crate) const SAMPLE_FUNCTIONS: &[&str] = &[
     "_sample_map_update_entry",
     "_sample_map_delete_entry",
     "_sample_ext_helper_map_get_value",
+    crate::hook::DEVICE_CONTROL,
+    crate::sample_hook::INVOKE,
+    crate::sample_hook::ATTACH_CLIENT,
+    crate::sample_hook::DETACH_CLIENT,
 ];
 
 /// Offset of the call instruction's successor inside a calling function: where a return

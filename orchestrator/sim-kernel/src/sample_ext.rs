@@ -18,8 +18,11 @@
 //! - `hang_on_unload`: `DriverUnload` waits for an event nothing sets.
 //! - `legacy_preprocess_delete` (not a bug): the provider registers the deprecated
 //!   `preprocess_map_delete_element`, which puts the core's table in PRE_FREE mode.
+//! - `invoke_without_rundown`: the hook side invokes programs without the per-client
+//!   rundown (see `sample_hook`).
 
 use crate::error::EbpfError;
+use crate::hook::HookRegistration;
 use crate::image::Fault;
 use crate::inner::{Event, KernelInner};
 use crate::maps::Map;
@@ -27,6 +30,7 @@ use crate::modules::ModuleId;
 use crate::nmr::{Cancelled, Registration, Rundown};
 use crate::pool::{OwnerId, PoolHandle, TagId};
 use crate::provider::{MapProvider, OP_HELPER, OP_UPDATE, Slot};
+use crate::sample_hook::SampleHook;
 use crate::types::{BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -46,6 +50,8 @@ pub(crate) const IMAGE_SIZE: u64 = 0x2_4000;
 /// The provider object of one loaded instance of the sample driver.
 #[derive(Debug)]
 pub(crate) struct SampleExt {
+    /// The hook side (program-info and hook provider), registered at DriverEntry.
+    hook: Mutex<Option<Arc<HookRegistration>>>,
     module: ModuleId,
     owner: OwnerId,
     tag: TagId,
@@ -68,6 +74,7 @@ impl SampleExt {
         faults: Vec<Fault>,
     ) -> Self {
         SampleExt {
+            hook: Mutex::new(None),
             module,
             owner,
             tag: k.pool.tag(SAMPLE_TAG),
@@ -98,6 +105,11 @@ impl SampleExt {
                 )
             })?;
         *self.provider_context.lock() = Some(ctx);
+        if let Err(e) = self.register_hook(k) {
+            let _ = k.free(ctx);
+            *self.provider_context.lock() = None;
+            return Err(e);
+        }
         let reg = Arc::new(Registration {
             map_type: BPF_MAP_TYPE_SAMPLE_HASH_MAP,
             provider: self.clone(),
@@ -108,6 +120,7 @@ impl SampleExt {
         if !k.nmr.register(reg.clone()) {
             let _ = k.free(ctx);
             *self.provider_context.lock() = None;
+            self.unregister_hook(k);
             return Err((
                 0xC000_0035,
                 format!(
@@ -131,6 +144,12 @@ impl SampleExt {
         }
         // Lets a stuck helper go (it was waiting for this "refill").
         self.refill.set();
+        // Program-info and hook providers first, as `_sample_ebpf_ext_driver_unload`.
+        if let Some(hook) = self.hook.lock().take() {
+            k.hooks.deregister(k, &hook)?;
+            hook.provider.free_info_data(k)?;
+            k.hooks.close_device(&hook);
+        }
         k.nmr.begin_deregister(reg);
         let result = if self.has(Fault::DetachWithoutRundown) {
             // Bug: the detach callback returns at once and the driver tears down the map
@@ -150,6 +169,47 @@ impl SampleExt {
             k.free(ctx)?;
         }
         Ok(())
+    }
+
+    /// Registers the hook side (program-info and hook providers).
+    fn register_hook(&self, k: &KernelInner) -> Result<(), (u32, String)> {
+        let hook = SampleHook::new(
+            k,
+            self.module,
+            self.owner,
+            self.tag,
+            self.has(Fault::InvokeWithoutRundown),
+        )
+        .map_err(|e| {
+            (
+                0xC000_009A,
+                format!("failed to allocate the program information: {e}"),
+            )
+        })?;
+        let reg = Arc::new(HookRegistration {
+            provider: Arc::new(hook),
+            device: parking_lot::RwLock::new(false),
+        });
+        if !k.hooks.register(k, reg.clone()) {
+            let _ = reg.provider.free_info_data(k);
+            return Err((
+                0xC000_0035,
+                "NmrRegisterProvider: the sample program type already has a provider \
+                 (STATUS_OBJECT_NAME_COLLISION)"
+                    .to_string(),
+            ));
+        }
+        *self.hook.lock() = Some(reg);
+        Ok(())
+    }
+
+    /// Undoes [`SampleExt::register_hook`] when a later step of DriverEntry fails.
+    fn unregister_hook(&self, k: &KernelInner) {
+        if let Some(hook) = self.hook.lock().take() {
+            let _ = k.hooks.deregister(k, &hook);
+            let _ = hook.provider.free_info_data(k);
+            k.hooks.close_device(&hook);
+        }
     }
 
     fn entry(stored: u64) -> PoolHandle {

@@ -74,3 +74,31 @@ fn a_payload_that_does_not_fit_the_lab_is_a_config_error() {
             .contains("unknown payload `nope` (named by `--payload`)")
     );
 }
+
+/// The hook-side restart scenario plans upstream's sample-hook path on the Hyper-V lab:
+/// prog_invoke (C#) with test_sample_ebpf.sys, beside the restarts of sample_ebpf_ext.
+#[test]
+fn restart_hook_extension_plans_prog_invoke_on_the_hyperv_example_lab() {
+    let sb = Sandbox::new();
+    let out = sb
+        .hvlab()
+        .args([
+            "run",
+            "restart-hook-extension-during-invocation",
+            "--dry-run",
+            "--lab",
+        ])
+        .arg(crate::support::repo_root().join("vm-configs/hyperv-example.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        r"driver-payloads/windows-tools/ProgInvoke.cs' -> 'C:\hvlab\bin\ProgInvoke.cs'",
+        r"test_sample_ebpf.sys' -> 'C:\eBPF\test_sample_ebpf.sys'",
+        r"'Program' = 'C:\hvlab\bin\prog_invoke.cmd'",
+        "--links 2 --rate 0 --program C:\\eBPF\\test_sample_ebpf.sys --program-name test_program_entry",
+    ] {
+        assert!(plan.contains(want), "missing {want:?} in the plan");
+    }
+}

@@ -75,6 +75,7 @@ fn fake_build(dir: &Path) {
         "ebpf_stress_tests_km.exe",
         "sample_ext_app.exe",
         "custom_map_basic.sys",
+        "test_sample_ebpf.sys",
     ] {
         std::fs::write(dir.join(f), b"MZ").unwrap();
     }

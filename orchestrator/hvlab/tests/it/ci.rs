@@ -40,10 +40,13 @@ fn list_shows_scenarios_units_tags_and_tools() {
         [
             "fault-hot-unload-race",
             "restart-extension-during-invocation",
-            "stop-extension-live-maps"
+            "restart-hook-extension-during-invocation",
+            "stop-extension-live-maps",
+            "upstream-254-invoke-during-unload-clean",
+            "upstream-254-invoke-during-unload"
         ]
     );
-    assert_eq!(doc["units"], 3, "one template each");
+    assert_eq!(doc["units"], 6, "one template each");
     let map_tool = &doc["payloads"][0]["tools"][1];
     assert_eq!(map_tool["name"], "map_tool");
     assert_eq!(map_tool["arguments"][0]["required"], true);

@@ -12,6 +12,7 @@ mod durability;
 mod expect;
 mod halt;
 mod hog;
+mod hook;
 mod infra;
 mod known;
 mod load;

@@ -28,7 +28,7 @@ fn drivers_install_in_dependency_order() {
         .map(|d| d.service.as_str())
         .collect();
     assert_eq!(order[0], "ebpfcore");
-    assert_eq!(order.len(), 9);
+    assert_eq!(order.len(), 10);
     let started: Vec<&str> = p
         .drivers
         .iter()
@@ -219,9 +219,9 @@ fn matrix_and_fault_selection() {
     assert_eq!(cells.len(), expected);
     // One per fault switch, plus the hot-unload race that repro mode hunts, plus one per
     // modelled upstream bug (docs/upstream-bugs.md).
-    assert_eq!(plan.with_tag("fault").count(), 11);
-    assert_eq!(plan.with_tag("upstream-bug").count(), 4);
-    assert_eq!(plan.with_tag("upstream-bug-clean").count(), 4);
+    assert_eq!(plan.with_tag("fault").count(), 12);
+    assert_eq!(plan.with_tag("upstream-bug").count(), 5);
+    assert_eq!(plan.with_tag("upstream-bug-clean").count(), 5);
     assert!(
         plan.scenarios
             .iter()

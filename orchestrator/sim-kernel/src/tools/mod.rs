@@ -1,17 +1,18 @@
-//! The sim tools (`map_stress`, `map_tool`, `ebpf_stats`): argument parsing per the sim
+//! The sim tools (`map_stress`, `map_tool`, `ebpf_stats`, `prog_invoke`): argument parsing per the sim
 //! contract and dispatch. Exit codes: 0 ok, 1 failure, 2 usage error, 130 cancelled.
 
 mod args;
 mod ebpf_stats;
 mod map_stress;
 mod map_tool;
+mod prog_invoke;
 
 use crate::error::KernelError;
 use crate::kernel::Kernel;
 use crate::types::{CancelFlag, ToolOutput};
 
 /// Tool names the kernel implements.
-pub const TOOLS: [&str; 3] = ["map_stress", "map_tool", "ebpf_stats"];
+pub const TOOLS: [&str; 4] = ["map_stress", "map_tool", "ebpf_stats", "prog_invoke"];
 
 pub(crate) fn run(
     k: &Kernel,
@@ -24,6 +25,7 @@ pub(crate) fn run(
         "map_stress" => map_stress::run(k, args, cancel),
         "map_tool" => map_tool::run(k, args, cancel),
         "ebpf_stats" => ebpf_stats::run(k, args),
+        "prog_invoke" => prog_invoke::run(k, args, cancel),
         _ => return Err(KernelError::UnknownTool(name.to_string())),
     })
 }

@@ -7,6 +7,11 @@ use crate::support::*;
 use sim_kernel::*;
 use std::time::{Duration, Instant};
 
+/// [`rate`] for the other modules' fault tests.
+pub fn rate_pub(name: &str, runs: u32, attempt: impl FnMut() -> bool) -> u32 {
+    rate(name, runs, attempt)
+}
+
 /// Runs `attempt` up to `runs` times; prints and returns the detection count.
 fn rate(name: &str, runs: u32, mut attempt: impl FnMut() -> bool) -> u32 {
     let start = Instant::now();

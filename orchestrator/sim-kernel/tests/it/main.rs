@@ -2,6 +2,7 @@
 
 mod core_flavours;
 mod faults;
+mod hook;
 mod rules;
 mod stress;
 mod support;

@@ -25,10 +25,15 @@ fn tools_dir() -> PathBuf {
 
 /// The C# sources hvlab_tools.ps1 compiles, in its order.
 fn sources() -> Vec<PathBuf> {
-    ["HvlabEbpf.cs", "MapStress.cs", "MapTool.cs"]
-        .iter()
-        .map(|f| tools_dir().join(f))
-        .collect()
+    [
+        "HvlabEbpf.cs",
+        "MapStress.cs",
+        "MapTool.cs",
+        "ProgInvoke.cs",
+    ]
+    .iter()
+    .map(|f| tools_dir().join(f))
+    .collect()
 }
 
 fn found(program: &str) -> bool {

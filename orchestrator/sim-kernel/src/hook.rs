@@ -1,0 +1,263 @@
+//! The hook side's registrations (NMR for the program-info NPI and the hook NPI) and the
+//! user-mode program API: load a program, attach links, invoke the hook.
+//!
+//! NMR binds clients and providers in both orders: a program or link created while its
+//! provider is registered binds at once; a provider that registers later (an extension
+//! restart) binds every client still registered. Deregistration unbinds each client
+//! through the provider's detach callback, which may wait (the per-client rundown).
+//!
+//! Invocations come through the extension's device (`IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`): the
+//! I/O manager keeps the image mapped while a request is inside the driver (the device
+//! gate below), but nothing in the kernel keeps the *driver's own* per-client state alive:
+//! that is what the extension's per-client rundown is for.
+
+use crate::error::EbpfError;
+use crate::inner::KernelInner;
+use crate::kernel::Kernel;
+use crate::nmr::Rundown;
+use crate::program::{Link, Program};
+use crate::sample_hook::SampleHook;
+use parking_lot::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+/// The extension's device routine that runs the hook (`IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`).
+pub(crate) const DEVICE_CONTROL: &str = "_sample_ebpf_ext_driver_io_device_control";
+
+/// A registered extension instance: provider of both NPIs, reached through its device.
+#[derive(Debug)]
+pub(crate) struct HookRegistration {
+    pub(crate) provider: Arc<SampleHook>,
+    /// Requests inside the driver hold it shared (the I/O manager's reference on the
+    /// device); closing the device takes it exclusively and marks it closed.
+    pub(crate) device: RwLock<bool>,
+}
+
+/// The hook side's NMR state.
+#[derive(Debug, Default)]
+pub(crate) struct Hooks {
+    provider: RwLock<Option<Arc<HookRegistration>>>,
+    programs: Mutex<Vec<Weak<Program>>>,
+    links: Mutex<Vec<Arc<Link>>>,
+    /// Every client rundown a detach may wait on (cancelled on halt so no unload thread
+    /// stays blocked).
+    waits: Mutex<Vec<Weak<Rundown>>>,
+    closing: Mutex<Vec<Arc<HookRegistration>>>,
+    ids: AtomicU64,
+}
+
+/// What one run of the hook did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HookRun {
+    /// Programs that ran.
+    pub ran: u32,
+    /// Links that could not run because the extension is going away (client detaching, or
+    /// the program's extension data already NULL): clean failures, not errors.
+    pub away: u32,
+}
+
+impl Hooks {
+    /// Registers both providers of an extension instance and binds every client.
+    pub(crate) fn register(&self, k: &KernelInner, reg: Arc<HookRegistration>) -> bool {
+        let mut p = self.provider.write();
+        if p.is_some() {
+            return false;
+        }
+        let data = reg.provider.info_data();
+        self.programs.lock().retain(|w| match w.upgrade() {
+            Some(prog) => {
+                prog.set_info(data);
+                true
+            }
+            None => false,
+        });
+        for link in self.links.lock().iter() {
+            // A client the provider refuses stays registered, unbound.
+            let _ = reg.provider.attach_client(k, link.clone());
+        }
+        *p = Some(reg);
+        true
+    }
+
+    /// The extension's unload: program-info provider first (NULL the data, synchronize the
+    /// epoch), then the hook provider (detach every client, each detach waiting for its
+    /// rundown), as `_sample_ebpf_ext_driver_unload` does.
+    pub(crate) fn deregister(
+        &self,
+        k: &KernelInner,
+        reg: &Arc<HookRegistration>,
+    ) -> Result<(), EbpfError> {
+        {
+            let mut p = self.provider.write();
+            if p.as_ref().is_some_and(|r| Arc::ptr_eq(r, reg)) {
+                *p = None;
+            }
+            self.closing.lock().push(reg.clone());
+        }
+        let programs: Vec<Arc<Program>> = self
+            .programs
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for prog in &programs {
+            prog.set_info(None);
+        }
+        // Invocations that read the data before it went NULL finish inside their epoch.
+        k.synchronize()?;
+        reg.provider.detach_all_clients(k)
+    }
+
+    /// Waits for requests still inside the driver (they finish on their own: the hook
+    /// path never blocks), then forgets the registration.
+    pub(crate) fn close_device(&self, reg: &Arc<HookRegistration>) {
+        *reg.device.write() = true;
+        self.closing.lock().retain(|c| !Arc::ptr_eq(c, reg));
+    }
+
+    /// Remembers a rundown a detach may wait on, for [`Hooks::cancel_all`].
+    pub(crate) fn track(&self, r: &Arc<Rundown>) {
+        let mut w = self.waits.lock();
+        w.retain(|x| x.strong_count() > 0);
+        w.push(Arc::downgrade(r));
+    }
+
+    /// Ends every wait of the hook side (the kernel stopped).
+    pub(crate) fn cancel_all(&self) {
+        for r in self.waits.lock().iter().filter_map(Weak::upgrade) {
+            r.cancel();
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// A loaded program (`bpf_object__load`); unloaded when dropped.
+#[derive(Debug)]
+pub struct ProgramHandle {
+    k: Kernel,
+    program: Arc<Program>,
+}
+
+/// An attached link (`bpf_program__attach`); detached when dropped.
+#[derive(Debug)]
+pub struct LinkHandle {
+    k: Kernel,
+    link: Arc<Link>,
+    detached: AtomicBool,
+}
+
+impl Kernel {
+    /// Loads a program of the sample program type; fails with `EXTENSION_FAILED_TO_LOAD`
+    /// while no extension provides its program info.
+    pub fn load_program(&self) -> Result<ProgramHandle, EbpfError> {
+        let k = &self.inner;
+        k.check()?;
+        if k.services.core_running().is_none() {
+            return Err(EbpfError::CoreNotRunning);
+        }
+        let p = k.hooks.provider.read();
+        let Some(reg) = p.as_ref() else {
+            return Err(EbpfError::ExtensionFailedToLoad);
+        };
+        let program = Arc::new(Program::default());
+        program.set_info(reg.provider.info_data());
+        k.hooks.programs.lock().push(Arc::downgrade(&program));
+        Ok(ProgramHandle {
+            k: self.clone(),
+            program,
+        })
+    }
+
+    /// Runs the hook once (the extension's `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`): every attached
+    /// link's program, each under the extension's per-client rundown. Fails with
+    /// `EXTENSION_FAILED_TO_LOAD` when the extension's device is gone.
+    pub fn invoke_hook(&self, ctx: u32) -> Result<HookRun, EbpfError> {
+        let k = &self.inner;
+        k.check()?;
+        let reg = k
+            .hooks
+            .provider
+            .read()
+            .clone()
+            .ok_or(EbpfError::ExtensionFailedToLoad)?;
+        let open = reg.device.read();
+        if *open {
+            return Err(EbpfError::ExtensionFailedToLoad);
+        }
+        let p = &reg.provider;
+        k.call_driver(p.module(), p.loaded(), DEVICE_CONTROL, || p.invoke(k, ctx))
+    }
+}
+
+impl ProgramHandle {
+    /// Attaches the program to the sample hook; fails with `EXTENSION_FAILED_TO_LOAD` while
+    /// no hook provider is registered. The link survives extension restarts.
+    pub fn attach(&self) -> Result<LinkHandle, EbpfError> {
+        let k = &self.k.inner;
+        k.check()?;
+        let p = k.hooks.provider.read();
+        let Some(reg) = p.as_ref() else {
+            return Err(EbpfError::ExtensionFailedToLoad);
+        };
+        let link = Arc::new(Link {
+            id: k.hooks.next_id(),
+            program: self.program.clone(),
+        });
+        reg.provider.attach_client(k, link.clone())?;
+        k.hooks.links.lock().push(link.clone());
+        Ok(LinkHandle {
+            k: self.k.clone(),
+            link,
+            detached: AtomicBool::new(false),
+        })
+    }
+
+    /// How often the program ran.
+    pub fn runs(&self) -> u64 {
+        self.program.runs.load(Ordering::Relaxed)
+    }
+
+    /// True while the program holds its program-info provider's data.
+    pub fn is_bound(&self) -> bool {
+        self.program.is_bound()
+    }
+}
+
+impl Drop for ProgramHandle {
+    fn drop(&mut self) {
+        let me = &self.program;
+        self.k
+            .inner
+            .hooks
+            .programs
+            .lock()
+            .retain(|w| w.upgrade().is_some_and(|p| !Arc::ptr_eq(&p, me)));
+    }
+}
+
+impl LinkHandle {
+    /// Detaches the link (`bpf_link_detach`): unregisters the NMR client; the provider's
+    /// detach waits for invocations of it in flight.
+    pub fn detach(&self) -> Result<(), EbpfError> {
+        if self.detached.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let k = &self.k.inner;
+        k.hooks.links.lock().retain(|l| !Arc::ptr_eq(l, &self.link));
+        let reg = k.hooks.provider.read().clone();
+        match reg {
+            Some(reg) => reg.provider.detach_client(k, self.link.id),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LinkHandle {
+    fn drop(&mut self) {
+        // A detach that fails only does so because the kernel stopped.
+        let _ = self.detach();
+    }
+}

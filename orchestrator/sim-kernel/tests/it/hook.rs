@@ -1,0 +1,174 @@
+//! The hook side: programs bound to the program-info provider, links bound to the hook
+//! provider, both surviving an extension restart; `prog_invoke` while the extension
+//! restarts is clean on the correct build and a use-after-free in the extension without
+//! the per-client rundown (upstream #254 / #2275).
+
+use crate::support::*;
+use sim_kernel::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Stops and starts the extension `cycles` times while `prog_invoke` runs; returns the
+/// tool's output and how many restarts completed.
+fn restart_during_invocation(faults: &[Fault], cycles: u32) -> (Kernel, String, ToolOutput, u32) {
+    let (k, svc) = boot_with(faults, false);
+    let done = Arc::new(AtomicBool::new(false));
+    let restarts = Arc::new(AtomicU32::new(0));
+    let controller = {
+        let (k, svc, done, restarts) = (k.clone(), svc.clone(), done.clone(), restarts.clone());
+        let faults = faults.to_vec();
+        std::thread::spawn(move || {
+            for _ in 0..cycles {
+                std::thread::sleep(Duration::from_millis(60));
+                if done.load(Ordering::Relaxed) || k.stop_driver(&svc).is_err() {
+                    return;
+                }
+                if !wait_state(&k, &svc, DriverState::Stopped, Duration::from_secs(3)) {
+                    return;
+                }
+                if k.load_driver(&svc, &image(ImageKind::SampleExt, &faults))
+                    .is_err()
+                {
+                    return;
+                }
+                restarts.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let out = k
+        .run_tool(
+            "prog_invoke",
+            &args(&format!(
+                "--threads 4 --links 2 --duration {}ms",
+                120 * cycles + 200
+            )),
+            &CancelFlag::with_deadline(Instant::now() + Duration::from_secs(10)),
+        )
+        .unwrap();
+    done.store(true, Ordering::Relaxed);
+    controller.join().unwrap();
+    let n = restarts.load(Ordering::Relaxed);
+    (k, svc, out, n)
+}
+
+fn counters(out: &ToolOutput) -> serde_json::Value {
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+#[test]
+fn programs_and_links_need_their_providers_and_survive_a_restart() {
+    let k = Kernel::boot(KernelConfig {
+        cpus: 2,
+        test_signing: true,
+        ..KernelConfig::default()
+    })
+    .unwrap();
+    assert_eq!(k.load_program().unwrap_err(), EbpfError::CoreNotRunning);
+    k.load_driver("ebpfcore", &image(ImageKind::EbpfCore, &[]))
+        .unwrap();
+    assert_eq!(
+        k.load_program().unwrap_err(),
+        EbpfError::ExtensionFailedToLoad,
+        "no program-info provider"
+    );
+    assert_eq!(k.invoke_hook(0), Err(EbpfError::ExtensionFailedToLoad));
+    k.load_driver("sample_ebpf_ext", &image(ImageKind::SampleExt, &[]))
+        .unwrap();
+    let prog = k.load_program().unwrap();
+    assert!(prog.is_bound());
+    assert_eq!(
+        k.invoke_hook(0),
+        Ok(HookRun { ran: 0, away: 0 }),
+        "no link yet"
+    );
+    let link = prog.attach().unwrap();
+    assert_eq!(k.invoke_hook(1), Ok(HookRun { ran: 1, away: 0 }));
+    assert_eq!(
+        k.stop_driver("sample_ebpf_ext").unwrap(),
+        DriverState::Stopped,
+        "nothing in flight: the stop completes at once"
+    );
+    assert!(!prog.is_bound(), "program-info detach NULLs the data");
+    assert_eq!(k.invoke_hook(1), Err(EbpfError::ExtensionFailedToLoad));
+    assert_eq!(prog.attach().unwrap_err(), EbpfError::ExtensionFailedToLoad);
+    k.load_driver("sample_ebpf_ext", &image(ImageKind::SampleExt, &[]))
+        .unwrap();
+    assert!(prog.is_bound(), "NMR binds the program to the new provider");
+    assert_eq!(
+        k.invoke_hook(2),
+        Ok(HookRun { ran: 1, away: 0 }),
+        "the link binds to the new hook provider"
+    );
+    link.detach().unwrap();
+    assert_eq!(k.invoke_hook(3), Ok(HookRun { ran: 0, away: 0 }));
+    assert_eq!(prog.runs(), 2);
+    drop(link);
+    drop(prog);
+    k.synchronize().unwrap();
+    assert_eq!(
+        k.stop_driver("sample_ebpf_ext").unwrap(),
+        DriverState::Stopped
+    );
+    assert!(k.bugcheck().is_none());
+    k.shutdown();
+}
+
+/// Detach waits for invocations holding the client's rundown, so the correct build
+/// survives restarts under invocation, with clean failures counted.
+#[test]
+fn restarting_the_extension_during_invocation_is_clean() {
+    let (k, svc, out, restarts) = restart_during_invocation(&[], 4);
+    assert!(k.bugcheck().is_none(), "{:?}", k.bugcheck());
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let v = counters(&out);
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["invocations"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["extension_away"].as_u64().unwrap() > 0,
+        "the extension was away at times: {v}"
+    );
+    assert_eq!(restarts, 4, "{v}");
+    assert_eq!(k.driver_state(&svc), DriverState::Running);
+    k.shutdown();
+}
+
+#[test]
+fn invoke_without_rundown_is_a_use_after_free_in_the_extension() {
+    let _ = crate::faults::rate_pub("invoke_without_rundown", 4, || {
+        let (k, svc, out, _) = restart_during_invocation(&[Fault::InvokeWithoutRundown], 6);
+        let bc = k.bugcheck();
+        k.shutdown();
+        match bc {
+            Some(bc) => {
+                assert_eq!(out.exit_code, 1, "{out:?}");
+                assert_eq!(bc.code, 0x50, "{bc:?}");
+                assert_eq!(bc.module, format!("{svc}.sys"), "{bc:?}");
+                assert_eq!(bc.function, "_sample_ebpf_extension_invoke_program");
+                true
+            }
+            None => false,
+        }
+    });
+}
+
+/// Links detached and attached again while four threads invoke them: every detach waits
+/// for its invocations, nothing fails, and the re-attached links run.
+#[test]
+fn relinking_during_invocation_is_clean() {
+    let (k, _svc) = boot();
+    let out = k
+        .run_tool(
+            "prog_invoke",
+            &args("--threads 4 --links 2 --duration 400ms --link-lifetime 20ms"),
+            &CancelFlag::with_deadline(Instant::now() + Duration::from_secs(10)),
+        )
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let v = counters(&out);
+    assert!(v["relinks"].as_u64().unwrap() >= 3, "{v}");
+    assert!(v["invocations"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(k.bugcheck().is_none());
+    k.shutdown();
+}
