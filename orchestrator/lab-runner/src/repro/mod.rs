@@ -23,7 +23,7 @@ pub mod stats;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use lab_backends::AnyHypervisor;
+use lab_backends::{AnyHypervisor, BackendFacts};
 use lab_config::Plan;
 
 use crate::events::{UnitId, UnitOutcome};
@@ -133,13 +133,6 @@ impl UnitSource for ReproSource {
     }
 }
 
-fn capacity(plan: &Plan) -> usize {
-    match &plan.lab.backend {
-        lab_config::LabBackend::Sim(s) => s.capacity as usize,
-        lab_config::LabBackend::HyperV(h) => h.hosts.iter().map(|h| h.capacity as usize).sum(),
-    }
-}
-
 /// Runs a repro into `run_dir` (which must exist and be empty).
 pub async fn run(
     settings: ReproSettings,
@@ -156,7 +149,7 @@ pub async fn run(
     };
     let vms = settings
         .max_vms
-        .unwrap_or_else(|| capacity(&settings.plan))
+        .unwrap_or_else(|| settings.plan.lab.backend.capacity())
         .clamp(1, budget.max(1) as usize);
     let config = Config {
         scenario: settings.plan.scenarios[0].clone(),
