@@ -61,3 +61,41 @@ impl BackendFacts for LabBackend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn shipped(file: &str) -> lab_config::Lab {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../vm-configs")
+            .join(file);
+        lab_config::load_lab(&path).expect("the shipped lab validates")
+    }
+
+    #[test]
+    fn the_sim_lab_answers_its_capacity_and_templates() {
+        let lab = shipped("local-sim.yaml");
+        assert_eq!(lab.backend.capacity(), 2);
+        let t = lab
+            .backend
+            .template("ws2022")
+            .expect("ws2022 is in the lab");
+        assert_eq!(t.memory_mb, 2048);
+        assert_eq!(t.boot_delay, Duration::from_millis(50));
+        assert!(lab.backend.template("no-such-template").is_none());
+    }
+
+    #[test]
+    fn a_hyperv_lab_sums_its_hosts_and_boots_without_a_simulated_delay() {
+        let lab = shipped("hyperv-example.yaml");
+        assert_eq!(lab.backend.capacity(), 2 + 4 + 4);
+        let t = lab
+            .backend
+            .template("ws2022")
+            .expect("ws2022 is in the lab");
+        assert_eq!(t.boot_delay, Duration::ZERO);
+    }
+}
