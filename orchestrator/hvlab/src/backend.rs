@@ -1,24 +1,15 @@
-//! Turns a validated lab into a hypervisor backend: the simulated lab, or Hyper-V hosts
-//! reached locally, over WinRM or over SSH; and the `--dry-run` plan of a Hyper-V run.
+//! The CLI's side of a lab backend: simulated guests run as this executable, the backend
+//! itself comes from `lab_backends::connect`; and the `--dry-run` plan of a Hyper-V run.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use lab_backends::AnyHypervisor;
-use lab_backends::hyperv::{
-    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
-    LocalPowerShell, RemotePowerShell, TemplateConfig, Timing, dry_run,
-};
+use lab_backends::connect::hyperv_config;
+use lab_backends::hyperv::dry_run;
 use lab_backends::sim::{GuestLauncher, SimHypervisor};
 use lab_backends::{ServiceSpec, VmSpec};
-use lab_config::{
-    CheckpointType, Connection, GuestTransportKind, HyperVLab, Lab, LabBackend, Plan,
-};
-use lab_transport::{
-    AnyTransport, HostKeyPolicy, RemoteOs, SshAuth, SshConfig, SshTransport, TlsVerify, WinrmAuth,
-    WinrmScheme, WinrmSettings, WinrmTransport,
-};
+use lab_config::{Lab, LabBackend, Plan};
 
 use crate::error::CliError;
 use crate::settings::EnvSettings;
@@ -26,164 +17,26 @@ use crate::settings::EnvSettings;
 /// The hidden verb a simulated VM runs (`hvlab __sim-guest --disk DIR`).
 pub const GUEST_VERB: &str = "__sim-guest";
 
-/// The simulated hypervisor (state under `env.sim_root`), launching guests as this very
-/// executable.
-pub fn sim(env: &EnvSettings) -> Result<SimHypervisor, CliError> {
+/// How simulated VMs are started: as this very executable, running the hidden guest verb.
+pub fn launcher() -> Result<GuestLauncher, CliError> {
     let exe = std::env::current_exe().map_err(|source| CliError::Io {
         action: "find the hvlab executable to start simulated guests".into(),
         source,
     })?;
-    Ok(SimHypervisor::new(
-        env.sim_root.clone(),
-        GuestLauncher {
-            program: exe,
-            args: vec![GUEST_VERB.into()],
-        },
-    ))
+    Ok(GuestLauncher {
+        program: exe,
+        args: vec![GUEST_VERB.into()],
+    })
 }
 
-/// A backend for `lab`. Hyper-V host credentials are read here, at connect time.
+/// The simulated hypervisor (state under the resolved sim root).
+pub fn sim(env: &EnvSettings) -> Result<SimHypervisor, CliError> {
+    Ok(lab_backends::connect::sim(&env.lab, launcher()?))
+}
+
+/// The backend for `lab`, built by the backends crate from the lab and the settings.
 pub fn connect(lab: &Lab, env: &EnvSettings) -> Result<AnyHypervisor, CliError> {
-    match &lab.backend {
-        LabBackend::Sim(_) => Ok(AnyHypervisor::Sim(sim(env)?)),
-        LabBackend::HyperV(hv) => {
-            let config = hyperv_config(hv, true);
-            let hosts = hv
-                .hosts
-                .iter()
-                .map(|h| connect_host(h, env).map(Arc::new))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(AnyHypervisor::HyperV(HyperV::new(config, hosts)))
-        }
-    }
-}
-
-fn secret(r: &lab_config::SecretRef) -> lab_transport::SecretRef {
-    match r {
-        lab_config::SecretRef::Env(v) => lab_transport::SecretRef::Env(v.clone()),
-        lab_config::SecretRef::File(p) => lab_transport::SecretRef::File(p.clone()),
-    }
-}
-
-fn connect_host(h: &lab_config::Host, env: &EnvSettings) -> Result<AnyPsHost, CliError> {
-    let infra =
-        |what: String| CliError::infra_msg(format!("connect to Hyper-V host {}: {what}", h.name));
-    let address = || {
-        h.address
-            .clone()
-            .ok_or_else(|| infra("the lab gives no address".into()))
-    };
-    match &h.connection {
-        Connection::Local => Ok(AnyPsHost::Local(LocalPowerShell::default())),
-        Connection::WinRm {
-            port,
-            https,
-            cert_sha256,
-            credentials,
-        } => {
-            let password = credentials
-                .password
-                .as_ref()
-                .map(secret)
-                .ok_or_else(|| infra("WinRM needs a password reference".into()))?;
-            let (domain, user) = match credentials.user.split_once('\\') {
-                Some((d, u)) => (d.to_owned(), u.to_owned()),
-                None => (String::new(), credentials.user.clone()),
-            };
-            let scheme = match (https, cert_sha256) {
-                (false, _) => WinrmScheme::Http,
-                (true, Some(pin)) => WinrmScheme::Https(TlsVerify::PinnedSha256(pin.clone())),
-                (true, None) => WinrmScheme::Https(TlsVerify::PublicRoots),
-            };
-            let auth = WinrmAuth::Ntlm {
-                user,
-                domain,
-                password,
-            };
-            let settings = WinrmSettings::new(address()?, scheme, auth).port(*port);
-            let t = WinrmTransport::new(settings)
-                .map_err(|e| CliError::infra(format!("connect to Hyper-V host {}", h.name), e))?;
-            Ok(AnyPsHost::Remote(RemotePowerShell::new(
-                AnyTransport::Winrm(t),
-            )))
-        }
-        Connection::Ssh {
-            port,
-            credentials,
-            host_key_sha256,
-        } => {
-            let auth = match (&credentials.private_key, &credentials.password) {
-                (Some(lab_config::SecretRef::File(path)), _) => SshAuth::KeyFile {
-                    path: path.clone(),
-                    passphrase: None,
-                },
-                (Some(lab_config::SecretRef::Env(v)), _) => {
-                    return Err(infra(format!(
-                        "an SSH private key must be a file (got env:{v})"
-                    )));
-                }
-                (None, Some(p)) => SshAuth::Password(secret(p)),
-                (None, None) => SshAuth::Agent,
-            };
-            // A pin in the lab file is the host's identity; without one, known_hosts is.
-            let host_key = match host_key_sha256 {
-                Some(pin) => HostKeyPolicy::PinnedSha256(pin.clone()),
-                None => HostKeyPolicy::KnownHosts(env.known_hosts()),
-            };
-            let cfg = SshConfig::new(address()?, credentials.user.clone(), auth, host_key)
-                .port(*port)
-                .remote_os(RemoteOs::Windows);
-            Ok(AnyPsHost::Remote(RemotePowerShell::new(AnyTransport::Ssh(
-                SshTransport::new(cfg),
-            ))))
-        }
-    }
-}
-
-/// The backend's view of a Hyper-V lab.
-pub fn hyperv_config(hv: &HyperVLab, read_secrets: bool) -> HyperVConfig {
-    HyperVConfig {
-        hosts: hv
-            .hosts
-            .iter()
-            .map(|h| HostConfig {
-                name: h.name.clone(),
-                capacity: h.capacity,
-                vm_dir: h.vm_dir.clone(),
-                switch: h.switch.clone(),
-            })
-            .collect(),
-        templates: hv
-            .templates
-            .iter()
-            .map(|t| TemplateConfig {
-                name: t.name.clone(),
-                base_vhdx: t.base_vhdx.clone(),
-                generation: t.generation,
-                secure_boot: t.secure_boot,
-                checkpoint: match t.checkpoint_type {
-                    CheckpointType::Standard => CheckpointKind::Standard,
-                    CheckpointType::Production => CheckpointKind::Production,
-                },
-                guest: GuestAccess {
-                    kind: match t.transport.kind {
-                        GuestTransportKind::PowershellDirect => GuestAccessKind::PowerShellDirect,
-                        GuestTransportKind::Winrm => GuestAccessKind::Winrm,
-                        GuestTransportKind::Ssh => GuestAccessKind::Ssh,
-                    },
-                    port: t.transport.port,
-                    user: t.transport.credentials.user.clone(),
-                    password: t.transport.credentials.password.as_ref().map(secret),
-                    private_key: match &t.transport.credentials.private_key {
-                        Some(lab_config::SecretRef::File(p)) => Some(p.clone()),
-                        _ => None,
-                    },
-                },
-            })
-            .collect(),
-        timing: Timing::default(),
-        read_secrets,
-    }
+    Ok(lab_backends::connect(lab, &env.lab, launcher()?)?)
 }
 
 /// `hvlab run --dry-run`: every script the run would send to its Hyper-V hosts, for one VM

@@ -27,6 +27,9 @@ pub enum CliError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The lab's backend could not be built from the lab file.
+    #[error(transparent)]
+    Connect(#[from] lab_backends::ConnectError),
     /// A run could not start.
     #[error("run: {0}")]
     Run(Box<lab_runner::run::RunError>),
@@ -62,7 +65,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => exit::CONFIG_ERROR,
-            CliError::Io { .. } | CliError::Infra { .. } => exit::INFRA_ERROR,
+            CliError::Io { .. } | CliError::Infra { .. } | CliError::Connect(_) => {
+                exit::INFRA_ERROR
+            }
             CliError::Run(e) => e.exit_code() as u8,
         }
     }

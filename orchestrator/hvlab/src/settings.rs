@@ -9,11 +9,10 @@ use std::path::PathBuf;
 /// What hvlab takes from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvSettings {
-    /// `HOME`: where `.ssh/known_hosts` lives for Hyper-V hosts reached over SSH.
-    pub home: Option<PathBuf>,
-    /// `HVLAB_SIM_ROOT`: the simulated lab's state directory; a per-user temp folder when
-    /// it is not set.
-    pub sim_root: PathBuf,
+    /// What the lab backends take: `HOME` (where `.ssh/known_hosts` lives for Hyper-V hosts
+    /// reached over SSH) and `HVLAB_SIM_ROOT` (the simulated lab's state directory; a
+    /// per-user temp folder when it is not set).
+    pub lab: lab_backends::Settings,
     /// `NO_COLOR` set to anything non-empty (no-color.org): no ANSI colours.
     pub no_color: bool,
 }
@@ -27,20 +26,13 @@ impl EnvSettings {
     /// Resolves the settings from `var` (the environment, or a map in tests).
     pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Self {
         EnvSettings {
-            home: var("HOME").map(PathBuf::from),
-            sim_root: var("HVLAB_SIM_ROOT")
-                .map_or_else(lab_backends::sim::default_root, Into::into),
+            lab: lab_backends::Settings {
+                home: var("HOME").map(PathBuf::from),
+                sim_root: var("HVLAB_SIM_ROOT")
+                    .map_or_else(lab_backends::sim::default_root, Into::into),
+            },
             no_color: var("NO_COLOR").is_some_and(|v| !v.is_empty()),
         }
-    }
-
-    /// The OpenSSH known_hosts file host keys are checked against: `$HOME/.ssh/known_hosts`,
-    /// else `known_hosts` in the working directory.
-    pub fn known_hosts(&self) -> PathBuf {
-        self.home.as_ref().map_or_else(
-            || PathBuf::from("known_hosts"),
-            |h| h.join(".ssh").join("known_hosts"),
-        )
     }
 }
 
@@ -63,16 +55,19 @@ mod tests {
             ("HVLAB_SIM_ROOT", "/tmp/sim"),
             ("NO_COLOR", "1"),
         ]);
-        assert_eq!(s.sim_root, PathBuf::from("/tmp/sim"));
-        assert_eq!(s.known_hosts(), PathBuf::from("/home/u/.ssh/known_hosts"));
+        assert_eq!(s.lab.sim_root, PathBuf::from("/tmp/sim"));
+        assert_eq!(
+            s.lab.known_hosts(),
+            PathBuf::from("/home/u/.ssh/known_hosts")
+        );
         assert!(s.no_color);
     }
 
     #[test]
     fn unset_or_empty_variables_fall_back() {
         let s = from(&[("NO_COLOR", "")]);
-        assert_eq!(s.sim_root, lab_backends::sim::default_root());
-        assert_eq!(s.known_hosts(), PathBuf::from("known_hosts"));
+        assert_eq!(s.lab.sim_root, lab_backends::sim::default_root());
+        assert_eq!(s.lab.known_hosts(), PathBuf::from("known_hosts"));
         assert!(!s.no_color, "an empty NO_COLOR does not turn colours off");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use lab_backends::AnyHypervisor;
+use lab_backends::{AnyHypervisor, BackendFacts, Hypervisor};
 use lab_config::Plan;
 use tokio_util::sync::CancellationToken;
 
@@ -119,13 +119,6 @@ pub fn expand(plan: &Plan, iterations: Option<u32>, seed_: u64) -> Vec<UnitPlan>
     units
 }
 
-fn capacity(plan: &Plan) -> usize {
-    match &plan.lab.backend {
-        lab_config::LabBackend::Sim(s) => s.capacity as usize,
-        lab_config::LabBackend::HyperV(h) => h.hosts.iter().map(|h| h.capacity as usize).sum(),
-    }
-}
-
 /// Runs the plan. The run directory must exist already (the CLI creates it first so its
 /// log file can live there); `reporters` receive every event.
 pub async fn run(
@@ -149,7 +142,7 @@ pub async fn run(
     }
     let max_vms = settings
         .max_vms
-        .unwrap_or_else(|| capacity(&settings.plan))
+        .unwrap_or_else(|| settings.plan.lab.backend.capacity())
         .clamp(1, units.len());
     settings.max_vms = Some(max_vms);
     let source: Box<dyn UnitSource> = Box::new(VecDeque::from(units));
@@ -174,7 +167,7 @@ pub async fn run_with_source(
     }
     let mut max_vms = settings
         .max_vms
-        .unwrap_or_else(|| capacity(&settings.plan))
+        .unwrap_or_else(|| settings.plan.lab.backend.capacity())
         .max(1);
     // Hosts failing their health check take no work; the run uses the slots of the rest.
     let health = crate::hosts::check(&settings.hypervisor, &settings.plan).await;
@@ -203,10 +196,7 @@ pub async fn run_with_source(
         Event::RunStarted {
             run_id: run_dir.id().as_str().to_owned(),
             lab: settings.plan.lab.file.display().to_string(),
-            lab_kind: match settings.plan.lab.backend {
-                lab_config::LabBackend::Sim(_) => "sim".into(),
-                lab_config::LabBackend::HyperV(_) => "hyperv".into(),
-            },
+            lab_kind: settings.hypervisor.kind().into(),
             results_dir: run_dir.path().to_owned(),
             units: all_units.clone(),
             seed: settings.seed,

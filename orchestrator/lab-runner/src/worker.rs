@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lab_backends::{
-    AnyHypervisor, CrashControl, DEPLOYED_CHECKPOINT, Guest, GuestSettings, Hypervisor, Verifier,
-    VmSpec,
+    AnyHypervisor, BackendFacts, CrashControl, DEPLOYED_CHECKPOINT, Guest, GuestSettings,
+    Hypervisor, Verifier, VmSpec,
 };
 use lab_config::{GuestConfig, Plan, VerifierFlags};
 use tokio_util::sync::CancellationToken;
@@ -85,44 +85,6 @@ struct Held {
     template: String,
     payload: Option<String>,
     boot_timeout: Duration,
-}
-
-/// Template facts the worker needs, whatever the backend.
-struct TemplateFacts {
-    vcpus: u32,
-    memory_mb: u64,
-    boot_delay: Duration,
-    boot_timeout: Duration,
-    guest: GuestConfig,
-}
-
-fn template_facts(plan: &Plan, name: &str) -> Option<TemplateFacts> {
-    match &plan.lab.backend {
-        lab_config::LabBackend::Sim(sim) => {
-            sim.templates
-                .iter()
-                .find(|t| t.name == name)
-                .map(|t| TemplateFacts {
-                    vcpus: t.vcpus,
-                    memory_mb: t.memory_bytes / (1024 * 1024),
-                    boot_delay: t.boot_delay,
-                    boot_timeout: t.boot_timeout,
-                    guest: t.guest.clone(),
-                })
-        }
-        lab_config::LabBackend::HyperV(hv) => {
-            hv.templates
-                .iter()
-                .find(|t| t.name == name)
-                .map(|t| TemplateFacts {
-                    vcpus: t.vcpus,
-                    memory_mb: t.memory_bytes / (1024 * 1024),
-                    boot_delay: Duration::ZERO,
-                    boot_timeout: t.boot_timeout,
-                    guest: t.guest.clone(),
-                })
-        }
-    }
 }
 
 /// The guest settings a template asks for, as the backends take them (what a worker
@@ -365,7 +327,11 @@ fn attempt_dir(
 /// Creates, boots and configures a VM of `template` (test signing, CrashControl, verifier,
 /// then a reboot so they take effect), and takes no checkpoint yet.
 async fn provision(shared: &Shared, template: &str) -> Result<Held, RunnerError> {
-    let facts = template_facts(&shared.plan, template)
+    let facts = shared
+        .plan
+        .lab
+        .backend
+        .template(template)
         .ok_or_else(|| RunnerError::Observed(format!("find template {template} in the lab")))?;
     let n = shared
         .vm_counter

@@ -3,11 +3,11 @@
 //! `hvlab repro --replay RUN/ITERATION` (or `SCENARIO --replay-seed S`) re-runs one
 //! recorded iteration's seed.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use lab_runner::repro::{self, Mode, ReproSettings, Terminal};
+use lab_runner::report::{OutputFormat, TerminalOptions};
+use lab_runner::repro::{self, Mode, ReproSettings};
 use lab_runner::results::RunDir;
 use lab_runner::signals::SignalSource;
 
@@ -140,15 +140,11 @@ pub fn run_cmd(root: &Path, args: &ReproArgs, env: &EnvSettings) -> Result<u8, C
     {
         eprintln!("{note}");
     }
-    let terminal = match args.format {
-        Format::Human => Terminal::Human {
-            out: Box::new(std::io::stderr()),
-            color: std::io::stderr().is_terminal() && !env.no_color,
-        },
-        Format::Json => Terminal::Json {
-            out: Box::new(std::io::stdout()),
-        },
+    let format = match args.format {
+        Format::Human => OutputFormat::Human,
+        Format::Json => OutputFormat::Json,
     };
+    let terminal = TerminalOptions::detect(format, env.no_color);
     let rt = crate::runtime(true)?;
     rt.block_on(async {
         let hypervisor = backend::connect(&plan.lab, env)?;

@@ -20,14 +20,16 @@ pub mod search;
 pub mod state;
 pub mod stats;
 
-use std::io::Write;
+use std::io;
 use std::sync::{Arc, Mutex};
 
-use lab_backends::AnyHypervisor;
+use lab_backends::{AnyHypervisor, BackendFacts};
 use lab_config::Plan;
 
 use crate::events::{UnitId, UnitOutcome};
-use crate::report::{Fanout, HtmlReporter, JunitReporter, ReportError, events_log};
+use crate::report::{
+    Fanout, HtmlReporter, JunitReporter, OutputFormat, ReportError, TerminalOptions, events_log,
+};
 use crate::results::RunDir;
 use crate::run::{RunError, RunOutcome, RunSettings, run_with_source};
 use crate::signals::SignalSource;
@@ -58,26 +60,6 @@ pub struct ReproSettings {
     /// `known-issues.yaml`: known buckets are marked in rates and output, and the
     /// `--known-issues` policy decides the exit code as in `hvlab run`.
     pub known: crate::known::KnownSettings,
-}
-
-/// Where the terminal output goes.
-pub enum Terminal {
-    Human {
-        out: Box<dyn Write + Send>,
-        color: bool,
-    },
-    Json {
-        out: Box<dyn Write + Send>,
-    },
-}
-
-impl std::fmt::Debug for Terminal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Terminal::Human { .. } => "Human",
-            Terminal::Json { .. } => "Json",
-        })
-    }
 }
 
 /// How a repro ended: the run's outcome (exit code 1 when a failure was found) and the
@@ -133,18 +115,11 @@ impl UnitSource for ReproSource {
     }
 }
 
-fn capacity(plan: &Plan) -> usize {
-    match &plan.lab.backend {
-        lab_config::LabBackend::Sim(s) => s.capacity as usize,
-        lab_config::LabBackend::HyperV(h) => h.hosts.iter().map(|h| h.capacity as usize).sum(),
-    }
-}
-
 /// Runs a repro into `run_dir` (which must exist and be empty).
 pub async fn run(
     settings: ReproSettings,
     run_dir: RunDir,
-    terminal: Terminal,
+    terminal: TerminalOptions,
     signals: SignalSource,
 ) -> Result<ReproOutcome, ReproError> {
     if settings.plan.scenarios.len() != 1 {
@@ -156,7 +131,7 @@ pub async fn run(
     };
     let vms = settings
         .max_vms
-        .unwrap_or_else(|| capacity(&settings.plan))
+        .unwrap_or_else(|| settings.plan.lab.backend.capacity())
         .clamp(1, budget.max(1) as usize);
     let config = Config {
         scenario: settings.plan.scenarios[0].clone(),
@@ -197,11 +172,14 @@ pub async fn run(
 fn fanout(
     run_dir: &RunDir,
     shared: &report::Shared,
-    terminal: Terminal,
+    terminal: TerminalOptions,
 ) -> Result<Fanout, ReportError> {
-    let term = match terminal {
-        Terminal::Human { out, color } => report::ReproTerminal::human(shared.clone(), out, color),
-        Terminal::Json { out } => report::ReproTerminal::json(shared.clone(), out),
+    let term = match terminal.format {
+        // The shared terminal options: human lines on stderr, JSON lines on stdout.
+        OutputFormat::Human => {
+            report::ReproTerminal::human(shared.clone(), Box::new(io::stderr()), terminal.color)
+        }
+        OutputFormat::Json => report::ReproTerminal::json(shared.clone(), Box::new(io::stdout())),
     };
     let mut f = Fanout::new();
     f.hold_reserve(run_dir.path())?
