@@ -104,7 +104,11 @@ impl Hooks {
             prog.set_info(None);
         }
         // Invocations that read the data before it went NULL finish inside their epoch.
-        k.synchronize()?;
+        // Upstream synchronizes in each program client's detach, so with no program there
+        // is no synchronize (and nothing here arms the epoch timer: issue #1109 needs that).
+        if !programs.is_empty() {
+            k.synchronize()?;
+        }
         reg.provider.detach_all_clients(k)
     }
 
@@ -177,11 +181,14 @@ impl Kernel {
     pub fn invoke_hook(&self, ctx: u32) -> Result<HookRun, EbpfError> {
         let k = &self.inner;
         k.check()?;
+        // An unloading extension's device stays open until its unload deletes it: requests
+        // keep walking its hook clients while they detach, as upstream's run IOCTL does.
         let reg = k
             .hooks
             .provider
             .read()
             .clone()
+            .or_else(|| k.hooks.closing.lock().last().cloned())
             .ok_or(EbpfError::ExtensionFailedToLoad)?;
         let open = reg.device.read();
         if *open {

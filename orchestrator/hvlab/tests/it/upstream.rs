@@ -27,7 +27,8 @@ fn every_upstream_bug_fails_by_its_own_mechanism() {
     let out = sb.run(&["--tag", "upstream-bug"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let s = summary(&sb);
-    assert_eq!(s["stats"]["failed"], 4, "{s:#}");
+    // Four core bugs on one template each, #254 on two.
+    assert_eq!(s["stats"]["failed"], 6, "{s:#}");
     assert_eq!(
         s["stats"]["retried"], 0,
         "a unit needed a retry (a VM redeployed with another payload?): {s:#}"
@@ -42,6 +43,20 @@ fn every_upstream_bug_fails_by_its_own_mechanism() {
         hang["crash"]["bucket"]["title"], "NMI_HARDWARE_FAILURE (0x80) in sample_ebpf_ext.sys",
         "the stop hangs, and the NMI blames the unload waiting for the rundown: {hang:#}"
     );
+    let invoke: Vec<&serde_json::Value> = s["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["unit"]["scenario"] == "upstream-254-invoke-during-unload")
+        .collect();
+    assert_eq!(invoke.len(), 2, "{s:#}");
+    for u in invoke {
+        assert_eq!(
+            u["crash"]["bucket"]["title"],
+            "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ext_invoke_without_rundown.sys",
+            "{u:#}"
+        );
+    }
     for scenario in [
         "upstream-5054-failed-update-not-undone",
         "upstream-5224-pre-free-skips-replaced",
@@ -62,5 +77,6 @@ fn every_clean_twin_passes() {
     let out = sb.run(&["--tag", "upstream-bug-clean"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let s = summary(&sb);
-    assert_eq!(s["stats"]["passed"], 4, "{s:#}");
+    // Four core twins on one template each, the #254 twin on two.
+    assert_eq!(s["stats"]["passed"], 6, "{s:#}");
 }
