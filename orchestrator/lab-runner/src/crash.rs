@@ -216,7 +216,7 @@ pub async fn collect(
             crash.dumps.push(rel);
             continue;
         }
-        match triage(&local).await {
+        match triage(&local, symbol_path(ctx)).await {
             Ok(t) => {
                 let sig = crash_triage::signature::signature(&t, None);
                 crash.bugcheck = Some(BugcheckInfo {
@@ -224,7 +224,11 @@ pub async fn collect(
                     name: t.bugcheck.name.clone(),
                     params: t.bugcheck.params,
                     module: t.faulting_module.as_ref().map(|m| m.name.clone()),
-                    symbol: sig.symbol.clone(),
+                    // RIP's function, named from the dump or the payload's driver files.
+                    symbol: sig
+                        .symbol
+                        .clone()
+                        .or_else(|| t.stack.first().and_then(|f| f.function.clone())),
                 });
                 match record_bucket(ctx, &sig, &local).await {
                     Ok(rec) => {
@@ -422,18 +426,44 @@ async fn collect_dumps(ctx: &UnitCtx<'_>) -> (Vec<(PathBuf, PathBuf)>, Vec<LostD
     (out, lost)
 }
 
+/// The folders of the payload's driver files: the symbol path that names functions of an
+/// unloaded driver (whose pages the dump lacks), as a debugger's symbol path would.
+fn symbol_path(ctx: &UnitCtx<'_>) -> crash_triage::SymbolPath {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for f in ctx.files {
+        let is_driver = ctx
+            .payload
+            .drivers
+            .iter()
+            .any(|d| d.binary.eq_ignore_ascii_case(&f.destination));
+        if let Some(dir) = f.source.parent().filter(|_| is_driver)
+            && !dirs.iter().any(|d| d == dir)
+        {
+            dirs.push(dir.to_owned());
+        }
+    }
+    crash_triage::SymbolPath { dirs }
+}
+
 /// Triage on a blocking thread: the dump parser is synchronous and not `Send`.
-async fn triage(path: &Path) -> Result<crash_triage::Triage, RunnerError> {
+async fn triage(
+    path: &Path,
+    symbols: crash_triage::SymbolPath,
+) -> Result<crash_triage::Triage, RunnerError> {
     let p = path.to_owned();
     let err = |source: lab_error::BoxError| RunnerError::Triage {
         what: "triage",
         path: path.to_owned(),
         source,
     };
-    tokio::task::spawn_blocking(move || crash_triage::triage_file(&p))
-        .await
-        .map_err(|e| err(e.into()))?
-        .map_err(|e| err(e.into()))
+    tokio::task::spawn_blocking(move || {
+        let mut t = crash_triage::triage_file(&p)?;
+        crash_triage::symbolize(&mut t, &symbols);
+        Ok::<_, crash_triage::TriageError>(t)
+    })
+    .await
+    .map_err(|e| err(e.into()))?
+    .map_err(|e| err(e.into()))
 }
 
 /// Files the crash in the results root's bucket index (shared across runs, file-locked).

@@ -39,6 +39,7 @@ mod bugcheck;
 mod epoch;
 mod error;
 mod image;
+mod image_file;
 mod inner;
 mod kernel;
 mod maps;
@@ -59,6 +60,7 @@ pub use bugcheck::{
 };
 pub use error::{EbpfError, KernelError};
 pub use image::{DriverImage, Fault, ImageError, ImageKind, Signature};
+pub use image_file::{TIME_DATE_STAMP, driver_file, image_exports, image_size};
 pub use inner::EpochGuard;
 pub use kernel::Kernel;
 pub use maps::{Map, MapHandle};
