@@ -218,7 +218,8 @@ pub async fn collect(
         }
         match triage(&local, symbol_path(ctx)).await {
             Ok(t) => {
-                let sig = crash_triage::signature::signature(&t, None);
+                let analyze = analyze(ctx, &local).await;
+                let sig = crash_triage::signature::signature(&t, analyze.as_ref());
                 crash.bugcheck = Some(BugcheckInfo {
                     code: t.bugcheck.code,
                     name: t.bugcheck.name.clone(),
@@ -424,6 +425,52 @@ async fn collect_dumps(ctx: &UnitCtx<'_>) -> (Vec<(PathBuf, PathBuf)>, Vec<LostD
         }
     }
     (out, lost)
+}
+
+/// `!analyze -v` of the lab's `debugger:` on the collected dump, parsed; `None` (with a
+/// warning in the log and the terminal) when it is not set or fails: the crash keeps
+/// hvlab's own triage, never lost to a debugger problem.
+async fn analyze(ctx: &UnitCtx<'_>, dump: &Path) -> Option<crash_triage::Analyze> {
+    let d = ctx.debugger?;
+    if !matches!(ctx.hv, lab_backends::AnyHypervisor::Sim(_)) {
+        // On Hyper-V the debugger lives on the VM's host, which needs a host script.
+        tracing::warn!(vm = ctx.vm, "debugger: is not run on Hyper-V hosts yet");
+        return None;
+    }
+    let config = crash_triage::DebuggerConfig {
+        path: PathBuf::from(&d.path),
+        // The payload's driver folders first: the debugger finds the driver images there.
+        symbol_path: debugger_symbol_path(ctx, d.symbol_path.as_deref()),
+    };
+    let p = dump.to_owned();
+    let ran = tokio::task::spawn_blocking(move || {
+        crash_triage::run_analyze(&config, &p, ANALYZE_TIMEOUT)
+    })
+    .await;
+    let message = match ran {
+        Ok(Ok(a)) => return Some(a),
+        Ok(Err(e)) => lab_error::Chain(&e).to_string(),
+        Err(e) => e.to_string(),
+    };
+    let _ = ctx.events.send(Event::Warning {
+        message: format!(
+            "debugger `{}` gave no analysis of {}; kept hvlab's own triage: {message}",
+            d.path,
+            dump.display()
+        ),
+    });
+    None
+}
+
+/// Time allowed for one `!analyze -v` (symbol downloads can be slow).
+const ANALYZE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The payload's driver folders, then the lab's symbol path.
+fn debugger_symbol_path(ctx: &UnitCtx<'_>, lab: Option<&str>) -> Option<String> {
+    let dirs = symbol_path(ctx).dirs;
+    let mut parts: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    parts.extend(lab.map(str::to_owned));
+    (!parts.is_empty()).then(|| parts.join(";"))
 }
 
 /// The folders of the payload's driver files: the symbol path that names functions of an
