@@ -199,6 +199,17 @@ fn repro_marks_a_known_bucket_in_its_rates_and_warn_exits_0() {
     for b in buckets {
         assert_eq!(b["known_issue"], "https://x.invalid/9", "{b}");
     }
+    // The page's repro section marks it as the run's bucket table does.
+    let html = std::fs::read_to_string(run.join("index.html")).unwrap();
+    let repro = html
+        .split("<h2>Repro</h2>")
+        .nth(1)
+        .and_then(|s| s.split("<h2>").next())
+        .expect("a repro section");
+    assert!(
+        repro.contains("known: <a href=\"https://x.invalid/9\">"),
+        "{repro}"
+    );
 }
 
 /// A 0x50 dump blamed on `sample_ebpf_ext.sys`, written without a lab.
