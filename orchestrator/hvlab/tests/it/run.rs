@@ -549,6 +549,8 @@ fn every_link_in_index_html_resolves_and_crash_folders_hold_the_triage() {
             (r"System Uptime: .*", "System Uptime: [UPTIME]"),
             // Addresses and offsets differ per run (allocation and load addresses).
             (r"[0-9a-f]{8}`[0-9a-f]{8}", "[ADDR]"),
+            // STACK_TEXT frames name the callback that faulted, which varies with timing.
+            (r"(\[ADDR\] : ).*", "$1[FRAME]"),
             (r"(Arg[13]: )[0-9a-f]{16}", "$1[ADDR]"),
             (r"(BUGCHECK_P[13]: )[0-9a-f]+", "$1[ADDR]"),
             (r"\+[0-9a-f]+\n", "+[OFFSET]\n"),
