@@ -105,6 +105,10 @@ pub struct Bucket {
     pub dumps: Vec<String>,
     /// Dumps removed by `--keep-dumps N` (or, before it existed, not kept).
     pub dumps_not_kept: u64,
+    /// How often each faulting function (the blamed frame's, when named) was seen: one
+    /// bucket's crashes may fault in several callbacks of the same driver.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub functions: BTreeMap<String, u64>,
 }
 
 /// One crash to record.
@@ -271,8 +275,12 @@ impl BucketIndex {
                 runs: Vec::new(),
                 dumps: Vec::new(),
                 dumps_not_kept: 0,
+                functions: BTreeMap::new(),
             });
         bucket.count += 1;
+        if let Some(f) = &sig.function {
+            *bucket.functions.entry(f.clone()).or_default() += 1;
+        }
         bucket.first_seen = bucket.first_seen.min(crash.seen_at);
         bucket.last_seen = bucket.last_seen.max(crash.seen_at);
         if !bucket.runs.iter().any(|r| r == crash.run_id) {

@@ -4,6 +4,7 @@
 //! sim guest bugchecks ─► write_dump(path, &DumpSpec)          (writer/)
 //! collected *.dmp     ─► triage_file(path) -> Triage          (triage/)
 //!   debugger on host  ─► analyze_command() / parse_analyze()  (analyze.rs)
+//!   symbol path       ─► symbolize(&mut Triage, &SymbolPath)  (symbols.rs)
 //!                     ─► signature(&Triage, Option<&Analyze>) (signature.rs)
 //!                     ─► BucketIndex::record(results root)    (bucket.rs)
 //! `hvlab triage PATH` ─► report::triage_paths + render_text / render_json (report.rs)
@@ -16,6 +17,7 @@ mod format;
 pub mod report;
 pub mod signature;
 pub mod spec;
+pub mod symbols;
 pub mod triage;
 pub mod writer;
 
@@ -25,6 +27,7 @@ pub use signature::{Signature, signature};
 pub use spec::{
     DumpKind, DumpSpec, Export, Module, OsVersion, PageEncoding, ProductType, UnloadedModule,
 };
+pub use symbols::{SymbolPath, symbolize};
 pub use triage::{
     BugCheck, DumpFormat, FaultingModule, LoadedModule, StackFrame, SystemInfo, Triage,
     TriageError, TriageErrorKind, UnloadedDriver, triage_bytes, triage_file,

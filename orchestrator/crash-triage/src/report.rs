@@ -27,6 +27,9 @@ pub struct ReportOptions {
     pub debugger: Option<DebuggerConfig>,
     /// Time allowed per debugger run (default 5 minutes).
     pub debugger_timeout: Option<Duration>,
+    /// Local folders of driver files that name functions the dump cannot (unloaded
+    /// drivers): see [`crate::symbols`].
+    pub symbol_path: Option<crate::symbols::SymbolPath>,
 }
 
 /// The result for one dump.
@@ -165,7 +168,10 @@ pub fn triage_paths(paths: &[PathBuf], options: &ReportOptions) -> Result<Report
         .into_iter()
         .map(|path| {
             let outcome = match triage_file(&path) {
-                Ok(triage) => {
+                Ok(mut triage) => {
+                    if let Some(p) = &options.symbol_path {
+                        crate::symbols::symbolize(&mut triage, p);
+                    }
                     let (analyze, analyze_error) = match &options.debugger {
                         Some(d) => match run_analyze(d, &path, timeout) {
                             Ok(a) => (Some(Box::new(a)), None),
@@ -405,6 +411,12 @@ fn render_triaged(
         let _ = writeln!(out, "  warning:   {w}");
     }
     let _ = writeln!(out, "  bucket:    {} {}", signature.id, signature.title);
+    if let Some(f) = &signature.function {
+        let _ = writeln!(
+            out,
+            "  function:  {f} (the blamed frame's; not part of the bucket)"
+        );
+    }
 }
 
 fn humanize(d: Duration) -> String {
@@ -482,6 +494,7 @@ fn windbg_addr(a: u64) -> String {
 /// expect them. Only facts the dump holds are written: SYMBOL_NAME is `module+offset`
 /// unless a debugger named the function, and MODULE_NAME / IMAGE_NAME are left out when
 /// RIP is in no listed module (so re-signing the parsed text gives the same bucket).
+/// STACK_TEXT lists the frames with the names triage found (dump exports, symbol path).
 pub fn render_analyze(c: &CrashTriage, t: &Triage) -> String {
     let mut out = String::new();
     let b = &c.bugcheck;
@@ -562,6 +575,15 @@ pub fn render_analyze(c: &CrashTriage, t: &Triage) -> String {
         "FAILURE_BUCKET_ID:  0x{:X}_{place}\n",
         c.signature.bugcheck_code
     );
+    if !c.stack.is_empty() {
+        // `retaddr : frame` rows as the debugger's STACK_TEXT (no child-SP: the stack is
+        // scanned, not unwound), RIP's frame first; unloaded images are marked as such.
+        let _ = writeln!(out, "STACK_TEXT:");
+        for f in &c.stack {
+            let _ = writeln!(out, "{} : {}", windbg_addr(f.address), f.display());
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "HVLAB_BUCKET_ID:  {}\n", c.bucket.id);
     let _ = writeln!(out, "HVLAB_BUCKET_TITLE:  {}\n", c.bucket.title);
     for w in &c.warnings {
@@ -580,6 +602,18 @@ pub fn render_analyze(c: &CrashTriage, t: &Triage) -> String {
             stem(&m.name),
             m.path
         );
+    }
+    if !c.unloaded_modules.is_empty() {
+        let _ = writeln!(out, "\nUnloaded modules:");
+        for u in &c.unloaded_modules {
+            let _ = writeln!(
+                out,
+                "{} {}   {}",
+                windbg_addr(u.base),
+                windbg_addr(u.base.wrapping_add(u.size)),
+                u.name
+            );
+        }
     }
     out
 }

@@ -40,6 +40,11 @@ pub struct Signature {
     /// e.g. `sample_ebpf_ext.sys` or `sample_ext.sys (unloaded)`.
     pub module: Option<String>,
     pub symbol: Option<String>,
+    /// The function the blamed frame lies in (`_sample_map_update_entry`), from the dump's
+    /// image exports or a symbol path: shown with the crash and counted per bucket, but not
+    /// part of the title or id (one bug faults in several callbacks; docs/triage.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
 }
 
 /// Whether frames in this image are skipped when blaming, as `!analyze` skips them.
@@ -65,6 +70,7 @@ pub fn signature(triage: &Triage, analyze: Option<&Analyze>) -> Signature {
         let symbol = a.symbol_name.as_deref().and_then(symbol_function);
         Some((image.to_owned(), symbol, a.blames_unloaded()))
     });
+    let function = blamed_frame(&triage.stack).and_then(|f| f.function.clone());
     let from_stack = || {
         blamed_frame(&triage.stack).map(|f| {
             (
@@ -129,6 +135,7 @@ pub fn signature(triage: &Triage, analyze: Option<&Analyze>) -> Signature {
         subcode,
         module,
         symbol,
+        function,
     }
 }
 

@@ -422,3 +422,80 @@ fn the_debugger_s_image_and_symbol_win_over_the_stack() {
         "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in x.sys"
     );
 }
+
+/// The faulting function: the blamed frame's, when the dump or a symbol path named it; it
+/// is reported with the crash but never splits a bucket (one race faults in several
+/// callbacks: measured on `fault-hot-unload-race`, replays of one seed hit the update,
+/// find, delete and helper callbacks).
+#[test]
+fn the_blamed_frame_s_function_is_reported_but_not_bucketed() {
+    let named = |code, offset, function: Option<&str>, caller| {
+        let mut t = unloaded_race(code, offset, caller);
+        t.stack[0].function = function.map(str::to_owned);
+        t
+    };
+    let cases = [
+        (
+            named(
+                0xCE,
+                0x1_9C40,
+                Some("_sample_map_update_entry"),
+                "ebpf_map_update_entry",
+            ),
+            Some("_sample_map_update_entry"),
+        ),
+        (
+            named(
+                0x50,
+                0x1_00F0,
+                Some("_sample_ext_helper_map_get_value"),
+                "ebpf_program_invoke",
+            ),
+            Some("_sample_ext_helper_map_get_value"),
+        ),
+        (
+            named(
+                0x50,
+                0x0_D0F0,
+                Some("_sample_map_find_entry"),
+                "ebpf_map_find_entry",
+            ),
+            Some("_sample_map_find_entry"),
+        ),
+        // Not named (no symbol path): same bucket, no function.
+        (named(0xCE, 0x1_9C40, None, "ebpf_map_update_entry"), None),
+    ];
+    let first = signature(&cases[0].0, None);
+    for (t, want) in &cases {
+        let s = signature(t, None);
+        assert_eq!(s.function.as_deref(), *want, "{}", s.title);
+        assert_eq!((&s.id, &s.title), (&first.id, &first.title));
+        assert_eq!(s.symbol, None, "the function must stay out of the title");
+    }
+    // A common frame's function is not the faulting function: the blamed (driver) frame is.
+    let loaded = triage(
+        0x50,
+        [0xFFFF_B00A_1C2E_3000, 0, 0, 2],
+        vec![
+            frame(
+                Some("ebpfcore.sys"),
+                false,
+                Some("ebpf_map_find_entry"),
+                0x10,
+            ),
+            frame(
+                Some("sample_ebpf_ext.sys"),
+                false,
+                Some("_sample_map_find_entry"),
+                0x3b,
+            ),
+        ],
+    );
+    assert_eq!(
+        signature(&loaded, None).function.as_deref(),
+        Some("_sample_map_find_entry")
+    );
+    // Nothing blamed, nothing named.
+    let nowhere = triage(0x50, [0; 4], vec![frame(None, false, None, 0)]);
+    assert_eq!(signature(&nowhere, None).function, None);
+}

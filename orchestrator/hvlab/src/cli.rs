@@ -344,8 +344,10 @@ pub struct TriageArgs {
     #[arg(long, value_name = "PATH")]
     pub debugger: Option<PathBuf>,
 
-    /// Symbol path for --debugger (passed with `-y`).
-    #[arg(long, value_name = "PATH", requires = "debugger")]
+    /// Symbol path (`DIR;DIR;srv*...`): passed to --debugger with `-y`; its local folders
+    /// (e.g. a payload's driver build folder) also name functions of unloaded drivers, from
+    /// the driver file matching the module's name and image size.
+    #[arg(long, value_name = "PATH")]
     pub symbols: Option<String>,
 
     /// Crashes already tracked upstream, named next to their buckets (default: <root>/known-issues.yaml if it exists);

@@ -216,15 +216,20 @@ pub async fn collect(
             crash.dumps.push(rel);
             continue;
         }
-        match triage(&local).await {
+        match triage(&local, symbol_path(ctx)).await {
             Ok(t) => {
-                let sig = crash_triage::signature::signature(&t, None);
+                let analyze = analyze(ctx, &local).await;
+                let sig = crash_triage::signature::signature(&t, analyze.as_ref());
                 crash.bugcheck = Some(BugcheckInfo {
                     code: t.bugcheck.code,
                     name: t.bugcheck.name.clone(),
                     params: t.bugcheck.params,
                     module: t.faulting_module.as_ref().map(|m| m.name.clone()),
-                    symbol: sig.symbol.clone(),
+                    // RIP's function, named from the dump or the payload's driver files.
+                    symbol: sig
+                        .symbol
+                        .clone()
+                        .or_else(|| t.stack.first().and_then(|f| f.function.clone())),
                 });
                 match record_bucket(ctx, &sig, &local).await {
                     Ok(rec) => {
@@ -449,18 +454,90 @@ async fn collect_dumps(ctx: &UnitCtx<'_>) -> (Vec<(PathBuf, PathBuf)>, Vec<LostD
     (out, lost)
 }
 
+/// `!analyze -v` of the lab's `debugger:` on the collected dump, parsed; `None` (with a
+/// warning in the log and the terminal) when it is not set or fails: the crash keeps
+/// hvlab's own triage, never lost to a debugger problem.
+async fn analyze(ctx: &UnitCtx<'_>, dump: &Path) -> Option<crash_triage::Analyze> {
+    let d = ctx.debugger?;
+    if !matches!(ctx.hv, lab_backends::AnyHypervisor::Sim(_)) {
+        // On Hyper-V the debugger lives on the VM's host, which needs a host script.
+        tracing::warn!(vm = ctx.vm, "debugger: is not run on Hyper-V hosts yet");
+        return None;
+    }
+    let config = crash_triage::DebuggerConfig {
+        path: PathBuf::from(&d.path),
+        // The payload's driver folders first: the debugger finds the driver images there.
+        symbol_path: debugger_symbol_path(ctx, d.symbol_path.as_deref()),
+    };
+    let p = dump.to_owned();
+    let ran = tokio::task::spawn_blocking(move || {
+        crash_triage::run_analyze(&config, &p, ANALYZE_TIMEOUT)
+    })
+    .await;
+    let message = match ran {
+        Ok(Ok(a)) => return Some(a),
+        Ok(Err(e)) => lab_error::Chain(&e).to_string(),
+        Err(e) => e.to_string(),
+    };
+    let _ = ctx.events.send(Event::Warning {
+        message: format!(
+            "debugger `{}` gave no analysis of {}; kept hvlab's own triage: {message}",
+            d.path,
+            dump.display()
+        ),
+    });
+    None
+}
+
+/// Time allowed for one `!analyze -v` (symbol downloads can be slow).
+const ANALYZE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The payload's driver folders, then the lab's symbol path.
+fn debugger_symbol_path(ctx: &UnitCtx<'_>, lab: Option<&str>) -> Option<String> {
+    let dirs = symbol_path(ctx).dirs;
+    let mut parts: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    parts.extend(lab.map(str::to_owned));
+    (!parts.is_empty()).then(|| parts.join(";"))
+}
+
+/// The folders of the payload's driver files: the symbol path that names functions of an
+/// unloaded driver (whose pages the dump lacks), as a debugger's symbol path would.
+fn symbol_path(ctx: &UnitCtx<'_>) -> crash_triage::SymbolPath {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for f in ctx.files {
+        let is_driver = ctx
+            .payload
+            .drivers
+            .iter()
+            .any(|d| d.binary.eq_ignore_ascii_case(&f.destination));
+        if let Some(dir) = f.source.parent().filter(|_| is_driver)
+            && !dirs.iter().any(|d| d == dir)
+        {
+            dirs.push(dir.to_owned());
+        }
+    }
+    crash_triage::SymbolPath { dirs }
+}
+
 /// Triage on a blocking thread: the dump parser is synchronous and not `Send`.
-async fn triage(path: &Path) -> Result<crash_triage::Triage, RunnerError> {
+async fn triage(
+    path: &Path,
+    symbols: crash_triage::SymbolPath,
+) -> Result<crash_triage::Triage, RunnerError> {
     let p = path.to_owned();
     let err = |source: lab_error::BoxError| RunnerError::Triage {
         what: "triage",
         path: path.to_owned(),
         source,
     };
-    tokio::task::spawn_blocking(move || crash_triage::triage_file(&p))
-        .await
-        .map_err(|e| err(e.into()))?
-        .map_err(|e| err(e.into()))
+    tokio::task::spawn_blocking(move || {
+        let mut t = crash_triage::triage_file(&p)?;
+        crash_triage::symbolize(&mut t, &symbols);
+        Ok::<_, crash_triage::TriageError>(t)
+    })
+    .await
+    .map_err(|e| err(e.into()))?
+    .map_err(|e| err(e.into()))
 }
 
 /// Files the crash in the results root's bucket index (shared across runs, file-locked).

@@ -47,6 +47,8 @@ pub struct UnitEnv<'a> {
     pub results_root: PathBuf,
     pub run_id: String,
     pub keep_dumps: crash_triage::KeepDumps,
+    /// The lab's `debugger:`, whose `!analyze -v` refines crash triage.
+    pub debugger: Option<&'a lab_config::Debugger>,
 }
 
 /// Runs a unit on a VM that is at its `deployed` state; returns the verdict and the guest
@@ -93,6 +95,7 @@ pub async fn run_unit(env: UnitEnv<'_>, plan: &UnitPlan) -> (UnitOutcome, Vec<Pa
         results_root: env.results_root,
         run_id: env.run_id,
         keep_dumps: env.keep_dumps,
+        debugger: env.debugger,
     };
     let limit = env.scenario.timeout;
     let outcome = match tokio::time::timeout(limit, judge(&ctx)).await {

@@ -285,6 +285,7 @@ async fn run_one(
             .unwrap_or_default(),
         run_id: shared.run_dir.id().as_str().to_owned(),
         keep_dumps: shared.keep_dumps,
+        debugger: shared.plan.lab.debugger.as_ref(),
     };
     let (unit_dir, unit_rel) = (env.unit_dir.clone(), env.unit_rel.clone());
     let (outcome, junit) = run_unit(env, unit).await;

@@ -1,5 +1,6 @@
 //! Sim "driver files": the JSON manifest (`hvlab-sim-driver/1`) naming a built-in image of
-//! this crate, its signature kind and its fault switches.
+//! this crate, its signature kind and its fault switches; bare, or in the `.hvlab` section
+//! of a PE image (see `image_file`).
 
 use serde::Deserialize;
 use std::fmt;
@@ -181,8 +182,9 @@ struct Wire {
 }
 
 impl DriverImage {
-    /// Parses a sim driver file (the bytes of a `.sys` manifest).
+    /// Parses a sim driver file (the bytes of a `.sys`: a PE image or a bare manifest).
     pub fn parse(bytes: &[u8]) -> Result<DriverImage, ImageError> {
+        let bytes = crate::image_file::manifest_section(bytes).unwrap_or(bytes);
         let w: Wire = serde_json::from_slice(bytes).map_err(|e| ImageError::Json(e.to_string()))?;
         if w.format != DRIVER_FORMAT {
             return Err(ImageError::Format(w.format));

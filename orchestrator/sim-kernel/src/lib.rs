@@ -45,6 +45,7 @@ mod epoch;
 mod error;
 mod hook;
 mod image;
+mod image_file;
 mod inner;
 mod kernel;
 mod maps;
@@ -68,6 +69,7 @@ pub use bugcheck::{
 pub use error::{EbpfError, KernelError};
 pub use hook::{HookRun, LinkHandle, ProgramHandle};
 pub use image::{DriverImage, Fault, ImageError, ImageKind, Signature};
+pub use image_file::{TIME_DATE_STAMP, driver_file, image_exports, image_size};
 pub use inner::EpochGuard;
 pub use kernel::Kernel;
 pub use maps::{Map, MapHandle};

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Image size of ebpfcore.sys.
-const CORE_IMAGE_SIZE: u64 = 0x8_6000;
+pub(crate) const CORE_IMAGE_SIZE: u64 = 0x8_6000;
 /// How long `stop_driver` waits for a quick unload before reporting STOP_PENDING.
 const STOP_GRACE: Duration = Duration::from_millis(100);
 

@@ -35,6 +35,8 @@ pub fn run(root: &Path, args: &TriageArgs) -> Result<u8, CliError> {
                 path: path.clone(),
                 symbol_path: args.symbols.clone(),
             }),
+        // Local folders of the symbol path name functions of unloaded drivers.
+        symbol_path: args.symbols.as_deref().map(crash_triage::SymbolPath::parse),
         ..ReportOptions::default()
     };
     let mut r = report::triage_paths(&args.paths, &options)

@@ -199,6 +199,17 @@ fn repro_marks_a_known_bucket_in_its_rates_and_warn_exits_0() {
     for b in buckets {
         assert_eq!(b["known_issue"], "https://x.invalid/9", "{b}");
     }
+    // The page's repro section marks it as the run's bucket table does.
+    let html = std::fs::read_to_string(run.join("index.html")).unwrap();
+    let repro = html
+        .split("<h2>Repro</h2>")
+        .nth(1)
+        .and_then(|s| s.split("<h2>").next())
+        .expect("a repro section");
+    assert!(
+        repro.contains("known: <a href=\"https://x.invalid/9\">"),
+        "{repro}"
+    );
 }
 
 /// A 0x50 dump blamed on `sample_ebpf_ext.sys`, written without a lab.
@@ -321,5 +332,92 @@ fn triage_with_a_debugger_merges_its_analysis_and_survives_its_failure() {
     assert!(
         stdout.contains("bucket:    ae2413671e6b5e39 PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys\n"),
         "{stdout}"
+    );
+}
+
+/// A lab file's `debugger:` on the sim lab: each collected dump goes through it (with the
+/// payload's driver folder first on its symbol path) and its analysis refines the bucket;
+/// a debugger that fails is a warning and the crash keeps hvlab's own bucket, with the
+/// faulting function named from the payload's driver files.
+#[cfg(unix)]
+#[test]
+fn a_lab_debugger_refines_run_buckets_and_its_failure_is_only_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let _timing = timing_sensitive();
+    let sb = Sandbox::new();
+    let root = crate::support::repo_root();
+    let recorded =
+        root.join("orchestrator/crash-triage/tests/it/fixtures/analyze/page_fault_sample_ext.txt");
+    let kd = sb.dir.path().join("kd");
+    let args_file = sb.dir.path().join("kd-args");
+    std::fs::write(
+        &kd,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\ncat '{}'\n",
+            args_file.display(),
+            recorded.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&kd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lab_text = std::fs::read_to_string(root.join("vm-configs/local-sim.yaml")).unwrap();
+    let lab = sb.dir.path().join("lab.yaml");
+    std::fs::write(
+        &lab,
+        format!(
+            "{lab_text}\ndebugger:\n  path: {}\n  symbol_path: srv*C:\\symbols\n",
+            kd.display()
+        ),
+    )
+    .unwrap();
+    let run = |name: &str| {
+        let out = sb
+            .hvlab()
+            .args([
+                "run",
+                "fault-free-without-epoch",
+                "--template",
+                "ws2022",
+                "--seed",
+                "2",
+            ])
+            .arg("--lab")
+            .arg(&lab)
+            .arg("--results")
+            .arg(sb.dir.path().join(name))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        out
+    };
+    let out = run("with-debugger");
+    let all = text(&out);
+    assert!(
+        all.contains(
+            "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys!sample_find_element"
+        ),
+        "the debugger's image and symbol make the bucket: {all}"
+    );
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    assert!(
+        args.contains("-z ") && args.contains("MEMORY.DMP"),
+        "{args}"
+    );
+    assert!(
+        args.contains("driver-payloads/sim-build;srv*C:\\symbols"),
+        "payload folder first on the symbol path: {args}"
+    );
+
+    std::fs::write(&kd, "#!/bin/sh\necho 'symbol server unreachable'\nexit 1\n").unwrap();
+    let out = run("failing-debugger");
+    let all = text(&out);
+    assert!(all.contains("gave no analysis of"), "{all}");
+    assert!(
+        all.contains("crash bucket a3381255b5547c00 \"PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ext_free_without_epoch.sys\""),
+        "{all}"
+    );
+    assert!(
+        all.contains("in sample_ext_free_without_epoch.sys!_sample"),
+        "the faulting function is named: {all}"
     );
 }

@@ -82,6 +82,8 @@ pub struct UnitCtx<'a> {
     pub run_id: String,
     /// `--keep-dumps`: how many dumps a crash bucket keeps across runs.
     pub keep_dumps: crash_triage::KeepDumps,
+    /// The lab's `debugger:`, whose `!analyze -v` refines crash triage.
+    pub debugger: Option<&'a lab_config::Debugger>,
     /// The payload's files, resolved by the preflight.
     pub files: &'a [crate::deploy::LocalFile],
 }

@@ -51,6 +51,8 @@ pub struct ReproBucket {
     pub title: String,
     pub rate: String,
     pub replay: String,
+    /// The issue `known-issues.yaml` names for the bucket, marked as on the run page.
+    pub known_issue: Option<String>,
 }
 
 type ReproFn = Box<dyn FnMut() -> ReproView + Send>;
@@ -200,7 +202,8 @@ fn repro_section(r: &ReproView) -> Markup {
             table {
                 tr { th { "Bucket" } th { "Title" } th { "Rate (95% interval)" } th { "Replay" } }
                 @for b in &r.buckets {
-                    tr { td { code { (b.id) } } td { (b.title) } td { (b.rate) } td { code { (b.replay) } } }
+                    tr { td { code { (b.id) } @if let Some(i) = &b.known_issue { " known: " a href=(i) { (i) } } }
+                        td { (b.title) } td { (b.rate) } td { code { (b.replay) } } }
                 }
             }
         }

@@ -540,6 +540,7 @@ pub fn html_view(state: &Shared) -> crate::report::ReproView {
                 title: b.title.clone(),
                 rate: b.rate.to_string(),
                 replay: b.replay.clone(),
+                known_issue: b.known_issue.clone(),
             })
             .collect(),
         stopped: sec.stopped.clone(),

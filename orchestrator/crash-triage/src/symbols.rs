@@ -1,0 +1,277 @@
+//! Naming functions of images whose pages a dump does not hold (an unloaded driver, any
+//! module of a small dump) from a *symbol path*: folders of the driver files that were
+//! loaded (a payload's build folder). Like a debugger matching a PDB to a module, a file is
+//! used only when its name and `SizeOfImage` match the module's name and range (the
+//! `MmUnloadedDrivers` entry records no image timestamp, so name and size are what can be
+//! checked); its export directory then names the function an address follows.
+//!
+//! Entries of a Debugging Tools symbol path that are not local folders (`srv*...`,
+//! `cache*...`, URLs) are left to the debugger and ignored here.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::format::{get_u16, get_u32, pe};
+use crate::triage::Triage;
+
+/// An image's named exports: (name, RVA).
+pub type Exports = Vec<(String, u32)>;
+
+/// Most exports read from one file.
+const MAX_EXPORTS: usize = 4096;
+/// Largest driver file read (bigger files are not drivers of a lab payload).
+const MAX_FILE: u64 = 64 << 20;
+
+/// The local folders of a symbol path (`dir1;dir2;srv*...`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SymbolPath {
+    pub dirs: Vec<PathBuf>,
+}
+
+impl SymbolPath {
+    /// The entries of `path` (separated by `;`) that are existing local folders.
+    pub fn parse(path: &str) -> SymbolPath {
+        SymbolPath {
+            dirs: path
+                .split(';')
+                .map(str::trim)
+                .filter(|e| !e.is_empty() && !e.contains('*') && !e.contains("://"))
+                .map(PathBuf::from)
+                .filter(|p| p.is_dir())
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
+    /// The exports of the first file named `name` (any case) whose `SizeOfImage` is `size`.
+    pub fn exports(&self, name: &str, size: u64) -> Option<Exports> {
+        self.dirs.iter().find_map(|d| {
+            let file = find_file(d, name)?;
+            if std::fs::metadata(&file).ok()?.len() > MAX_FILE {
+                return None;
+            }
+            pe_file_exports(&std::fs::read(&file).ok()?, size)
+        })
+    }
+}
+
+/// `dir/name`, matching the name case-insensitively as Windows does.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    let exact = dir.join(name);
+    if exact.is_file() {
+        return Some(exact);
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().eq_ignore_ascii_case(name))
+        .map(|e| e.path())
+}
+
+/// The named exports of a PE32+ file whose `SizeOfImage` is `size`, as (name, RVA); `None`
+/// when it is not such a file or has no readable export directory.
+pub fn pe_file_exports(b: &[u8], size: u64) -> Option<Exports> {
+    let u16_at = |at: usize| b.get(at..at + 2).map(|_| get_u16(b, at));
+    let u32_at = |at: usize| b.get(at..at + 4).map(|_| get_u32(b, at));
+    if b.get(..2)? != b"MZ" {
+        return None;
+    }
+    let nt = u32_at(pe::E_LFANEW)? as usize;
+    let opt = nt + pe::OPTIONAL_HEADER;
+    if b.get(nt..nt + 4)? != b"PE\0\0" || u16_at(opt)? != pe::PE32_PLUS {
+        return None;
+    }
+    if u64::from(u32_at(opt + 0x38)?) != size {
+        return None;
+    }
+    let headers = u32_at(opt + 0x3C)?;
+    let sections = usize::from(u16_at(nt + 6)?);
+    let table = opt + usize::from(u16_at(nt + 0x14)?);
+    // RVA -> file offset: headers map 1:1, sections by their raw data.
+    let offset = |rva: u32| -> Option<usize> {
+        if rva < headers {
+            return Some(rva as usize);
+        }
+        (0..sections).find_map(|i| {
+            let s = table + 40 * i;
+            let (va, raw_len, raw) = (u32_at(s + 12)?, u32_at(s + 16)?, u32_at(s + 20)?);
+            (rva >= va && rva - va < raw_len).then(|| (raw + (rva - va)) as usize)
+        })
+    };
+    let dir = offset(u32_at(opt + pe::EXPORT_DIRECTORY)?)?;
+    let n = (u32_at(dir + pe::EXP_NUMBER_OF_NAMES)? as usize).min(MAX_EXPORTS);
+    let functions = offset(u32_at(dir + pe::EXP_ADDRESS_OF_FUNCTIONS)?)?;
+    let names = offset(u32_at(dir + pe::EXP_ADDRESS_OF_NAMES)?)?;
+    let ordinals = offset(u32_at(dir + pe::EXP_ADDRESS_OF_NAME_ORDINALS)?)?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let ordinal = usize::from(u16_at(ordinals + 2 * i)?);
+        let rva = u32_at(functions + 4 * ordinal)?;
+        let at = offset(u32_at(names + 4 * i)?)?;
+        let len = b.get(at..)?.iter().take(256).position(|c| *c == 0)?;
+        out.push((String::from_utf8_lossy(&b[at..at + len]).into_owned(), rva));
+    }
+    Some(out)
+}
+
+/// The export `rva` follows (greatest RVA not above it) and the offset from it.
+fn function_at(exports: &[(String, u32)], rva: u64) -> Option<(&str, u64)> {
+    exports
+        .iter()
+        .filter(|(_, f)| u64::from(*f) <= rva)
+        .max_by_key(|(_, f)| *f)
+        .map(|(name, f)| (name.as_str(), rva - u64::from(*f)))
+}
+
+/// Names the frames (and so the blamed function) that the dump left unnamed from the
+/// matching files of `path`. Returns how many frames got a name; a note in the triage's
+/// warnings says which files were used, so a reader knows where the names came from.
+pub fn symbolize(t: &mut Triage, path: &SymbolPath) -> usize {
+    if path.is_empty() {
+        return 0;
+    }
+    let mut cache: HashMap<(String, u64), Option<Exports>> = HashMap::new();
+    let mut named = 0;
+    let mut used = Vec::new();
+    for f in t.stack.iter_mut().filter(|f| f.function.is_none()) {
+        let Some(module) = &f.module else { continue };
+        // The image range the frame lies in: the unloaded entry or the loaded module.
+        let range = if f.unloaded {
+            t.unloaded_modules
+                .iter()
+                .rev()
+                .find(|u| u.name == *module && u.contains(f.address))
+                .map(|u| (u.base, u.size))
+        } else {
+            t.modules
+                .iter()
+                .find(|m| m.name == *module && m.contains(f.address))
+                .map(|m| (m.base, m.size))
+        };
+        let Some((base, size)) = range else { continue };
+        let exports = cache
+            .entry((module.clone(), size))
+            .or_insert_with(|| path.exports(module, size));
+        let Some(exports) = exports else { continue };
+        if let Some((name, offset)) = function_at(exports, f.address - base) {
+            f.function = Some(name.to_owned());
+            f.offset = offset;
+            named += 1;
+            if !used.contains(module) {
+                used.push(module.clone());
+            }
+        }
+    }
+    if !used.is_empty() {
+        t.warnings.push(format!(
+            "functions of {} named from the symbol path (file matched by name and image size)",
+            used.join(", ")
+        ));
+    }
+    named
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../driver-payloads/sim-build")
+    }
+
+    #[test]
+    fn payload_driver_files_give_the_kernels_exports() {
+        let path = SymbolPath::parse(&format!(
+            "srv*C:\\symbols*https://msdl.microsoft.com/download/symbols;{}",
+            payload_dir().display()
+        ));
+        assert_eq!(path.dirs.len(), 1);
+        let size = sim_kernel::image_size(sim_kernel::ImageKind::SampleExt);
+        let got = path
+            .exports("SAMPLE_EXT_DETACH_WITHOUT_RUNDOWN.sys", size)
+            .unwrap();
+        let mut want: Vec<(String, u32)> =
+            sim_kernel::image_exports(sim_kernel::ImageKind::SampleExt)
+                .into_iter()
+                .map(|(n, r)| (n.to_owned(), r))
+                .collect();
+        want.sort();
+        let mut got = got;
+        got.sort();
+        assert_eq!(got, want);
+        // Another size is another build: no names from it.
+        assert_eq!(path.exports("sample_ebpf_ext.sys", size + 0x1000), None);
+        assert_eq!(path.exports("missing.sys", size), None);
+    }
+
+    /// A dump of the hot-unload race: RIP in the unloaded driver, whose pages are gone; the
+    /// payload's file names the callback, a file of another size names nothing.
+    #[test]
+    fn symbolize_names_frames_in_an_unloaded_driver() {
+        use crate::{DumpKind, DumpSpec, Module, UnloadedModule, triage_bytes};
+        let name = "sample_ext_detach_without_rundown.sys";
+        let size = sim_kernel::image_size(sim_kernel::ImageKind::SampleExt);
+        let (_, rva) = sim_kernel::image_exports(sim_kernel::ImageKind::SampleExt)
+            .into_iter()
+            .find(|e| e.0 == "_sample_map_update_entry")
+            .unwrap();
+        let base = 0xFFFF_F806_1010_0000;
+        let rip = base + u64::from(rva);
+        let mut spec = DumpSpec::new(
+            DumpKind::Kernel,
+            0xCE,
+            [rip, 0x10, rip, 0],
+            rip,
+            vec![Module::new(
+                "ntoskrnl.exe",
+                0xFFFF_F806_0000_0000,
+                0x0104_6000,
+            )],
+        );
+        let unloaded = |size| UnloadedModule {
+            name: name.into(),
+            base,
+            size,
+            time: spec.system_time,
+        };
+        spec.unloaded = vec![unloaded(size as u32)];
+        let bytes = crate::dump_bytes(&spec).unwrap();
+        let mut t = triage_bytes(Path::new("MEMORY.DMP"), bytes).unwrap();
+        assert_eq!(t.stack[0].function, None, "the dump alone cannot name it");
+        let path = SymbolPath::parse(&payload_dir().display().to_string());
+        assert_eq!(symbolize(&mut t, &path), 1);
+        assert_eq!(
+            t.stack[0].display(),
+            format!("{name} (unloaded)!_sample_map_update_entry+0x0")
+        );
+        assert!(t.warnings.iter().any(|w| w.contains("symbol path")));
+
+        spec.unloaded = vec![unloaded(size as u32 + 0x1000)];
+        let mut t =
+            triage_bytes(Path::new("MEMORY.DMP"), crate::dump_bytes(&spec).unwrap()).unwrap();
+        assert_eq!(
+            symbolize(&mut t, &path),
+            0,
+            "another build must not name frames"
+        );
+        assert_eq!(symbolize(&mut t, &SymbolPath::default()), 0);
+    }
+
+    #[test]
+    fn function_at_picks_the_preceding_export() {
+        let e = vec![("a".to_owned(), 0x1000), ("b".to_owned(), 0x2000)];
+        assert_eq!(function_at(&e, 0x2000), Some(("b", 0)));
+        assert_eq!(function_at(&e, 0x1fff), Some(("a", 0xfff)));
+        assert_eq!(function_at(&e, 0xfff), None);
+    }
+
+    #[test]
+    fn junk_is_not_a_pe_file() {
+        for b in [&b""[..], b"MZ", b"MZ\0\0\0\0", &[0u8; 64]] {
+            assert_eq!(pe_file_exports(b, 0x1000), None);
+        }
+    }
+}
