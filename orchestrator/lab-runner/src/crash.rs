@@ -166,13 +166,7 @@ pub async fn collect(
                 *ctx.event_mark.lock().expect("event mark lock") = last;
             }
             if let Some(bc) = records.iter().rev().find_map(|r| r.bugcheck()) {
-                crash.bugcheck = Some(BugcheckInfo {
-                    code: bc.code,
-                    name: crash_triage::codes::bugcheck_name(bc.code).map(str::to_owned),
-                    params: bc.params,
-                    module: None,
-                    symbol: None,
-                });
+                crash.bugcheck = Some(BugcheckInfo::from(bc));
             }
             if let Some(l) = dump_not_saved(&records) {
                 crash.dumps_lost.push(l);
@@ -221,15 +215,13 @@ pub async fn collect(
                 let analyze = analyze(ctx, &local).await;
                 let sig = crash_triage::signature::signature(&t, analyze.as_ref());
                 crash.bugcheck = Some(BugcheckInfo {
-                    code: t.bugcheck.code,
-                    name: t.bugcheck.name.clone(),
-                    params: t.bugcheck.params,
                     module: t.faulting_module.as_ref().map(|m| m.name.clone()),
                     // RIP's function, named from the dump or the payload's driver files.
                     symbol: sig
                         .symbol
                         .clone()
                         .or_else(|| t.stack.first().and_then(|f| f.function.clone())),
+                    ..BugcheckInfo::from(t.bugcheck.record())
                 });
                 match record_bucket(ctx, &sig, &local).await {
                     Ok(rec) => {
