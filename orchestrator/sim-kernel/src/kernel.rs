@@ -7,9 +7,11 @@ use crate::inner::KernelInner;
 use crate::maps::{self, MapHandle};
 use crate::modules::{Frame, KERNEL_MODULE, Module};
 use crate::pool;
+use win_vocab::ServiceState;
+
 use crate::types::{
-    CancelFlag, DriverState, EpochStats, KernelConfig, MapDefinition, MapInfo, PoolStats, TagUsage,
-    ToolOutput, UpdateOption,
+    CancelFlag, EpochStats, KernelConfig, MapDefinition, MapInfo, PoolStats, TagUsage, ToolOutput,
+    UpdateOption,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,12 +69,12 @@ impl Kernel {
     /// Begins `DriverUnload` and returns at once (after a grace of at most 100 ms):
     /// `Stopped` if the unload finished, `StopPending` while it waits (e.g. for the rundown
     /// of live maps); it then completes on its own thread.
-    pub fn stop_driver(&self, service: &str) -> Result<DriverState, KernelError> {
+    pub fn stop_driver(&self, service: &str) -> Result<ServiceState, KernelError> {
         crate::services::stop(&self.inner, service)
     }
 
-    /// The service's state (`NotLoaded` for a service never started).
-    pub fn driver_state(&self, service: &str) -> DriverState {
+    /// The service's state (`Stopped` for a service never started, as `sc query` says).
+    pub fn driver_state(&self, service: &str) -> ServiceState {
         self.inner.services.state(service)
     }
 

@@ -68,17 +68,19 @@ pub use bugcheck::{
 };
 pub use error::{EbpfError, KernelError};
 pub use hook::{HookRun, LinkHandle, ProgramHandle};
-pub use image::{DriverImage, Fault, ImageError, ImageKind, Signature};
+pub use image::{DriverImage, Fault, ImageError, ImageKind, Signing};
 pub use image_file::{TIME_DATE_STAMP, driver_file, image_exports, image_size};
 pub use inner::EpochGuard;
 pub use kernel::Kernel;
 pub use maps::{Map, MapHandle};
 pub use modules::Module;
 pub use tools::TOOLS;
+// A driver's state is the service state `sc query` reports, spelled once in win-vocab.
 pub use types::{
-    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, CancelFlag, DriverState, EpochStats,
-    KernelConfig, MapDefinition, MapInfo, PoolStats, TagUsage, ToolOutput, UpdateOption,
+    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, CancelFlag, EpochStats, KernelConfig,
+    MapDefinition, MapInfo, PoolStats, TagUsage, ToolOutput, UpdateOption,
 };
+pub use win_vocab::ServiceState;
 
 #[cfg(test)]
 mod rule_tests;

@@ -250,7 +250,7 @@ mod tests {
         let k = Kernel::boot(crate::types::KernelConfig::default()).unwrap();
         let core = crate::image::DriverImage {
             image: crate::image::ImageKind::EbpfCore,
-            signature: crate::image::Signature::Test,
+            signature: crate::image::Signing::Test,
             faults: vec![],
         };
         k.load_driver("ebpfcore", &core).unwrap();

@@ -1,4 +1,4 @@
-//! Plain public value types of the kernel API: configuration, driver states, statistics,
+//! Plain public value types of the kernel API: configuration, statistics,
 //! tool I/O and cancellation, map definitions.
 
 use std::sync::Arc;
@@ -26,30 +26,6 @@ impl Default for KernelConfig {
             verifier_drivers: Vec::new(),
             test_signing: true,
             pool_capacity: 1 << 22,
-        }
-    }
-}
-
-/// State of a kernel service (as `sc query` reports it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DriverState {
-    /// Never started in this boot.
-    NotLoaded,
-    /// `DriverEntry` succeeded and no stop was requested.
-    Running,
-    /// `DriverUnload` began and has not finished (e.g. waiting for the maps' rundown).
-    StopPending,
-    /// Unloaded.
-    Stopped,
-}
-
-impl DriverState {
-    /// The `sc query` STATE name, e.g. `STOP_PENDING`.
-    pub fn sc_name(self) -> &'static str {
-        match self {
-            DriverState::NotLoaded | DriverState::Stopped => "STOPPED",
-            DriverState::Running => "RUNNING",
-            DriverState::StopPending => "STOP_PENDING",
         }
     }
 }
