@@ -352,7 +352,7 @@ fn write_triage(
 
 /// What recording a crash did to the index beyond the bucket itself: a corrupt index moved
 /// aside, dumps of earlier runs trimmed by `--keep-dumps`.
-fn bucket_notices(ctx: &UnitCtx<'_>, rec: &crash_triage::Recorded) {
+fn bucket_notices(ctx: &UnitCtx<'_>, rec: &crash_triage::BucketUpdate) {
     if let Some(aside) = &rec.moved_aside {
         let _ = ctx.events.send(Event::Warning {
             message: format!(
@@ -539,7 +539,7 @@ async fn record_bucket(
     ctx: &UnitCtx<'_>,
     sig: &crash_triage::signature::Signature,
     local: &Path,
-) -> Result<crash_triage::bucket::Recorded, RunnerError> {
+) -> Result<crash_triage::bucket::BucketUpdate, RunnerError> {
     let bucket_err = |source: lab_error::BoxError| RunnerError::Triage {
         what: "update the crash bucket index in",
         path: ctx.results_root.clone(),
