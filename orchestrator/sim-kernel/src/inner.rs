@@ -3,6 +3,7 @@
 //! blocking waits that end on halt, and the epoch timer thread.
 
 use crate::bugcheck::{self, Bugcheck, HaltState};
+use crate::config::KernelConfig;
 use crate::epoch::core::{SyncPoint, WorkItem};
 use crate::epoch::{self, EpochManager, Retired};
 use crate::error::EbpfError;
@@ -11,7 +12,6 @@ use crate::modules::{self, Frame, KERNEL_MODULE, ModuleId, ModuleTable};
 use crate::nmr::Nmr;
 use crate::pool::{OwnerId, Pool, PoolFault, PoolHandle, TagId};
 use crate::services::Services;
-use crate::types::KernelConfig;
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -9,10 +9,15 @@ use crate::modules::{Frame, KERNEL_MODULE, Module};
 use crate::pool;
 use win_vocab::ServiceState;
 
-use crate::types::{
-    CancelFlag, EpochStats, KernelConfig, MapDefinition, MapInfo, PoolStats, TagUsage, ToolOutput,
-    UpdateOption,
-};
+use crate::config::KernelConfig;
+
+use crate::epoch::EpochStats;
+
+use crate::maps::{MapDefinition, MapInfo, UpdateOption};
+
+use crate::pool::{PoolStats, TagUsage};
+
+use crate::tool_io::{CancelFlag, ToolOutput};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -198,9 +198,9 @@ mod tests {
     //! Rule tests of the per-client rundown. Every wait is bounded (see `bounded`).
     use super::*;
     use crate::bounded;
+    use crate::config::KernelConfig;
     use crate::modules::SAMPLE_FUNCTIONS;
     use crate::program::Program;
-    use crate::types::KernelConfig;
 
     fn hook(without_rundown: bool) -> (Arc<KernelInner>, Arc<SampleHook>, Arc<HookClientView>) {
         let k = Arc::new(KernelInner::new(KernelConfig::default()));
