@@ -44,8 +44,6 @@ const ENTRY_SIZE: u32 = 64;
 const MAP_CONTEXT_SIZE: u32 = 128;
 /// Size of the provider's binding context, allocated at DriverEntry.
 const PROVIDER_CONTEXT_SIZE: u32 = 256;
-/// Image size of the sample driver.
-pub(crate) const IMAGE_SIZE: u64 = 0x2_4000;
 
 /// The provider object of one loaded instance of the sample driver.
 #[derive(Debug)]

@@ -217,7 +217,7 @@ mod tests {
         (k, h, Arc::new(HookClientView(c)))
     }
 
-    const IMAGE: u64 = crate::sample_ext::IMAGE_SIZE;
+    const IMAGE: u64 = crate::image_file::SAMPLE_IMAGE_SIZE;
 
     /// True once rundown began (probing takes no reference that would stall the detach).
     fn closing(r: &Rundown) -> bool {

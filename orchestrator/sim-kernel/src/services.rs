@@ -9,7 +9,7 @@ use crate::inner::{HALT_POLL, KernelInner};
 use crate::modules::{self, Frame, ModuleId};
 use crate::nmr::Registration;
 use crate::pool::OwnerId;
-use crate::sample_ext::{self, SampleExt};
+use crate::sample_ext::SampleExt;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +18,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use win_vocab::ServiceState;
 
-/// Image size of ebpfcore.sys.
-pub(crate) const CORE_IMAGE_SIZE: u64 = 0x8_6000;
 /// How long `stop_driver` waits for a quick unload before reporting STOP_PENDING.
 const STOP_GRACE: Duration = Duration::from_millis(100);
 
@@ -136,10 +134,7 @@ pub(crate) fn load(
         return Err(KernelError::AlreadyRunning(service.to_string()));
     }
     let owner = svc.owner_for(&key(service));
-    let size = match image.image {
-        ImageKind::EbpfCore => CORE_IMAGE_SIZE,
-        ImageKind::SampleExt => sample_ext::IMAGE_SIZE,
-    };
+    let size = crate::image_file::image_size(image.image);
     let functions = match image.image {
         ImageKind::EbpfCore => modules::CORE_FUNCTIONS,
         ImageKind::SampleExt => modules::SAMPLE_FUNCTIONS,
