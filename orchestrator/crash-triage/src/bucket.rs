@@ -122,7 +122,7 @@ pub struct CrashRecord<'a> {
 
 /// What recording a crash did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recorded {
+pub struct BucketUpdate {
     pub bucket_id: String,
     pub title: String,
     /// The first crash in this bucket.
@@ -182,7 +182,7 @@ impl BucketIndex {
         results_root: &Path,
         crash: &CrashRecord<'_>,
         keep: KeepDumps,
-    ) -> Result<Recorded, BucketError> {
+    ) -> Result<BucketUpdate, BucketError> {
         let lock_path = results_root.join(format!("{BUCKETS_FILE}.lock"));
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -250,13 +250,13 @@ impl BucketIndex {
     }
 
     /// Apply one crash in memory: count it, add its dump, and list the dumps of earlier
-    /// runs that `keep` trims (oldest first) in [`Recorded::removed`].
+    /// runs that `keep` trims (oldest first) in [`BucketUpdate::removed`].
     pub fn apply(
         &mut self,
         results_root: &Path,
         crash: &CrashRecord<'_>,
         keep: KeepDumps,
-    ) -> Recorded {
+    ) -> BucketUpdate {
         self.version = VERSION;
         let sig = crash.signature;
         let is_new = !self.buckets.contains_key(&sig.id);
@@ -308,7 +308,7 @@ impl BucketIndex {
             });
             bucket.dumps_not_kept += removed.len() as u64;
         }
-        Recorded {
+        BucketUpdate {
             bucket_id: bucket.id.clone(),
             title: bucket.title.clone(),
             is_new,

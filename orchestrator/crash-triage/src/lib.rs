@@ -22,7 +22,7 @@ pub mod triage;
 pub mod writer;
 
 pub use analyze::{Analyze, DebuggerConfig, analyze_command, parse_analyze, run_analyze};
-pub use bucket::{BucketIndex, CrashRecord, KeepDumps, Recorded};
+pub use bucket::{BucketIndex, BucketUpdate, CrashRecord, KeepDumps};
 pub use signature::{Signature, signature};
 pub use spec::{
     DumpKind, DumpSpec, Export, Module, OsVersion, PageEncoding, ProductType, UnloadedModule,

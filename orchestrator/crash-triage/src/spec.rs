@@ -5,7 +5,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Which dump Windows writes, as picked by `CrashControl\CrashDumpEnabled`.
+/// Which dump file Windows writes. Not win-vocab's `DumpKind` (the `CrashDumpEnabled`
+/// setting): a written dump is never "none", and "automatic" writes a kernel dump, so the
+/// writer and triage only ever see these three; [`DumpKind::written_for`] maps a setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DumpKind {
@@ -18,15 +20,20 @@ pub enum DumpKind {
 }
 
 impl DumpKind {
+    /// The dump a CrashControl setting writes; `None` when it writes none.
+    pub fn written_for(setting: win_vocab::DumpKind) -> Option<Self> {
+        match setting {
+            win_vocab::DumpKind::None => None,
+            win_vocab::DumpKind::Complete => Some(Self::Complete),
+            win_vocab::DumpKind::Kernel | win_vocab::DumpKind::Automatic => Some(Self::Kernel),
+            win_vocab::DumpKind::Small => Some(Self::Small),
+        }
+    }
+
     /// The kind for a `CrashDumpEnabled` registry value; `None` for 0 (no dump) and unknown
     /// values.
     pub fn from_crash_dump_enabled(value: u32) -> Option<Self> {
-        match value {
-            1 => Some(Self::Complete),
-            2 | 7 => Some(Self::Kernel),
-            3 => Some(Self::Small),
-            _ => None,
-        }
+        win_vocab::DumpKind::from_registry_value(value).and_then(Self::written_for)
     }
 
     /// Where Windows puts this kind of dump, relative to `%SystemRoot%` (`C:\Windows`):

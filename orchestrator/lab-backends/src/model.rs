@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 // The Windows facts every backend speaks of, in the one spelling the whole workspace uses.
 pub use win_vocab::{
-    CrashControl, DumpKind, EventBugcheck, EventRecord, ServiceState, StartType, Verifier,
+    Bugcheck, CrashControl, DumpKind, EventRecord, ServiceState, StartType, Verifier,
 };
 
 /// What the runner asks a hypervisor to create. Backend-neutral: each backend maps it onto

@@ -166,13 +166,7 @@ pub async fn collect(
                 *ctx.event_mark.lock().expect("event mark lock") = last;
             }
             if let Some(bc) = records.iter().rev().find_map(|r| r.bugcheck()) {
-                crash.bugcheck = Some(BugcheckInfo {
-                    code: bc.code,
-                    name: crash_triage::codes::bugcheck_name(bc.code).map(str::to_owned),
-                    params: bc.params,
-                    module: None,
-                    symbol: None,
-                });
+                crash.bugcheck = Some(BugcheckInfo::from(bc));
             }
             if let Some(l) = dump_not_saved(&records) {
                 crash.dumps_lost.push(l);
@@ -221,15 +215,13 @@ pub async fn collect(
                 let analyze = analyze(ctx, &local).await;
                 let sig = crash_triage::signature::signature(&t, analyze.as_ref());
                 crash.bugcheck = Some(BugcheckInfo {
-                    code: t.bugcheck.code,
-                    name: t.bugcheck.name.clone(),
-                    params: t.bugcheck.params,
                     module: t.faulting_module.as_ref().map(|m| m.name.clone()),
                     // RIP's function, named from the dump or the payload's driver files.
                     symbol: sig
                         .symbol
                         .clone()
                         .or_else(|| t.stack.first().and_then(|f| f.function.clone())),
+                    ..BugcheckInfo::from(t.bugcheck.record())
                 });
                 match record_bucket(ctx, &sig, &local).await {
                     Ok(rec) => {
@@ -360,7 +352,7 @@ fn write_triage(
 
 /// What recording a crash did to the index beyond the bucket itself: a corrupt index moved
 /// aside, dumps of earlier runs trimmed by `--keep-dumps`.
-fn bucket_notices(ctx: &UnitCtx<'_>, rec: &crash_triage::Recorded) {
+fn bucket_notices(ctx: &UnitCtx<'_>, rec: &crash_triage::BucketUpdate) {
     if let Some(aside) = &rec.moved_aside {
         let _ = ctx.events.send(Event::Warning {
             message: format!(
@@ -547,7 +539,7 @@ async fn record_bucket(
     ctx: &UnitCtx<'_>,
     sig: &crash_triage::signature::Signature,
     local: &Path,
-) -> Result<crash_triage::bucket::Recorded, RunnerError> {
+) -> Result<crash_triage::bucket::BucketUpdate, RunnerError> {
     let bucket_err = |source: lab_error::BoxError| RunnerError::Triage {
         what: "update the crash bucket index in",
         path: ctx.results_root.clone(),

@@ -253,6 +253,19 @@ pub struct BugcheckInfo {
     pub symbol: Option<String>,
 }
 
+impl From<lab_backends::Bugcheck> for BugcheckInfo {
+    /// The facts every record has (code, table name, parameters); where it hit is unknown.
+    fn from(b: lab_backends::Bugcheck) -> Self {
+        BugcheckInfo {
+            code: b.code,
+            name: b.name().map(str::to_owned),
+            params: b.params,
+            module: None,
+            symbol: None,
+        }
+    }
+}
+
 /// A crash bucket: the same bug in two runs has the same id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {

@@ -71,11 +71,8 @@ impl GuestCore {
         kind: DumpKind,
         time: DateTime<Utc>,
     ) -> Result<Option<PathBuf>, String> {
-        let triage_kind = match kind {
-            DumpKind::None => return Ok(None),
-            DumpKind::Complete => TriageKind::Complete,
-            DumpKind::Kernel | DumpKind::Automatic => TriageKind::Kernel,
-            DumpKind::Small => TriageKind::Small,
+        let Some(triage_kind) = TriageKind::written_for(kind) else {
+            return Ok(None);
         };
         let path = match triage_kind {
             TriageKind::Small => self.next_minidump_path(time),

@@ -7,7 +7,7 @@
 use dashmap::DashMap;
 use sim_kernel::{
     BPF_MAP_TYPE_SAMPLE_HASH_MAP, DriverImage, ImageKind, Kernel, KernelConfig, MapDefinition,
-    MapHandle, Signature, UpdateOption,
+    MapHandle, Signing, UpdateOption,
 };
 use std::hint::black_box;
 use std::sync::Arc;
@@ -94,7 +94,7 @@ fn main() {
     .unwrap();
     let img = |image| DriverImage {
         image,
-        signature: Signature::Test,
+        signature: Signing::Test,
         faults: vec![],
     };
     k.load_driver("ebpfcore", &img(ImageKind::EbpfCore))

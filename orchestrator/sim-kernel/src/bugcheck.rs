@@ -7,18 +7,12 @@ use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// `PAGE_FAULT_IN_NONPAGED_AREA`: a read or write through a stale pool handle.
-pub const PAGE_FAULT_IN_NONPAGED_AREA: u32 = 0x50;
-/// `NMI_HARDWARE_FAILURE`: an NMI was injected (used to dump a hung guest).
-pub const NMI_HARDWARE_FAILURE: u32 = 0x80;
-/// `BAD_POOL_CALLER`: a pool free of memory that is not allocated.
-pub const BAD_POOL_CALLER: u32 = 0xC2;
-/// `DRIVER_VERIFIER_DETECTED_VIOLATION`.
-pub const DRIVER_VERIFIER_DETECTED_VIOLATION: u32 = 0xC4;
-/// `DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS`: code of an unloaded driver ran.
-pub const DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS: u32 = 0xCE;
-/// `KERNEL_SECURITY_CHECK_FAILURE`: a `__fastfail`, e.g. the epoch double-free check.
-pub const KERNEL_SECURITY_CHECK_FAILURE: u32 = 0x139;
+// The codes this model raises, named once in win-vocab's table.
+pub use win_vocab::bugcheck::{
+    BAD_POOL_CALLER, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
+    DRIVER_VERIFIER_DETECTED_VIOLATION, KERNEL_SECURITY_CHECK_FAILURE, NMI_HARDWARE_FAILURE,
+    PAGE_FAULT_IN_NONPAGED_AREA,
+};
 
 /// `BAD_POOL_CALLER` parameter 1: the pool block was already freed.
 pub const BAD_POOL_CALLER_ALREADY_FREED: u64 = 0x7;
@@ -55,23 +49,19 @@ impl Bugcheck {
     pub fn name(&self) -> &'static str {
         bugcheck_name(self.code)
     }
+
+    /// The code and parameters, as the event log and a dump header carry them.
+    pub fn record(&self) -> win_vocab::Bugcheck {
+        win_vocab::Bugcheck {
+            code: self.code,
+            params: self.params,
+        }
+    }
 }
 
-/// The symbolic name of a bugcheck code this model raises (or `UNKNOWN_BUGCHECK`).
+/// The symbolic name of a bugcheck code (or `UNKNOWN_BUGCHECK`), from win-vocab's table.
 pub fn bugcheck_name(code: u32) -> &'static str {
-    match code {
-        PAGE_FAULT_IN_NONPAGED_AREA => "PAGE_FAULT_IN_NONPAGED_AREA",
-        NMI_HARDWARE_FAILURE => "NMI_HARDWARE_FAILURE",
-        BAD_POOL_CALLER => "BAD_POOL_CALLER",
-        DRIVER_VERIFIER_DETECTED_VIOLATION => "DRIVER_VERIFIER_DETECTED_VIOLATION",
-        DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS => {
-            "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS"
-        }
-        KERNEL_SECURITY_CHECK_FAILURE => "KERNEL_SECURITY_CHECK_FAILURE",
-        0x7E => "SYSTEM_THREAD_EXCEPTION_NOT_HANDLED",
-        0xD1 => "DRIVER_IRQL_NOT_LESS_OR_EQUAL",
-        _ => "UNKNOWN_BUGCHECK",
-    }
+    win_vocab::bugcheck::name(code).unwrap_or("UNKNOWN_BUGCHECK")
 }
 
 /// Whether the kernel still runs, and the bugcheck that stopped it.

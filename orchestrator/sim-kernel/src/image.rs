@@ -20,7 +20,7 @@ pub enum ImageKind {
 
 /// How the image is signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Signature {
+pub enum Signing {
     /// Test-signed: loads only with test signing on.
     Test,
     /// Production-signed: always loads.
@@ -29,12 +29,12 @@ pub enum Signature {
     Unsigned,
 }
 
-impl fmt::Display for Signature {
+impl fmt::Display for Signing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Signature::Test => "test",
-            Signature::Production => "production",
-            Signature::Unsigned => "unsigned",
+            Signing::Test => "test",
+            Signing::Production => "production",
+            Signing::Unsigned => "unsigned",
         })
     }
 }
@@ -134,8 +134,8 @@ impl Fault {
 pub struct DriverImage {
     /// The built-in driver.
     pub image: ImageKind,
-    /// Signature kind.
-    pub signature: Signature,
+    /// How it is signed.
+    pub signature: Signing,
     /// Fault switches of this image, without duplicates.
     pub faults: Vec<Fault>,
 }
@@ -195,9 +195,9 @@ impl DriverImage {
             _ => return Err(ImageError::UnknownImage(w.image)),
         };
         let signature = match w.signature.as_str() {
-            "test" => Signature::Test,
-            "production" => Signature::Production,
-            "unsigned" => Signature::Unsigned,
+            "test" => Signing::Test,
+            "production" => Signing::Production,
+            "unsigned" => Signing::Unsigned,
             _ => return Err(ImageError::UnknownSignature(w.signature)),
         };
         let mut faults = Vec::new();
@@ -238,7 +238,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(img.image, ImageKind::SampleExt);
-        assert_eq!(img.signature, Signature::Test);
+        assert_eq!(img.signature, Signing::Test);
         assert_eq!(img.faults, vec![Fault::DetachWithoutRundown]);
     }
 

@@ -27,11 +27,16 @@ pub const MANIFEST_SECTION: &[u8; 8] = b".hvlab\0\0";
 /// A fixed link time (2026-01-01T00:00:00Z): sim images are reproducible builds.
 pub const TIME_DATE_STAMP: u32 = 1_767_225_600;
 
+/// Image size of ebpfcore.sys.
+pub(crate) const CORE_IMAGE_SIZE: u64 = 0x8_6000;
+/// Image size of the sample driver.
+pub(crate) const SAMPLE_IMAGE_SIZE: u64 = 0x2_4000;
+
 /// Size of the image the kernel maps for a built-in driver.
 pub fn image_size(kind: ImageKind) -> u64 {
     match kind {
-        ImageKind::EbpfCore => crate::services::CORE_IMAGE_SIZE,
-        ImageKind::SampleExt => crate::sample_ext::IMAGE_SIZE,
+        ImageKind::EbpfCore => CORE_IMAGE_SIZE,
+        ImageKind::SampleExt => SAMPLE_IMAGE_SIZE,
     }
 }
 

@@ -7,10 +7,17 @@ use crate::inner::KernelInner;
 use crate::maps::{self, MapHandle};
 use crate::modules::{Frame, KERNEL_MODULE, Module};
 use crate::pool;
-use crate::types::{
-    CancelFlag, DriverState, EpochStats, KernelConfig, MapDefinition, MapInfo, PoolStats, TagUsage,
-    ToolOutput, UpdateOption,
-};
+use win_vocab::ServiceState;
+
+use crate::config::KernelConfig;
+
+use crate::epoch::EpochStats;
+
+use crate::maps::{MapDefinition, MapInfo, UpdateOption};
+
+use crate::pool::{PoolStats, TagUsage};
+
+use crate::tool_io::{CancelFlag, ToolOutput};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,12 +74,12 @@ impl Kernel {
     /// Begins `DriverUnload` and returns at once (after a grace of at most 100 ms):
     /// `Stopped` if the unload finished, `StopPending` while it waits (e.g. for the rundown
     /// of live maps); it then completes on its own thread.
-    pub fn stop_driver(&self, service: &str) -> Result<DriverState, KernelError> {
+    pub fn stop_driver(&self, service: &str) -> Result<ServiceState, KernelError> {
         crate::services::stop(&self.inner, service)
     }
 
-    /// The service's state (`NotLoaded` for a service never started).
-    pub fn driver_state(&self, service: &str) -> DriverState {
+    /// The service's state (`Stopped` for a service never started, as `sc query` says).
+    pub fn driver_state(&self, service: &str) -> ServiceState {
         self.inner.services.state(service)
     }
 

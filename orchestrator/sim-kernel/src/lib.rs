@@ -41,6 +41,7 @@
 #[cfg(test)]
 mod bounded;
 mod bugcheck;
+mod config;
 mod epoch;
 mod error;
 mod hook;
@@ -58,27 +59,32 @@ mod sample_ext;
 mod sample_hook;
 mod services;
 mod sync;
+mod tool_io;
 mod tools;
-mod types;
 
 pub use bugcheck::{
     BAD_POOL_CALLER, Bugcheck, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
     DRIVER_VERIFIER_DETECTED_VIOLATION, KERNEL_SECURITY_CHECK_FAILURE, NMI_HARDWARE_FAILURE,
     PAGE_FAULT_IN_NONPAGED_AREA, bugcheck_name,
 };
+pub use config::KernelConfig;
+pub use epoch::EpochStats;
 pub use error::{EbpfError, KernelError};
 pub use hook::{HookRun, LinkHandle, ProgramHandle};
-pub use image::{DriverImage, Fault, ImageError, ImageKind, Signature};
+pub use image::{DriverImage, Fault, ImageError, ImageKind, Signing};
 pub use image_file::{TIME_DATE_STAMP, driver_file, image_exports, image_size};
 pub use inner::EpochGuard;
 pub use kernel::Kernel;
-pub use maps::{Map, MapHandle};
-pub use modules::Module;
-pub use tools::TOOLS;
-pub use types::{
-    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, CancelFlag, DriverState, EpochStats,
-    KernelConfig, MapDefinition, MapInfo, PoolStats, TagUsage, ToolOutput, UpdateOption,
+pub use maps::{
+    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, Map, MapDefinition, MapHandle, MapInfo,
+    UpdateOption,
 };
+pub use modules::Module;
+pub use pool::{PoolStats, TagUsage};
+pub use tool_io::{CancelFlag, ToolOutput};
+pub use tools::TOOLS;
+// A driver's state is the service state `sc query` reports, spelled once in win-vocab.
+pub use win_vocab::ServiceState;
 
 #[cfg(test)]
 mod rule_tests;

@@ -154,10 +154,10 @@ mod tests {
     //! wait is bounded: a model that stalls fails here within seconds, naming the wait.
     use super::*;
     use crate::bounded;
+    use crate::config::KernelConfig;
     use crate::inner::KernelInner;
     use crate::pool::OwnerId;
     use crate::sample_ext::SampleExt;
-    use crate::types::KernelConfig;
 
     fn registration(k: &KernelInner, map_type: u32) -> Arc<Registration> {
         Arc::new(Registration {

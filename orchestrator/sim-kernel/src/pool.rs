@@ -369,6 +369,39 @@ pub(crate) fn parse_tag(s: &str) -> Option<[u8; 4]> {
         .then(|| [b[0], b[1], b[2], b[3]])
 }
 
+/// Outstanding pool usage of one tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagUsage {
+    /// Four-character pool tag, e.g. `Smpl`.
+    pub tag: String,
+    /// Outstanding bytes.
+    pub bytes: i64,
+    /// Outstanding allocations.
+    pub allocs: i64,
+}
+
+/// Pool usage per tag (tags ever used in this boot, sorted by tag).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// One entry per tag.
+    pub tags: Vec<TagUsage>,
+}
+
+impl PoolStats {
+    /// Usage of one tag (zero if never used).
+    pub fn tag(&self, tag: &str) -> TagUsage {
+        self.tags
+            .iter()
+            .find(|t| t.tag == tag)
+            .cloned()
+            .unwrap_or(TagUsage {
+                tag: tag.to_string(),
+                bytes: 0,
+                allocs: 0,
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 use crate::error::EbpfError;
 use crate::inner::KernelInner;
 use crate::maps::Map;
-use crate::types::MapDefinition;
+use crate::maps::MapDefinition;
 use std::fmt::Debug;
 
 /// `EBPF_MAP_OPERATION_HELPER`: the call comes from a program (helper function).
@@ -57,7 +57,7 @@ pub(crate) fn check_attach(p: &dyn MapProvider, map_type: u32) -> Result<(), Att
     if data.map_type != map_type {
         return Err(AttachRefusal::WrongMapType);
     }
-    if data.base_map_type != crate::types::BPF_MAP_TYPE_HASH {
+    if data.base_map_type != crate::maps::BPF_MAP_TYPE_HASH {
         return Err(AttachRefusal::BaseTypeNotHash);
     }
     // preprocess_associate_program_type is required too; the model has no programs here.
@@ -200,7 +200,7 @@ mod tests {
         }
     }
 
-    const HASH: u32 = crate::types::BPF_MAP_TYPE_HASH;
+    const HASH: u32 = crate::maps::BPF_MAP_TYPE_HASH;
 
     fn odd(data: Option<(u32, u32)>, missing: Option<Slot>) -> Odd {
         Odd {
@@ -247,10 +247,10 @@ mod tests {
         use crate::kernel::Kernel;
         use crate::nmr::{Registration, Rundown};
         use std::sync::Arc;
-        let k = Kernel::boot(crate::types::KernelConfig::default()).unwrap();
+        let k = Kernel::boot(crate::config::KernelConfig::default()).unwrap();
         let core = crate::image::DriverImage {
             image: crate::image::ImageKind::EbpfCore,
-            signature: crate::image::Signature::Test,
+            signature: crate::image::Signing::Test,
             faults: vec![],
         };
         k.load_driver("ebpfcore", &core).unwrap();

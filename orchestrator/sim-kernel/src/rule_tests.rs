@@ -1,9 +1,10 @@
 //! Rule tests that need the kernel's internals: rundown references per map, release only
 //! after propose/commit, and the double-free checks of `epoch_free` and the pool.
 
-use crate::image::{DriverImage, ImageKind, Signature};
+use crate::config::KernelConfig;
+use crate::image::{DriverImage, ImageKind, Signing};
 use crate::kernel::Kernel;
-use crate::types::{BPF_MAP_TYPE_SAMPLE_HASH_MAP, KernelConfig, MapDefinition, UpdateOption};
+use crate::maps::{BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition, UpdateOption};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ fn boot() -> Kernel {
     let k = Kernel::boot(KernelConfig::default()).unwrap();
     let img = |image| DriverImage {
         image,
-        signature: Signature::Test,
+        signature: Signing::Test,
         faults: vec![],
     };
     k.load_driver("ebpfcore", &img(ImageKind::EbpfCore))

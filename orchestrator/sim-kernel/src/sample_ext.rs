@@ -26,12 +26,12 @@ use crate::hook::HookRegistration;
 use crate::image::Fault;
 use crate::inner::{Event, KernelInner};
 use crate::maps::Map;
+use crate::maps::{BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition};
 use crate::modules::ModuleId;
 use crate::nmr::{Cancelled, Registration, Rundown};
 use crate::pool::{OwnerId, PoolHandle, TagId};
 use crate::provider::{MapProvider, OP_HELPER, OP_UPDATE, Slot};
 use crate::sample_hook::SampleHook;
-use crate::types::{BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,8 +44,6 @@ const ENTRY_SIZE: u32 = 64;
 const MAP_CONTEXT_SIZE: u32 = 128;
 /// Size of the provider's binding context, allocated at DriverEntry.
 const PROVIDER_CONTEXT_SIZE: u32 = 256;
-/// Image size of the sample driver.
-pub(crate) const IMAGE_SIZE: u64 = 0x2_4000;
 
 /// The provider object of one loaded instance of the sample driver.
 #[derive(Debug)]
@@ -226,7 +224,7 @@ impl MapProvider for SampleExt {
     fn provider_data(&self) -> Option<crate::provider::ProviderData> {
         Some(crate::provider::ProviderData {
             map_type: BPF_MAP_TYPE_SAMPLE_HASH_MAP,
-            base_map_type: crate::types::BPF_MAP_TYPE_HASH,
+            base_map_type: crate::maps::BPF_MAP_TYPE_HASH,
         })
     }
 

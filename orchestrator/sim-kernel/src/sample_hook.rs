@@ -198,9 +198,9 @@ mod tests {
     //! Rule tests of the per-client rundown. Every wait is bounded (see `bounded`).
     use super::*;
     use crate::bounded;
+    use crate::config::KernelConfig;
     use crate::modules::SAMPLE_FUNCTIONS;
     use crate::program::Program;
-    use crate::types::KernelConfig;
 
     fn hook(without_rundown: bool) -> (Arc<KernelInner>, Arc<SampleHook>, Arc<HookClientView>) {
         let k = Arc::new(KernelInner::new(KernelConfig::default()));
@@ -217,7 +217,7 @@ mod tests {
         (k, h, Arc::new(HookClientView(c)))
     }
 
-    const IMAGE: u64 = crate::sample_ext::IMAGE_SIZE;
+    const IMAGE: u64 = crate::image_file::SAMPLE_IMAGE_SIZE;
 
     /// True once rundown began (probing takes no reference that would stall the detach).
     fn closing(r: &Rundown) -> bool {

@@ -4,22 +4,20 @@
 
 use crate::bugcheck;
 use crate::error::{EbpfError, KernelError};
-use crate::image::{DriverImage, Fault, ImageKind, Signature};
+use crate::image::{DriverImage, Fault, ImageKind, Signing};
 use crate::inner::{HALT_POLL, KernelInner};
 use crate::modules::{self, Frame, ModuleId};
 use crate::nmr::Registration;
 use crate::pool::OwnerId;
-use crate::sample_ext::{self, SampleExt};
-use crate::types::DriverState;
+use crate::sample_ext::SampleExt;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use win_vocab::ServiceState;
 
-/// Image size of ebpfcore.sys.
-pub(crate) const CORE_IMAGE_SIZE: u64 = 0x8_6000;
 /// How long `stop_driver` waits for a quick unload before reporting STOP_PENDING.
 const STOP_GRACE: Duration = Duration::from_millis(100);
 
@@ -34,7 +32,7 @@ enum Instance {
 
 #[derive(Debug)]
 struct Service {
-    state: DriverState,
+    state: ServiceState,
     kind: ImageKind,
     owner: OwnerId,
     module: Option<ModuleId>,
@@ -73,14 +71,14 @@ impl Services {
         OwnerId((i + 1).min(crate::pool::MAX_OWNERS - 1) as u16)
     }
 
-    pub(crate) fn state(&self, service: &str) -> DriverState {
+    pub(crate) fn state(&self, service: &str) -> ServiceState {
         self.table
             .lock()
             .get(&key(service))
-            .map_or(DriverState::NotLoaded, |s| s.state)
+            .map_or(ServiceState::Stopped, |s| s.state)
     }
 
-    fn set_state(&self, service: &str, state: DriverState) {
+    fn set_state(&self, service: &str, state: ServiceState) {
         if let Some(s) = self.table.lock().get_mut(&key(service)) {
             s.state = state;
         }
@@ -117,9 +115,9 @@ pub(crate) fn load(
         return Err(KernelError::Halted(k.halt.code()));
     }
     let allowed = match image.signature {
-        Signature::Production => true,
-        Signature::Test => k.config.test_signing,
-        Signature::Unsigned => false,
+        Signing::Production => true,
+        Signing::Test => k.config.test_signing,
+        Signing::Unsigned => false,
     };
     if !allowed {
         return Err(KernelError::InvalidImageHash {
@@ -131,15 +129,12 @@ pub(crate) fn load(
     let svc = &k.services;
     let mut table = svc.table.lock();
     if let Some(s) = table.get(&key(service))
-        && matches!(s.state, DriverState::Running | DriverState::StopPending)
+        && matches!(s.state, ServiceState::Running | ServiceState::StopPending)
     {
         return Err(KernelError::AlreadyRunning(service.to_string()));
     }
     let owner = svc.owner_for(&key(service));
-    let size = match image.image {
-        ImageKind::EbpfCore => CORE_IMAGE_SIZE,
-        ImageKind::SampleExt => sample_ext::IMAGE_SIZE,
-    };
+    let size = crate::image_file::image_size(image.image);
     let functions = match image.image {
         ImageKind::EbpfCore => modules::CORE_FUNCTIONS,
         ImageKind::SampleExt => modules::SAMPLE_FUNCTIONS,
@@ -176,7 +171,7 @@ pub(crate) fn load(
             table.insert(
                 key(service),
                 Service {
-                    state: DriverState::Running,
+                    state: ServiceState::Running,
                     kind: image.image,
                     owner,
                     module: Some(module),
@@ -199,7 +194,7 @@ pub(crate) fn load(
 
 /// Stops a service: begins `DriverUnload` on its own thread and returns the state after a
 /// short grace (`Stopped`, or `StopPending` while the unload waits).
-pub(crate) fn stop(k: &Arc<KernelInner>, service: &str) -> Result<DriverState, KernelError> {
+pub(crate) fn stop(k: &Arc<KernelInner>, service: &str) -> Result<ServiceState, KernelError> {
     if k.halt.stopped() {
         return Err(KernelError::Halted(k.halt.code()));
     }
@@ -210,7 +205,7 @@ pub(crate) fn stop(k: &Arc<KernelInner>, service: &str) -> Result<DriverState, K
             .iter()
             .filter(|(_, s)| {
                 s.kind == ImageKind::SampleExt
-                    && matches!(s.state, DriverState::Running | DriverState::StopPending)
+                    && matches!(s.state, ServiceState::Running | ServiceState::StopPending)
             })
             .map(|(n, _)| n.clone())
             .collect();
@@ -218,9 +213,10 @@ pub(crate) fn stop(k: &Arc<KernelInner>, service: &str) -> Result<DriverState, K
             return Err(KernelError::NotActive(service.to_string()));
         };
         match s.state {
-            DriverState::StopPending => return Ok(DriverState::StopPending),
-            DriverState::Running => {}
-            DriverState::NotLoaded | DriverState::Stopped => {
+            ServiceState::StopPending => return Ok(ServiceState::StopPending),
+            ServiceState::Running => {}
+            // StartPending is never set here: DriverEntry runs inside `load`.
+            ServiceState::Stopped | ServiceState::StartPending => {
                 return Err(KernelError::NotActive(service.to_string()));
             }
         }
@@ -232,7 +228,7 @@ pub(crate) fn stop(k: &Arc<KernelInner>, service: &str) -> Result<DriverState, K
                 dependents: d.join(", "),
             });
         }
-        s.state = DriverState::StopPending;
+        s.state = ServiceState::StopPending;
         let (Some(inst), Some(module)) = (s.instance.take(), s.module) else {
             return Err(KernelError::NotActive(service.to_string()));
         };
@@ -250,12 +246,12 @@ pub(crate) fn stop(k: &Arc<KernelInner>, service: &str) -> Result<DriverState, K
     loop {
         let state = table
             .get(&key(service))
-            .map_or(DriverState::Stopped, |s| s.state);
-        if state != DriverState::StopPending {
+            .map_or(ServiceState::Stopped, |s| s.state);
+        if state != ServiceState::StopPending {
             return Ok(state);
         }
         if svc.changed.wait_until(&mut table, deadline).timed_out() {
-            return Ok(DriverState::StopPending);
+            return Ok(ServiceState::StopPending);
         }
     }
 }
@@ -284,7 +280,7 @@ fn unload_thread(
         return;
     }
     k.modules.unload(module);
-    k.services.set_state(service, DriverState::Stopped);
+    k.services.set_state(service, ServiceState::Stopped);
 }
 
 /// ebpfcore's unload: close the device (no new maps), drop the pins, wait for every map to

@@ -29,6 +29,35 @@ impl DumpKind {
             DumpKind::Automatic => 7,
         }
     }
+
+    /// The kind a `CrashDumpEnabled` registry value selects; `None` for unknown values.
+    pub fn from_registry_value(value: u32) -> Option<Self> {
+        [
+            DumpKind::None,
+            DumpKind::Complete,
+            DumpKind::Kernel,
+            DumpKind::Small,
+            DumpKind::Automatic,
+        ]
+        .into_iter()
+        .find(|k| k.registry_value() == value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_values_round_trip() {
+        for v in 0..10 {
+            if let Some(k) = DumpKind::from_registry_value(v) {
+                assert_eq!(k.registry_value(), v);
+            }
+        }
+        assert_eq!(DumpKind::from_registry_value(7), Some(DumpKind::Automatic));
+        assert_eq!(DumpKind::from_registry_value(4), None);
+    }
 }
 
 /// `HKLM\SYSTEM\CurrentControlSet\Control\CrashControl` values the guest honours.

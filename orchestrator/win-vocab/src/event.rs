@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::bugcheck::Bugcheck;
+
 /// One event log record, shaped like the System log's XML (`EventData` as name/value).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,16 +27,10 @@ pub struct EventRecord {
     pub data: BTreeMap<String, String>,
 }
 
-/// A bugcheck read from event 41's data (the code is stored in decimal on Windows).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventBugcheck {
-    pub code: u32,
-    pub params: [u64; 4],
-}
-
 impl EventRecord {
-    /// The bugcheck in a Kernel-Power 41 record, converting the decimal code.
-    pub fn bugcheck(&self) -> Option<EventBugcheck> {
+    /// The bugcheck in a Kernel-Power 41 record, converting the decimal code (Windows stores
+    /// it in decimal).
+    pub fn bugcheck(&self) -> Option<Bugcheck> {
         if self.event_id != 41 {
             return None;
         }
@@ -51,7 +47,7 @@ impl EventRecord {
                 .unwrap_or_default();
             *p = parse_u64(&raw).unwrap_or(0);
         }
-        Some(EventBugcheck { code, params })
+        Some(Bugcheck { code, params })
     }
 }
 

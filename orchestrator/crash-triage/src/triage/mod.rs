@@ -130,6 +130,14 @@ impl BugCheck {
         }
     }
 
+    /// The code and parameters alone, the record the event log and the runner share.
+    pub fn record(&self) -> win_vocab::Bugcheck {
+        win_vocab::Bugcheck {
+            code: self.code,
+            params: self.params,
+        }
+    }
+
     /// Whether the code says the system hung rather than faulted: 0x80 (the NMI the host
     /// injects into a hung guest), 0x133 and 0x101 (watchdogs), 0x9F (a power IRP stuck).
     pub fn is_hang(&self) -> bool {

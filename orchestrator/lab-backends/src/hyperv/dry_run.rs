@@ -275,7 +275,7 @@ async fn run_action(
 /// A recorded operation as the plan shows it: scripts verbatim; a file copy described by
 /// what it carries (the deploy archive is packed in a temp folder at run time, so its
 /// local path means nothing after the dry run).
-fn describe(r: &super::host::scripted::Recorded, deploy: &DeployPlan) -> String {
+fn describe(r: &super::host::scripted::ReceivedScript, deploy: &DeployPlan) -> String {
     let Some((local, host_path)) = &r.copy else {
         return r.text.clone();
     };

@@ -173,7 +173,7 @@ pub fn file(s: &State) -> ReproFile {
 
 /// What `--replay` needs from a recorded run.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Recorded {
+pub struct RecordedRun {
     pub scenario: String,
     pub scenario_file: PathBuf,
     pub run_seed: u64,
@@ -231,14 +231,14 @@ pub fn locate(reference: &str, results_root: &Path) -> Result<(PathBuf, u32), Re
 }
 
 /// Reads the record of `iteration` from the run directory `dir`.
-pub fn load(dir: &Path, iteration: u32) -> Result<(Recorded, IterationRecord), RecordError> {
+pub fn load(dir: &Path, iteration: u32) -> Result<(RecordedRun, IterationRecord), RecordError> {
     let path = dir.join(REPRO_FILE);
     let text = std::fs::read_to_string(&path).map_err(|source| RecordError::Read {
         run: dir.display().to_string(),
         path: path.clone(),
         source,
     })?;
-    let rec: Recorded = serde_json::from_str(&text).map_err(|source| RecordError::Parse {
+    let rec: RecordedRun = serde_json::from_str(&text).map_err(|source| RecordError::Parse {
         path: path.clone(),
         source,
     })?;

@@ -14,7 +14,7 @@ mod boot;
 
 use std::collections::{BTreeMap, HashMap};
 
-use sim_kernel::{DriverImage, DriverState, KernelError};
+use sim_kernel::{DriverImage, KernelError};
 
 use crate::disk::DiskError;
 use crate::error::{GuestError, GuestResult};
@@ -76,16 +76,12 @@ fn validate_service_name(name: &str) -> GuestResult<()> {
 }
 
 impl GuestCore {
-    fn state_of(&self, name: &str) -> DriverState {
+    fn state_of(&self, name: &str) -> ServiceState {
         self.kernel.driver_state(name)
     }
 
     fn status_of(&self, entry: &ServiceEntry) -> ServiceStatus {
-        let state = match self.state_of(&entry.name) {
-            DriverState::NotLoaded | DriverState::Stopped => ServiceState::Stopped,
-            DriverState::Running => ServiceState::Running,
-            DriverState::StopPending => ServiceState::StopPending,
-        };
+        let state = self.state_of(&entry.name);
         ServiceStatus {
             name: entry.name.clone(),
             state,
@@ -106,7 +102,7 @@ impl GuestCore {
     fn is_active(&self, name: &str) -> bool {
         matches!(
             self.state_of(name),
-            DriverState::Running | DriverState::StopPending
+            ServiceState::Running | ServiceState::StopPending
         )
     }
 
@@ -329,7 +325,8 @@ impl GuestCore {
             .ok_or_else(|| no_such_service(name))?
             .clone();
         match self.state_of(&entry.name) {
-            DriverState::NotLoaded | DriverState::Stopped => {
+            // The kernel never reports StartPending: DriverEntry runs inside the load.
+            ServiceState::Stopped | ServiceState::StartPending => {
                 return Err(GuestError::new(
                     codes::ERROR_SERVICE_NOT_ACTIVE,
                     format!(
@@ -338,7 +335,7 @@ impl GuestCore {
                     ),
                 ));
             }
-            DriverState::StopPending => {
+            ServiceState::StopPending => {
                 return Err(GuestError::new(
                     codes::ERROR_SERVICE_CANNOT_ACCEPT_CTRL,
                     format!(
@@ -347,7 +344,7 @@ impl GuestCore {
                     ),
                 ));
             }
-            DriverState::Running => {}
+            ServiceState::Running => {}
         }
         let dependents: Vec<&str> = reg
             .services

@@ -5,7 +5,6 @@
 pub(crate) mod core;
 
 use crate::pool::PoolHandle;
-use crate::types::EpochStats;
 use parking_lot::{Condvar, Mutex};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -155,4 +154,23 @@ impl EpochManager {
             cycles: self.cycles.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Counters of epoch-based reclamation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EpochStats {
+    /// The published (current) epoch.
+    pub current: i64,
+    /// The newest epoch whose frees have been released.
+    pub released: i64,
+    /// Items ever handed to `epoch_free`.
+    pub retired: u64,
+    /// Items ever released back to the pool.
+    pub released_count: u64,
+    /// Bytes waiting on free lists.
+    pub pending_bytes: i64,
+    /// Items waiting on free lists.
+    pub pending_items: i64,
+    /// Propose/commit cycles run.
+    pub cycles: u64,
 }

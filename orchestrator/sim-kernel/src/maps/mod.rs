@@ -2,7 +2,12 @@
 //! custom-map paths of `ebpf_maps.c` (provider callbacks, undo rule, object-map refusals),
 //! map handles with last-close deletion, and pins.
 
+mod def;
 mod ops;
+
+pub use def::{
+    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition, MapInfo, UpdateOption,
+};
 
 use crate::error::EbpfError;
 use crate::image::{DriverImage, Fault};
@@ -10,7 +15,6 @@ use crate::inner::KernelInner;
 use crate::nmr::Registration;
 use crate::pool::{Pool, PoolHandle, TagId};
 use crate::provider::Slot;
-use crate::types::{MapDefinition, MapInfo};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -203,7 +207,7 @@ pub(crate) fn create(k: &Arc<KernelInner>, def: MapDefinition) -> Result<MapHand
         return Err(EbpfError::InvalidArgument);
     }
     let _epoch = k.epoch_enter();
-    let binding = if def.map_type == crate::types::BPF_MAP_TYPE_HASH {
+    let binding = if def.map_type == BPF_MAP_TYPE_HASH {
         if def.value_size != 4 {
             return Err(EbpfError::InvalidArgument);
         }
@@ -342,7 +346,7 @@ pub(crate) use ops::{delete, find, helper_get_value, next_key, update};
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::BPF_MAP_TYPE_HASH;
+    use crate::maps::BPF_MAP_TYPE_HASH;
 
     /// Rule (hash-bucket locks, no per-key serialisation): keys spread over the buckets, so
     /// updaters of different keys mostly take different locks.

@@ -8,12 +8,12 @@
 use super::Map;
 use crate::error::EbpfError;
 use crate::inner::KernelInner;
+use crate::maps::UpdateOption;
 use crate::modules::{
     CORE_MAP_DELETE, CORE_MAP_DESTROY, CORE_MAP_FIND, CORE_MAP_UPDATE, CORE_PROGRAM_INVOKE,
 };
 use crate::pool::PoolHandle;
 use crate::provider::{OP_HELPER, OP_MAP_CLEANUP, OP_UPDATE, Slot};
-use crate::types::UpdateOption;
 use std::sync::atomic::Ordering;
 
 /// Size of a built-in hash table entry (key, value, links; cache aligned).

@@ -1,7 +1,7 @@
 //! `ebpf_stats`: one JSON line with pool usage per tag and the epoch counters.
 
 use crate::kernel::Kernel;
-use crate::types::ToolOutput;
+use crate::tool_io::ToolOutput;
 
 pub(crate) const USAGE: &str = "usage: ebpf_stats";
 

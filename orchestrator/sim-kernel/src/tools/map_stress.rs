@@ -6,10 +6,8 @@ use super::args::Args;
 use crate::error::EbpfError;
 use crate::kernel::Kernel;
 use crate::maps::MapHandle;
-use crate::types::{
-    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, CancelFlag, MapDefinition, ToolOutput,
-    UpdateOption,
-};
+use crate::maps::{BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition, UpdateOption};
+use crate::tool_io::{CancelFlag, ToolOutput};
 use parking_lot::RwLock;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

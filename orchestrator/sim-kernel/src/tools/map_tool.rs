@@ -4,10 +4,8 @@
 use super::args::Args;
 use crate::error::EbpfError;
 use crate::kernel::Kernel;
-use crate::types::{
-    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, CancelFlag, MapDefinition, ToolOutput,
-    UpdateOption,
-};
+use crate::maps::{BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition, UpdateOption};
+use crate::tool_io::{CancelFlag, ToolOutput};
 
 pub(crate) const USAGE: &str =
     "usage: map_tool create --name N [--type sample|hash] [--max-entries N] [--pin]

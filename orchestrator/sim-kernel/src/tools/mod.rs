@@ -9,7 +9,7 @@ mod prog_invoke;
 
 use crate::error::KernelError;
 use crate::kernel::Kernel;
-use crate::types::{CancelFlag, ToolOutput};
+use crate::tool_io::{CancelFlag, ToolOutput};
 
 /// Tool names the kernel implements.
 pub const TOOLS: [&str; 4] = ["map_stress", "map_tool", "ebpf_stats", "prog_invoke"];

@@ -8,7 +8,7 @@ use super::args::Args;
 use crate::error::EbpfError;
 use crate::hook::{LinkHandle, ProgramHandle};
 use crate::kernel::Kernel;
-use crate::types::{CancelFlag, ToolOutput};
+use crate::tool_io::{CancelFlag, ToolOutput};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

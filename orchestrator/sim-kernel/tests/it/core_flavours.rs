@@ -143,8 +143,8 @@ fn core_flavours_belong_to_the_core_image() {
 #[test]
 fn close_without_epoch_leaves_the_extension_stop_pending() {
     for (core, want) in [
-        (&[Fault::CloseWithoutEpoch][..], DriverState::StopPending),
-        (&[][..], DriverState::Stopped),
+        (&[Fault::CloseWithoutEpoch][..], ServiceState::StopPending),
+        (&[][..], ServiceState::Stopped),
     ] {
         let k = boot_core(core, Some(&[]));
         let map = k
@@ -156,12 +156,12 @@ fn close_without_epoch_leaves_the_extension_stop_pending() {
         let settled = wait_state(
             &k,
             "sample_ebpf_ext",
-            DriverState::Stopped,
+            ServiceState::Stopped,
             Duration::from_secs(2),
         );
         assert_eq!(k.driver_state("sample_ebpf_ext"), want, "core {core:?}");
-        assert_eq!(settled, want == DriverState::Stopped);
-        if want == DriverState::StopPending {
+        assert_eq!(settled, want == ServiceState::Stopped);
+        if want == ServiceState::StopPending {
             // The hang path: an NMI blames the unload waiting for the provider's rundown.
             let bc = k.nmi().expect("an NMI dump of the hung stop");
             assert_eq!(bc.code, NMI_HARDWARE_FAILURE, "{bc:?}");
@@ -183,19 +183,19 @@ fn a_reader_inside_an_epoch_keeps_the_extension_stop_pending() {
     drop(map);
     assert_eq!(
         k.stop_driver("sample_ebpf_ext").unwrap(),
-        DriverState::StopPending
+        ServiceState::StopPending
     );
     assert!(!wait_state(
         &k,
         "sample_ebpf_ext",
-        DriverState::Stopped,
+        ServiceState::Stopped,
         Duration::from_millis(300)
     ));
     drop(reader);
     assert!(wait_state(
         &k,
         "sample_ebpf_ext",
-        DriverState::Stopped,
+        ServiceState::Stopped,
         Duration::from_secs(10)
     ));
     k.shutdown();

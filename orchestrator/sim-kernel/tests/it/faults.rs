@@ -210,7 +210,7 @@ fn stuck_reader_pins_the_epoch_and_pending_bytes_grow() {
         assert!(wait_state(
             &k,
             &svc,
-            DriverState::Stopped,
+            ServiceState::Stopped,
             Duration::from_secs(3)
         ));
         k.shutdown();
@@ -232,7 +232,7 @@ fn hang_on_unload_stays_pending_until_an_nmi() {
         assert_eq!(out.exit_code, 0, "{}", out.stderr);
         let _ = k.stop_driver(&svc);
         std::thread::sleep(Duration::from_millis(300));
-        let hung = k.driver_state(&svc) == DriverState::StopPending;
+        let hung = k.driver_state(&svc) == ServiceState::StopPending;
         let bc = k.nmi().unwrap();
         k.shutdown();
         hung && bc.code == 0x80 && bc.module == format!("{svc}.sys")

@@ -24,7 +24,7 @@ fn restart_during_invocation(faults: &[Fault], cycles: u32) -> (Kernel, String, 
                 if done.load(Ordering::Relaxed) || k.stop_driver(&svc).is_err() {
                     return;
                 }
-                if !wait_state(&k, &svc, DriverState::Stopped, Duration::from_secs(3)) {
+                if !wait_state(&k, &svc, ServiceState::Stopped, Duration::from_secs(3)) {
                     return;
                 }
                 if k.load_driver(&svc, &image(ImageKind::SampleExt, &faults))
@@ -86,7 +86,7 @@ fn programs_and_links_need_their_providers_and_survive_a_restart() {
     assert_eq!(k.invoke_hook(1), Ok(HookRun { ran: 1, away: 0 }));
     assert_eq!(
         k.stop_driver("sample_ebpf_ext").unwrap(),
-        DriverState::Stopped,
+        ServiceState::Stopped,
         "nothing in flight: the stop completes at once"
     );
     assert!(!prog.is_bound(), "program-info detach NULLs the data");
@@ -108,7 +108,7 @@ fn programs_and_links_need_their_providers_and_survive_a_restart() {
     k.synchronize().unwrap();
     assert_eq!(
         k.stop_driver("sample_ebpf_ext").unwrap(),
-        DriverState::Stopped
+        ServiceState::Stopped
     );
     assert!(k.bugcheck().is_none());
     k.shutdown();
@@ -129,7 +129,7 @@ fn restarting_the_extension_during_invocation_is_clean() {
         "the extension was away at times: {v}"
     );
     assert_eq!(restarts, 4, "{v}");
-    assert_eq!(k.driver_state(&svc), DriverState::Running);
+    assert_eq!(k.driver_state(&svc), ServiceState::Running);
     k.shutdown();
 }
 

@@ -44,7 +44,7 @@ fn stop_pends_with_live_maps_and_completes_after_they_are_deleted() {
     k.pin_map("pinned", &b).unwrap();
     drop(b);
     a.update(1, 10, UpdateOption::Any).unwrap();
-    assert_eq!(k.stop_driver(&svc).unwrap(), DriverState::StopPending);
+    assert_eq!(k.stop_driver(&svc).unwrap(), ServiceState::StopPending);
     // While stopping, new maps of the type cannot bind.
     assert_eq!(
         k.create_map(MapDefinition::new(SAMPLE, 16)).unwrap_err(),
@@ -56,14 +56,14 @@ fn stop_pends_with_live_maps_and_completes_after_they_are_deleted() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(
         k.driver_state(&svc),
-        DriverState::StopPending,
+        ServiceState::StopPending,
         "the pinned map still holds the rundown"
     );
     k.unpin_map("pinned").unwrap();
     assert!(wait_state(
         &k,
         &svc,
-        DriverState::Stopped,
+        ServiceState::Stopped,
         Duration::from_secs(2)
     ));
     assert!(k.modules().iter().all(|m| m.name != format!("{svc}.sys")));
@@ -78,7 +78,7 @@ fn stop_pends_with_live_maps_and_completes_after_they_are_deleted() {
 #[test]
 fn stop_without_maps_completes_at_once() {
     let (k, svc) = boot();
-    assert_eq!(k.stop_driver(&svc).unwrap(), DriverState::Stopped);
+    assert_eq!(k.stop_driver(&svc).unwrap(), ServiceState::Stopped);
     assert_eq!(k.stop_driver(&svc).unwrap_err().win32_code(), Some(1062));
     k.shutdown();
 }
@@ -204,14 +204,14 @@ fn test_signed_images_need_test_signing_and_unsigned_never_load() {
         "{e}"
     );
     let prod = DriverImage {
-        signature: Signature::Production,
+        signature: Signing::Production,
         ..image(ImageKind::EbpfCore, &[])
     };
     k.load_driver("ebpfcore", &prod).unwrap();
     k.shutdown();
     let k = Kernel::boot(KernelConfig::default()).unwrap();
     let unsigned = DriverImage {
-        signature: Signature::Unsigned,
+        signature: Signing::Unsigned,
         ..image(ImageKind::EbpfCore, &[])
     };
     assert_eq!(
@@ -244,7 +244,7 @@ fn service_control_errors_carry_windows_codes() {
         e.to_string().contains("STATUS_OBJECT_NAME_COLLISION"),
         "{e}"
     );
-    assert_eq!(k.driver_state("nothing"), DriverState::NotLoaded);
+    assert_eq!(k.driver_state("nothing"), ServiceState::Stopped);
     k.shutdown();
 }
 
@@ -281,7 +281,7 @@ fn verifier_is_quiet_for_a_clean_driver() {
     assert!(wait_state(
         &k,
         &svc,
-        DriverState::Stopped,
+        ServiceState::Stopped,
         Duration::from_secs(2)
     ));
     assert!(k.bugcheck().is_none());
@@ -291,9 +291,9 @@ fn verifier_is_quiet_for_a_clean_driver() {
 #[test]
 fn nmi_names_the_hanging_unload_or_the_kernel() {
     let (k, svc) = boot_with(&[Fault::HangOnUnload], false);
-    assert_eq!(k.stop_driver(&svc).unwrap(), DriverState::StopPending);
+    assert_eq!(k.stop_driver(&svc).unwrap(), ServiceState::StopPending);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(k.driver_state(&svc), DriverState::StopPending);
+    assert_eq!(k.driver_state(&svc), ServiceState::StopPending);
     let bc = k.nmi().unwrap();
     assert_eq!(bc.code, 0x80);
     assert_eq!(bc.module, format!("{svc}.sys"));

@@ -23,7 +23,7 @@ fn eight_threads_with_extension_restarts_leave_no_trace() {
                 k.stop_driver(&svc).unwrap();
                 // The stop completes once the tool's maps reach their lifetime.
                 assert!(
-                    wait_state(&k, &svc, DriverState::Stopped, Duration::from_secs(3)),
+                    wait_state(&k, &svc, ServiceState::Stopped, Duration::from_secs(3)),
                     "stop never completed"
                 );
                 std::thread::sleep(Duration::from_millis(20));

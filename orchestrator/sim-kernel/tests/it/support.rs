@@ -1,12 +1,12 @@
 //! Shared helpers: boot a kernel with ebpfcore and a sample extension variant loaded.
 
-use sim_kernel::{DriverImage, DriverState, Fault, ImageKind, Kernel, KernelConfig, Signature};
+use sim_kernel::{DriverImage, Fault, ImageKind, Kernel, KernelConfig, ServiceState, Signing};
 use std::time::{Duration, Instant};
 
 pub fn image(kind: ImageKind, faults: &[Fault]) -> DriverImage {
     DriverImage {
         image: kind,
-        signature: Signature::Test,
+        signature: Signing::Test,
         faults: faults.to_vec(),
     }
 }
@@ -56,7 +56,7 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-pub fn wait_state(k: &Kernel, svc: &str, want: DriverState, timeout: Duration) -> bool {
+pub fn wait_state(k: &Kernel, svc: &str, want: ServiceState, timeout: Duration) -> bool {
     eventually(timeout, || k.driver_state(svc) == want)
 }
 

@@ -132,13 +132,13 @@ fn map_tool_pins_outlive_the_tool_and_hold_the_extension() {
     // Its teardown is an epoch work item.
     k.synchronize().unwrap();
     assert_eq!(k.live_maps(), 1);
-    assert_eq!(k.stop_driver(&svc).unwrap(), DriverState::StopPending);
+    assert_eq!(k.stop_driver(&svc).unwrap(), ServiceState::StopPending);
     let out = run(&k, "map_tool", "delete --name m1");
     assert_eq!(out.exit_code, 0, "{out:?}");
     assert!(wait_state(
         &k,
         &svc,
-        DriverState::Stopped,
+        ServiceState::Stopped,
         Duration::from_secs(2)
     ));
     let out = run(&k, "map_tool", "update --name m1 --key 1 --value 1");

@@ -54,7 +54,7 @@ impl Reply {
 
 /// One script the host received.
 #[derive(Debug, Clone)]
-pub struct Recorded {
+pub struct ReceivedScript {
     pub op: &'static str,
     /// The complete text, as a real host would have run it.
     pub text: String,
@@ -71,7 +71,7 @@ type Responder = dyn Fn(&Script, &HostFiles) -> Reply + Send + Sync;
 pub struct ScriptedHost {
     name: String,
     responder: Box<Responder>,
-    log: Arc<Mutex<Vec<Recorded>>>,
+    log: Arc<Mutex<Vec<ReceivedScript>>>,
     files: HostFiles,
 }
 
@@ -97,7 +97,7 @@ impl ScriptedHost {
     }
 
     /// Every script received so far, in order (shared: clone before handing the host out).
-    pub fn log(&self) -> Arc<Mutex<Vec<Recorded>>> {
+    pub fn log(&self) -> Arc<Mutex<Vec<ReceivedScript>>> {
         self.log.clone()
     }
 
@@ -111,7 +111,7 @@ impl ScriptedHost {
     }
 
     fn record_copy(&self, op: &'static str, text: String, copy: Option<(&Path, &str)>) {
-        self.log.lock().expect("log lock").push(Recorded {
+        self.log.lock().expect("log lock").push(ReceivedScript {
             op,
             text,
             at: chrono::Utc::now(),

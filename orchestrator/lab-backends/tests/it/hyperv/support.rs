@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lab_backends::hyperv::host::scripted::{HostFiles, Recorded, Reply};
+use lab_backends::hyperv::host::scripted::{HostFiles, ReceivedScript, Reply};
 use lab_backends::hyperv::script::Script;
 use lab_backends::hyperv::{
     AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
@@ -64,7 +64,7 @@ pub fn spec(name: &str) -> VmSpec {
     }
 }
 
-pub type Log = Arc<Mutex<Vec<Recorded>>>;
+pub type Log = Arc<Mutex<Vec<ReceivedScript>>>;
 
 /// A one-host Hyper-V backend over a scripted host.
 pub fn backend(

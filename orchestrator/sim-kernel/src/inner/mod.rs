@@ -1,0 +1,188 @@
+//! The kernel's shared state (`KernelInner`, which every layer's code is handed) and the
+//! halt: raising a bugcheck and turning a pool fault into one. The primitives driver code
+//! uses are `impl KernelInner` blocks beside it, one file each: `memory` (pool and epoch),
+//! `driver` (calls into driver code), `wait` (blocking waits that end on halt) and `timer`
+//! (the epoch flush timer).
+
+mod driver;
+mod memory;
+mod timer;
+mod wait;
+
+pub use memory::EpochGuard;
+pub(crate) use wait::{Event, HALT_POLL};
+
+use crate::bugcheck::{self, Bugcheck, HaltState};
+use crate::config::KernelConfig;
+use crate::epoch::{self, EpochManager};
+use crate::error::EbpfError;
+use crate::maps::MapRegistry;
+use crate::modules::{self, Frame, KERNEL_MODULE, ModuleTable};
+use crate::nmr::Nmr;
+use crate::pool::{Pool, PoolFault};
+use crate::services::Services;
+use parking_lot::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::thread::JoinHandle;
+
+/// Shared state of one booted kernel.
+#[derive(Debug)]
+pub(crate) struct KernelInner {
+    pub(crate) config: KernelConfig,
+    pub(crate) cpus: usize,
+    pub(crate) halt: HaltState,
+    pub(crate) modules: ModuleTable,
+    pub(crate) pool: Pool,
+    pub(crate) epoch: EpochManager,
+    pub(crate) nmr: Nmr,
+    pub(crate) hooks: crate::hook::Hooks,
+    pub(crate) services: Services,
+    pub(crate) maps: MapRegistry,
+    pub(crate) timer: Mutex<Option<JoinHandle<()>>>,
+    /// Driver code currently blocked (for the NMI's attribution), oldest first.
+    stuck: Mutex<Vec<(u64, Frame)>>,
+    stuck_ids: AtomicU64,
+    /// Tests: microseconds the timer thread pauses between a commit and its frees, as a
+    /// preempted DPC would on a busy machine.
+    #[cfg(test)]
+    pub(crate) release_delay_us: AtomicU64,
+}
+
+impl KernelInner {
+    pub(crate) fn new(config: KernelConfig) -> KernelInner {
+        let cpus = config.cpus.clamp(1, 64) as usize;
+        let pool = Pool::new(config.pool_capacity, cpus as u32);
+        KernelInner {
+            cpus,
+            halt: HaltState::default(),
+            modules: ModuleTable::default(),
+            epoch: EpochManager::new(cpus),
+            nmr: Nmr::default(),
+            hooks: crate::hook::Hooks::default(),
+            services: Services::default(),
+            maps: MapRegistry::new(&pool),
+            pool,
+            timer: Mutex::new(None),
+            stuck: Mutex::new(Vec::new()),
+            stuck_ids: AtomicU64::new(0),
+            #[cfg(test)]
+            release_delay_us: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    /// The error every call returns once the kernel stopped.
+    pub(crate) fn halted(&self) -> EbpfError {
+        EbpfError::Halted(self.halt.code())
+    }
+
+    #[inline]
+    pub(crate) fn check(&self) -> Result<(), EbpfError> {
+        if self.halt.stopped() {
+            Err(self.halted())
+        } else {
+            Ok(())
+        }
+    }
+
+    #[inline]
+    pub(crate) fn cpu(&self) -> usize {
+        epoch::current_cpu(self.cpus)
+    }
+
+    /// Stops the kernel with a bugcheck attributed to `frame` (or the thread's innermost
+    /// driver frame, or the kernel's `default_fn`). Returns the `Halted` error to propagate.
+    pub(crate) fn raise(
+        &self,
+        code: u32,
+        params: [u64; 4],
+        frame: Option<Frame>,
+        default_fn: &'static str,
+        detail: String,
+    ) -> EbpfError {
+        let explicit = frame.is_some();
+        let mut chain = modules::current_frames();
+        let frame = frame.or_else(|| chain.last().copied());
+        if !explicit {
+            // The innermost frame is RIP's own; the rest are its callers.
+            chain.pop();
+        }
+        let stack = self.modules.return_addresses(&chain);
+        let (module, function) = match frame {
+            Some(f) => (f.module, f.function),
+            None => (KERNEL_MODULE, default_fn),
+        };
+        let m = self.modules.get(module);
+        let rip = self.modules.rip(module, function);
+        let mut params = params;
+        // Parameters that carry "the instruction address" get the attributed one.
+        if code == bugcheck::PAGE_FAULT_IN_NONPAGED_AREA
+            || code == bugcheck::DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS
+        {
+            params[2] = rip;
+        }
+        let bc = Bugcheck {
+            code,
+            params,
+            module: m.name,
+            function: function.to_string(),
+            rip,
+            stack,
+            cpu: self.cpu() as u32,
+            detail,
+        };
+        self.halt.raise(bc);
+        self.on_halt();
+        self.halted()
+    }
+
+    /// Wakes everything that might block so it observes the halt.
+    pub(crate) fn on_halt(&self) {
+        self.nmr.cancel_all();
+        self.hooks.cancel_all();
+        self.epoch.wake_timer();
+    }
+
+    /// Turns a pool fault into its bugcheck.
+    pub(crate) fn pool_fault(&self, f: PoolFault) -> EbpfError {
+        match f {
+            PoolFault::StaleAccess { va, write } => self.raise(
+                bugcheck::PAGE_FAULT_IN_NONPAGED_AREA,
+                [va, u64::from(write), 0, 2],
+                None,
+                "MmAccessFault",
+                format!(
+                    "{} of freed pool memory at {va:#x}",
+                    if write { "write" } else { "read" }
+                ),
+            ),
+            PoolFault::BadFree { va, tag } => self.raise(
+                bugcheck::BAD_POOL_CALLER,
+                [
+                    bugcheck::BAD_POOL_CALLER_ALREADY_FREED,
+                    0,
+                    u64::from(u32::from_le_bytes(tag)),
+                    va,
+                ],
+                None,
+                "ExFreePoolWithTag",
+                format!(
+                    "free of pool block {va:#x} (tag {}) that is already free",
+                    crate::pool::tag_text(tag)
+                ),
+            ),
+            PoolFault::DoubleRetire { va } => self.raise(
+                bugcheck::KERNEL_SECURITY_CHECK_FAILURE,
+                [
+                    bugcheck::FAST_FAIL_HEAP_METADATA_CORRUPTION,
+                    0xFFFF_D000_0000_7000,
+                    0xFFFF_D000_0000_7100,
+                    va,
+                ],
+                None,
+                "ebpf_epoch_free",
+                format!("ebpf_epoch_free of {va:#x}, which is already on an epoch free list"),
+            ),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The epoch flush timer's DPC loop: release what a propose/commit cycle freed, run work
+//! items, complete waiting `synchronize` calls.
+
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::KernelInner;
+use crate::epoch::{self, Retired};
+use crate::modules;
+
+impl KernelInner {
+    /// The epoch flush timer's DPC loop (runs as CPU 0 until the kernel stops).
+    pub(crate) fn timer_loop(self: Arc<Self>) {
+        epoch::bind_cpu(0);
+        while !self.halt.stopped() {
+            let (armed, urgent) = self.epoch.wait_armed(Duration::from_millis(50));
+            if self.halt.stopped() {
+                break;
+            }
+            if !armed && !urgent {
+                continue;
+            }
+            if !urgent {
+                let start = Instant::now();
+                // The 1 ms timer; an urgent request (synchronize) cuts the delay short.
+                while start.elapsed() < epoch::FLUSH_DELAY {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            let mut release = self.epoch.core.compute();
+            #[cfg(test)]
+            std::thread::sleep(Duration::from_micros(
+                self.release_delay_us.load(Ordering::Relaxed),
+            ));
+            let _frame = self
+                .services
+                .core_module()
+                .map(|f| modules::push_frame(f, "_ebpf_epoch_release_free_list"));
+            let mut slots: Vec<Vec<u32>> = vec![Vec::new(); self.cpus];
+            for it in std::mem::take(&mut release.items) {
+                if self.release_item(&it) {
+                    slots[it.cpu % self.cpus].push(it.handle.index());
+                }
+            }
+            for (cpu, s) in slots.iter_mut().enumerate() {
+                if !s.is_empty() {
+                    self.pool.recycle(cpu, s);
+                }
+            }
+            // Work items (map teardown) run after the frees, before a waiting synchronize
+            // may return.
+            for w in std::mem::take(&mut release.work) {
+                w.run();
+            }
+            // Only now may a waiting synchronize return: its items are freed.
+            release.complete();
+            if self.epoch.core.has_pending() {
+                self.epoch.arm();
+            }
+            self.epoch.cycle_done();
+        }
+        self.epoch.cycle_done();
+    }
+
+    /// Releases one retired item; true if its slot can be recycled.
+    fn release_item(&self, it: &Retired) -> bool {
+        let ok = match self.pool.invalidate(it.handle, it.cpu) {
+            Ok(_) => true,
+            Err(f) => {
+                if !self.halt.stopped() {
+                    self.pool_fault(f);
+                }
+                false
+            }
+        };
+        self.epoch.pending_bytes.add(it.cpu, -i64::from(it.size));
+        self.epoch.pending_items.add(it.cpu, -1);
+        self.epoch.released_count.add(it.cpu, 1);
+        ok
+    }
+
+    /// Shutdown: stop the timer; release what is left on free lists.
+    pub(crate) fn stop_timer(&self) {
+        self.epoch.wake_timer();
+        if let Some(t) = self.timer.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
