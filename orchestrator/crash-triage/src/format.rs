@@ -128,6 +128,8 @@ pub mod triage {
     pub const VALID_OFFSET: usize = 0x08;
     pub const CONTEXT_OFFSET: usize = 0x0C;
     pub const EXCEPTION_OFFSET: usize = 0x10;
+    /// Where `MmWriteUnloadedDriverInformation` put the unloaded-driver list (0: none).
+    pub const UNLOADED_DRIVERS_OFFSET: usize = 0x18;
     pub const DRIVER_LIST_OFFSET: usize = 0x30;
     pub const DRIVER_COUNT: usize = 0x34;
     pub const STRING_POOL_OFFSET: usize = 0x38;
@@ -141,6 +143,26 @@ pub mod triage {
     /// `DUMP_DRIVER_ENTRY64`: `DriverNameOffset` (u32), pad, `KLDR_DATA_TABLE_ENTRY`.
     pub const DRIVER_ENTRY_SIZE: usize = 8 + super::ldr::SIZE;
     pub const DRIVER_ENTRY_LDR: usize = 8;
+}
+
+pub mod triage_unloaded {
+    //! The unloaded-driver list of a small dump, as `MmWriteUnloadedDriverInformation`
+    //! writes it at `UnloadedDriversOffset`: a ULONG count, padding to 8, then up to 50
+    //! `DUMP_UNLOADED_DRIVERS64` entries, newest first. Each is a `UNICODE_STRING64` whose
+    //! `Buffer` pointed into the dump buffer at crash time (meaningless in the file), the
+    //! name itself truncated to 12 UTF-16 units (`dump_storpor`, as WinDbg lists them from
+    //! minidumps), and the start and end address. No unload time.
+    pub const ENTRIES: usize = 8;
+    pub const SIZE: usize = 0x38;
+    pub const NAME_LENGTH: usize = 0x00;
+    pub const NAME_BUFFER: usize = 0x08;
+    pub const NAME: usize = 0x10;
+    /// Bytes of name kept: 12 UTF-16 units.
+    pub const NAME_BYTES: usize = 24;
+    pub const START: usize = 0x28;
+    pub const END: usize = 0x30;
+    /// `MmUnloadedDrivers` is a ring of 50.
+    pub const MAX: usize = 50;
 }
 
 pub mod kdbg {

@@ -101,6 +101,16 @@ fn symbol_function_table() {
         ("module!unknown_function+0x10", None),
         ("module!", None),
         ("module!+0x10", None),
+        // WinDbg's names for a frame in an unloaded driver carry no function.
+        ("sample_ext_detach_without_rundown!unloaded", None),
+        ("sample_ext_detach_without_rundown!unloaded+0x19c40", None),
+        (
+            "<Unloaded_sample_ext_detach_without_rundown.sys>+0x19c40",
+            None,
+        ),
+        // Only the exact word: a function that merely contains it is a function.
+        ("m!unloaded_callback+0x10", Some("unloaded_callback")),
+        ("m!Unknown_Function", Some("Unknown_Function")),
     ];
     for (input, want) in cases {
         assert_eq!(
@@ -498,4 +508,95 @@ fn the_blamed_frame_s_function_is_reported_but_not_bucketed() {
     // Nothing blamed, nothing named.
     let nowhere = triage(0x50, [0; 4], vec![frame(None, false, None, 0)]);
     assert_eq!(signature(&nowhere, None).function, None);
+}
+
+/// A debugger that blames an unloaded driver (`<driver>!unloaded`, in SYMBOL_NAME or only in
+/// FAILURE_BUCKET_ID) files the crash into the same bucket as hvlab's own unloaded-driver
+/// rule, whether the dump says 0x50 or 0xCE; a debugger blaming a loaded image does not.
+#[test]
+fn the_debugger_s_unloaded_blame_joins_the_unloaded_bucket() {
+    let own = signature(
+        &unloaded_race(0xCE, 0x1_9C40, "ebpf_map_update_entry"),
+        None,
+    );
+    let by_symbol = Analyze {
+        image_name: Some(DRIVER.into()),
+        symbol_name: Some("sample_ext_detach_without_rundown!unloaded".into()),
+        ..Analyze::default()
+    };
+    let by_bucket = Analyze {
+        image_name: Some(DRIVER.into()),
+        failure_bucket_id: Some("0xCE_sample_ext_detach_without_rundown!unloaded".into()),
+        ..Analyze::default()
+    };
+    for code in [0x50, 0xCE] {
+        let t = unloaded_race(code, 0x1_00F0, "ebpf_program_invoke");
+        for a in [&by_symbol, &by_bucket] {
+            let s = signature(&t, Some(a));
+            assert_eq!((&s.title, &s.id), (&own.title, &own.id), "{code:#x} {a:?}");
+            assert_eq!(s.symbol, None);
+        }
+    }
+    // The debugger names a loaded image: no `(unloaded)`, no grouping into 0xCE.
+    let loaded = Analyze {
+        image_name: Some("sample_ebpf_ext.sys".into()),
+        symbol_name: Some("sample_ebpf_ext+0x10f0".into()),
+        failure_bucket_id: Some("AV_R_(null)_sample_ebpf_ext!unknown_function".into()),
+        ..Analyze::default()
+    };
+    let s = signature(
+        &unloaded_race(0x50, 0x10, "ebpf_program_invoke"),
+        Some(&loaded),
+    );
+    assert_eq!(
+        s.title,
+        "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys"
+    );
+    assert_eq!(s.bugcheck_code, 0x50);
+    // Only 0x50 and 0xCE are symptoms of the unloaded driver: a 0xC2 blamed there keeps its
+    // code and subcode, with the `(unloaded)` suffix.
+    let pool = triage(
+        0xC2,
+        [7, 0, 0, 0],
+        vec![frame(Some(DRIVER), false, None, 0x100)],
+    );
+    let s = signature(&pool, Some(&by_symbol));
+    assert_eq!(
+        s.title,
+        format!("BAD_POOL_CALLER (0xc2/0x7) in {DRIVER} (unloaded)")
+    );
+}
+
+/// Names are compared as written, after normalisation: case is kept (Windows reports a
+/// module's name as its loader entry has it, the same in every run), an offset or a
+/// counter never splits, and an address inside a name is one token.
+#[test]
+fn what_merges_and_what_stays_apart_by_name() {
+    let by_module = |module: &str| {
+        title(&triage(
+            0x50,
+            [0; 4],
+            vec![frame(Some(module), false, None, 0x10)],
+        ))
+    };
+    let merge = [
+        ("tmp4711.sys", "tmp815.sys"),
+        ("syz-executor123", "syz-executor9981"),
+        ("drv_0xffffb00a1c2e3000.sys", "drv_0xffffb00a1c2f0000.sys"),
+        ("drv_fffff807`4a001a3c.sys", "drv_fffff806`10100000.sys"),
+        ("sample_ebpf_ext.sys+0x1a3", "sample_ebpf_ext.sys+0x3b"),
+        ("  sample_ebpf_ext.sys", "sample_ebpf_ext.sys"),
+    ];
+    for (a, b) in merge {
+        assert_eq!(by_module(a), by_module(b), "{a} / {b} must share a bucket");
+    }
+    let apart = [
+        ("sample_ebpf_ext.sys", "Sample_Ebpf_Ext.sys"),
+        ("ext1.sys", "ext2.sys"),
+        ("drv_0x12.sys", "drv_0x13.sys"),
+        ("netebpfext.sys", "sample_ebpf_ext.sys"),
+    ];
+    for (a, b) in apart {
+        assert_ne!(by_module(a), by_module(b), "{a} / {b} must stay apart");
+    }
 }

@@ -133,6 +133,7 @@ pub fn symbolize(t: &mut Triage, path: &SymbolPath) -> usize {
     if path.is_empty() {
         return 0;
     }
+    complete_cut_names(t, path);
     let mut cache: HashMap<(String, u64), Option<Exports>> = HashMap::new();
     let mut named = 0;
     let mut used = Vec::new();
@@ -174,6 +175,99 @@ pub fn symbolize(t: &mut Triage, path: &SymbolPath) -> usize {
     named
 }
 
+/// A small dump keeps 12 UTF-16 units of an unloaded driver's name (`sample_ext_d`); the
+/// full name is taken from the file of the symbol path whose name starts with it (any
+/// case) and whose `SizeOfImage` is the entry's size, as a debugger matches an image, when
+/// exactly one file does: the entry holds nothing else (no timestamp, no checksum) that
+/// could tell two such files apart. The entry, RIP's module and the stack frames are
+/// renamed; a warning says so, or names the candidates when there are several.
+fn complete_cut_names(t: &mut Triage, path: &SymbolPath) {
+    let cut = crate::format::triage_unloaded::NAME_BYTES / 2;
+    for i in 0..t.unloaded_modules.len() {
+        let (old, size) = (&t.unloaded_modules[i].name, t.unloaded_modules[i].size);
+        if old.encode_utf16().count() != cut {
+            continue;
+        }
+        let mut found: Vec<String> = Vec::new();
+        for name in path.dirs.iter().flat_map(|d| files_starting(d, old, size)) {
+            if !found.iter().any(|f| f.eq_ignore_ascii_case(&name)) {
+                found.push(name);
+            }
+        }
+        let full = match found.as_slice() {
+            [] => continue,
+            [one] => one.clone(),
+            many => {
+                t.warnings.push(format!(
+                    "unloaded driver {old} (its name cut to {cut} characters in the dump) \
+                     could be any of {} (same prefix and image size): left as it is",
+                    many.join(", ")
+                ));
+                continue;
+            }
+        };
+        let old = std::mem::replace(&mut t.unloaded_modules[i].name, full.clone());
+        if let Some(m) = t
+            .faulting_module
+            .as_mut()
+            .filter(|m| m.unloaded && m.name == old)
+        {
+            m.name = full.clone();
+        }
+        for f in t.stack.iter_mut().filter(|f| f.unloaded) {
+            if f.module.as_deref() == Some(old.as_str()) {
+                f.module = Some(full.clone());
+            }
+        }
+        t.warnings.push(format!(
+            "unloaded driver {old} (its name cut to {cut} characters in the dump) is {full}: \
+             the symbol path's only file with that prefix and image size"
+        ));
+    }
+}
+
+/// The names of the files in `dir` that start with `prefix` (any case), are longer, and
+/// are PE32+ images of `size` bytes.
+fn files_starting(dir: &Path, prefix: &str, size: u64) -> Vec<String> {
+    let prefix = prefix.to_ascii_lowercase();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let lower = name.to_ascii_lowercase();
+            if lower.len() <= prefix.len() || !lower.starts_with(&prefix) {
+                return None;
+            }
+            if e.metadata().ok()?.len() > MAX_FILE {
+                return None;
+            }
+            let b = std::fs::read(e.path()).ok()?;
+            (size_of_image(&b)? == size).then_some(name)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `SizeOfImage` of a PE32+ file.
+fn size_of_image(b: &[u8]) -> Option<u64> {
+    let u32_at = |at: usize| b.get(at..at + 4).map(|_| get_u32(b, at));
+    if b.get(..2)? != b"MZ" {
+        return None;
+    }
+    let nt = u32_at(pe::E_LFANEW)? as usize;
+    let opt = nt + pe::OPTIONAL_HEADER;
+    if b.get(nt..nt + 4)? != b"PE\0\0"
+        || b.get(opt..opt + 2).map(|_| get_u16(b, opt))? != pe::PE32_PLUS
+    {
+        return None;
+    }
+    u32_at(opt + 0x38).map(u64::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +299,108 @@ mod tests {
         // Another size is another build: no names from it.
         assert_eq!(path.exports("sample_ebpf_ext.sys", size + 0x1000), None);
         assert_eq!(path.exports("missing.sys", size), None);
+    }
+
+    /// A small dump of the hot-unload race keeps `sample_ext_d` of the driver's name, as
+    /// Windows' small dumps do; the payload's driver file of that prefix and image size
+    /// completes it, so the small dump buckets with the kernel dump of the same crash.
+    #[test]
+    fn small_dumps_cut_unloaded_names_and_the_symbol_path_completes_them() {
+        use crate::{DumpKind, DumpSpec, Module, UnloadedModule, signature, triage_bytes};
+        let name = "sample_ext_detach_without_rundown.sys";
+        let size = sim_kernel::image_size(sim_kernel::ImageKind::SampleExt);
+        let base = 0xFFFF_F806_1010_0000;
+        let path = SymbolPath::parse(&payload_dir().display().to_string());
+        // A folder with only the driver that was deployed (its file is in the payload).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(payload_dir().join(name), dir.path().join(name)).unwrap();
+        let only = SymbolPath::parse(&dir.path().display().to_string());
+        for code in [0x50, 0xCE] {
+            let rip = base + 0x1_00F0;
+            let spec = |kind, size: u64| {
+                let mut s = DumpSpec::new(
+                    kind,
+                    code,
+                    [rip, 0x10, rip, 0],
+                    rip,
+                    vec![Module::new(
+                        "ntoskrnl.exe",
+                        0xFFFF_F806_0000_0000,
+                        0x0104_6000,
+                    )],
+                );
+                let older = UnloadedModule {
+                    name: "dump_storport.sys".into(),
+                    base: 0xFFFF_F806_2000_0000,
+                    size: 0x1_0000,
+                    time: s.system_time,
+                };
+                let race = UnloadedModule {
+                    name: name.into(),
+                    base,
+                    size: size as u32,
+                    time: s.system_time,
+                };
+                s.unloaded = vec![older, race];
+                s
+            };
+            let read = |kind, size| {
+                let bytes = crate::dump_bytes(&spec(kind, size)).unwrap();
+                triage_bytes(Path::new("x.dmp"), bytes).unwrap()
+            };
+            let mut small = read(DumpKind::Small, size);
+            let names: Vec<&str> = small
+                .unloaded_modules
+                .iter()
+                .map(|u| u.name.as_str())
+                .collect();
+            assert_eq!(
+                names,
+                ["dump_storpor", "sample_ext_d"],
+                "oldest first, cut to 12"
+            );
+            assert_eq!(small.unloaded_modules[1].base, base);
+            assert_eq!(small.unloaded_modules[1].size, size);
+            let fm = small.faulting_module.as_ref().unwrap();
+            assert_eq!((fm.name.as_str(), fm.unloaded), ("sample_ext_d", true));
+
+            // The payload folder has two drivers of that prefix and size: no guess.
+            let mut ambiguous = read(DumpKind::Small, size);
+            symbolize(&mut ambiguous, &path);
+            assert_eq!(ambiguous.unloaded_modules[1].name, "sample_ext_d");
+            assert!(
+                ambiguous.warnings.iter().any(|w| w.contains("could be any of sample_ext_detach_without_rundown.sys, sample_ext_double_free_on_replace.sys")),
+                "{:?}",
+                ambiguous.warnings
+            );
+            symbolize(&mut small, &only);
+            assert_eq!(small.unloaded_modules[1].name, name);
+            assert_eq!(
+                small.unloaded_modules[0].name, "dump_storpor",
+                "no such file"
+            );
+            assert_eq!(small.faulting_module.as_ref().unwrap().name, name);
+            assert!(
+                small.warnings.iter().any(|w| w.contains("cut to 12")),
+                "{:?}",
+                small.warnings
+            );
+            let mut kernel = read(DumpKind::Kernel, size);
+            symbolize(&mut kernel, &only);
+            let (s, k) = (signature(&small, None), signature(&kernel, None));
+            assert_eq!((&s.title, &s.id), (&k.title, &k.id));
+            assert_eq!(
+                s.title,
+                format!(
+                    "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS (0xce) in {name} (unloaded)"
+                )
+            );
+
+            // Another build (image size) of a file with that prefix is not this driver.
+            let mut other = read(DumpKind::Small, size + 0x1000);
+            symbolize(&mut other, &only);
+            assert_eq!(other.unloaded_modules[1].name, "sample_ext_d");
+        }
     }
 
     /// A dump of the hot-unload race: RIP in the unloaded driver, whose pages are gone; the

@@ -112,14 +112,37 @@ pub fn dry_run(plan: &Plan) -> Result<String, CliError> {
             })
             .collect();
         let rt = crate::runtime(false)?;
-        let ops = rt
-            .block_on(dry_run::plan(
-                hyperv_config(hv, false),
-                &specs,
-                &deploy,
-                &units,
-            ))
+        let config = hyperv_config(hv, false);
+        let mut ops = rt
+            .block_on(dry_run::plan(config.clone(), &specs, &deploy, &units))
             .map_err(|e| CliError::infra("plan the run", e))?;
+        if let Some(d) = &plan.lab.debugger {
+            // The driver images go first on the debugger's symbol path (a PDB beside one
+            // goes too, when the build has it).
+            let drivers: Vec<PathBuf> = deploy
+                .files
+                .iter()
+                .filter(|(_, dest)| {
+                    payload
+                        .drivers
+                        .iter()
+                        .any(|d| d.binary.eq_ignore_ascii_case(dest))
+                })
+                .map(|(local, _)| local.clone())
+                .collect();
+            for spec in &specs {
+                let host = ops.iter().find(|o| o.vm == spec.name && !o.host.is_empty());
+                let host = host.map(|o| o.host.clone()).unwrap_or_default();
+                ops.extend(dry_run::crash_analysis(
+                    &config,
+                    &host,
+                    &spec.name,
+                    &d.path,
+                    d.symbol_path.as_deref(),
+                    &drivers,
+                ));
+            }
+        }
         out.push_str(&format!(
             "# hvlab dry run: lab `{}`, payload `{}`, {} VM(s); no host was contacted and no secret was read\n",
             plan.lab.name,
@@ -275,6 +298,12 @@ mod tests {
             "Restore-VMSnapshot",
             "Remove-VM -VM $vm -Force",
             r"f0 <- ",
+            // After a crash: the lab's debugger runs `!analyze -v` on the host.
+            "host.debugger_analyze on host",
+            r"'Debugger' = 'C:\Program Files (x86)\Windows Kits\10\Debuggers\x64\kd.exe'",
+            r"\.hvlab-staging\",
+            r"-analyze\symbols;srv*C:\symbols*https://msdl.microsoft.com/download/symbols -c",
+            r#"-c "!analyze -v; q""#,
         ] {
             assert!(text.contains(needle), "missing {needle:?} in the plan");
         }

@@ -451,10 +451,10 @@ async fn collect_dumps(ctx: &UnitCtx<'_>) -> (Vec<(PathBuf, PathBuf)>, Vec<LostD
 /// hvlab's own triage, never lost to a debugger problem.
 async fn analyze(ctx: &UnitCtx<'_>, dump: &Path) -> Option<crash_triage::Analyze> {
     let d = ctx.debugger?;
-    if !matches!(ctx.hv, lab_backends::AnyHypervisor::Sim(_)) {
-        // On Hyper-V the debugger lives on the VM's host, which needs a host script.
-        tracing::warn!(vm = ctx.vm, "debugger: is not run on Hyper-V hosts yet");
-        return None;
+    if let lab_backends::AnyHypervisor::HyperV(hv) = ctx.hv {
+        // On Hyper-V the debugger lives on the VM's host.
+        let ran = crate::host_debugger::analyze(ctx, hv, d, dump, ANALYZE_TIMEOUT).await;
+        return ran.map_err(|m| debugger_warning(ctx, d, dump, &m)).ok();
     }
     let config = crash_triage::DebuggerConfig {
         path: PathBuf::from(&d.path),
@@ -471,6 +471,12 @@ async fn analyze(ctx: &UnitCtx<'_>, dump: &Path) -> Option<crash_triage::Analyze
         Ok(Err(e)) => lab_error::Chain(&e).to_string(),
         Err(e) => e.to_string(),
     };
+    debugger_warning(ctx, d, dump, &message);
+    None
+}
+
+/// The debugger failed: the crash keeps hvlab's own triage, and the user is told why.
+fn debugger_warning(ctx: &UnitCtx<'_>, d: &lab_config::Debugger, dump: &Path, message: &str) {
     let _ = ctx.events.send(Event::Warning {
         message: format!(
             "debugger `{}` gave no analysis of {}; kept hvlab's own triage: {message}",
@@ -478,7 +484,6 @@ async fn analyze(ctx: &UnitCtx<'_>, dump: &Path) -> Option<crash_triage::Analyze
             dump.display()
         ),
     });
-    None
 }
 
 /// Time allowed for one `!analyze -v` (symbol downloads can be slow).

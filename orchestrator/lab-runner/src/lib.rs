@@ -18,6 +18,7 @@ pub mod deploy;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod host_debugger;
 pub mod hosts;
 pub mod in_progress;
 pub mod known;

@@ -276,6 +276,7 @@ fn run(path: &Path, src: &Source) -> Result<Triage, Fail> {
         dump_type::TRIAGE => {
             let small = small::read_small(src, len)?;
             warnings.extend(small.warnings);
+            unloaded_modules = small.unloaded;
             let bugcheck = BugCheck::new(header.bugcheck_code(), header.bugcheck_params());
             (DumpFormat::Small, small.modules, bugcheck, header.rip())
         }

@@ -2,15 +2,18 @@
 //! header is read here, every offset checked against the file.
 
 use super::error::TriageErrorKind as K;
+use super::kernel_data::UnloadedDriver;
 use super::physmem::read;
 use super::source::Source;
 use super::{Fail, LoadedModule};
-use crate::format::{self, get_u32, get_u64, ldr, triage};
+use crate::format::{self, get_u16, get_u32, get_u64, ldr, triage, triage_unloaded as tu};
 
 /// Drivers listed in a small dump, and a warning when the dump is incomplete.
 #[derive(Debug, Default)]
 pub struct SmallDump {
     pub modules: Vec<LoadedModule>,
+    /// Oldest first, names as the dump has them (cut to 12 UTF-16 units by Windows).
+    pub unloaded: Vec<UnloadedDriver>,
     pub warnings: Vec<String>,
 }
 
@@ -41,6 +44,8 @@ pub fn read_small(src: &Source, len: u64) -> Result<SmallDump, Fail> {
             "the small dump has no \"DGRT\" marker at its ValidOffset {valid_at:#x}: it may be incomplete"
         ));
     }
+
+    out.unloaded = read_unloaded(src, &t, len)?;
 
     let options = get_u32(&t, triage::TRIAGE_OPTIONS);
     let count = get_u32(&t, triage::DRIVER_COUNT);
@@ -78,6 +83,69 @@ pub fn read_small(src: &Source, len: u64) -> Result<SmallDump, Fail> {
         out.modules
             .push(LoadedModule::new(name.clone(), name, base_va, size));
     }
+    Ok(out)
+}
+
+/// The `DUMP_UNLOADED_DRIVERS64` list at `UnloadedDriversOffset` (none when 0), returned
+/// oldest first like `MmUnloadedDrivers`.
+fn read_unloaded(src: &Source, t: &[u8], len: u64) -> Result<Vec<UnloadedDriver>, Fail> {
+    let at = u64::from(get_u32(t, triage::UNLOADED_DRIVERS_OFFSET));
+    if at == 0 {
+        return Ok(Vec::new());
+    }
+    let mut n = [0u8; 4];
+    read(
+        src,
+        at,
+        &mut n,
+        len,
+        "unloaded-driver list of the small dump",
+    )?;
+    let count = u32::from_le_bytes(n);
+    if count as usize > tu::MAX {
+        return Err(Fail::new(
+            Some(at),
+            K::Malformed(format!(
+                "small dump unloaded-driver list: {count} entries (at most {})",
+                tu::MAX
+            )),
+        ));
+    }
+    let mut list = vec![0u8; count as usize * tu::SIZE];
+    let entries = at + tu::ENTRIES as u64;
+    read(
+        src,
+        entries,
+        &mut list,
+        len,
+        "unloaded-driver list of the small dump",
+    )?;
+    let mut out = Vec::with_capacity(count as usize);
+    for (i, e) in list.chunks_exact(tu::SIZE).enumerate() {
+        let bytes = usize::from(get_u16(e, tu::NAME_LENGTH));
+        let (start, end) = (get_u64(e, tu::START), get_u64(e, tu::END));
+        if bytes > tu::NAME_BYTES || bytes % 2 != 0 || end < start {
+            let offset = entries + (i * tu::SIZE) as u64;
+            return Err(Fail::new(
+                Some(offset),
+                K::Malformed(format!(
+                    "small dump unloaded driver {i}: name length {bytes} or range \
+                     {start:#x}..{end:#x} is invalid"
+                )),
+            ));
+        }
+        let units: Vec<u16> = e[tu::NAME..tu::NAME + bytes]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        out.push(UnloadedDriver {
+            name: String::from_utf16_lossy(&units),
+            base: start,
+            size: end - start,
+            time: None,
+        });
+    }
+    out.reverse();
     Ok(out)
 }
 

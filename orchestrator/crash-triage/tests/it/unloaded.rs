@@ -84,13 +84,35 @@ fn a_loaded_driver_s_frame_is_named_from_its_exports_and_blamed() {
     );
 }
 
+/// Small dumps carry the unloaded-driver list as Windows writes it (names cut to 12
+/// characters, no unload time) but no stack: RIP's unloaded driver is blamed under the
+/// name the dump has, and 0x50 and 0xCE still share its bucket.
 #[test]
-fn small_dumps_still_blame_rip_s_module_without_stack_or_unloaded_list() {
-    let spec = common::unloaded_race(DumpKind::Small, 0xCE, 0x1_9C40, "ebpf_map_update_entry");
-    let t = triage(&spec);
-    assert!(t.unloaded_modules.is_empty());
-    assert_eq!(t.stack.len(), 0);
-    assert!(t.faulting_module.is_none());
+fn small_dumps_blame_rip_s_unloaded_driver_by_its_cut_name() {
+    let mut titles = Vec::new();
+    for code in [0x50, 0xCE] {
+        let spec = common::unloaded_race(DumpKind::Small, code, 0x1_9C40, "ebpf_map_update_entry");
+        let t = triage(&spec);
+        let u: Vec<_> = t
+            .unloaded_modules
+            .iter()
+            .map(|u| (u.name.as_str(), u.base, u.size, u.time))
+            .collect();
+        assert_eq!(u, [("sample_ext_d", UNLOADED_BASE, 0x2_4000, None)]);
+        assert_eq!(t.stack.len(), 1, "RIP only: {:?}", t.stack);
+        let fm = t.faulting_module.as_ref().unwrap();
+        assert_eq!(
+            (fm.name.as_str(), fm.unloaded, fm.offset),
+            ("sample_ext_d", true, 0x1_9C40)
+        );
+        titles.push(signature(&t, None).title);
+    }
+    assert_eq!(
+        titles,
+        ["DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS (0xce) in sample_ext_d (unloaded)";
+            2]
+    );
+    assert!(UNLOADED_DRIVER.starts_with("sample_ext_d"));
 }
 
 #[test]

@@ -256,6 +256,60 @@ pub async fn plan(
     Ok(out)
 }
 
+/// What a crash adds on a lab with `debugger:`: the collected dump (and the payload's
+/// driver files, `symbol_files`) copied back to the VM's host, the debugger script, and the
+/// analysis folder removed. Shown once per VM: it runs after each unit that crashes.
+pub fn crash_analysis(
+    config: &HyperVConfig,
+    host: &str,
+    vm: &str,
+    debugger: &str,
+    symbol_path: Option<&str>,
+    symbol_files: &[PathBuf],
+) -> Vec<PlannedOp> {
+    let staging = config
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .map(|h| h.staging_dir())
+        .unwrap_or_default();
+    let (dir, dump, symbols) = super::debugger::host_paths(&staging, vm, "MEMORY.DMP");
+    let mut copy = format!(
+        "# copy the collected dump (MEMORY.DMP or a Minidump file) to {} on the host\n",
+        shown(&dump)
+    );
+    for f in symbol_files {
+        copy.push_str(&format!(
+            "# copy {} to {} on the host\n",
+            shown(&f.display().to_string()),
+            shown(&symbols)
+        ));
+    }
+    let path = super::debugger::symbol_path(
+        (!symbol_files.is_empty()).then_some(symbols.as_str()),
+        symbol_path,
+    );
+    let script = super::scripts::host::debugger_analyze(
+        debugger,
+        &dump,
+        path.as_deref(),
+        crate::hyperv::debugger::ANALYZE_TIMEOUT.as_millis() as u64,
+    );
+    let op = |op: &'static str, text: String| PlannedOp {
+        host: host.to_owned(),
+        vm: vm.to_owned(),
+        unit: None,
+        step: Some("after a unit crashes: !analyze -v by the lab's debugger".to_owned()),
+        op,
+        text,
+    };
+    vec![
+        op("file.put", copy),
+        op(script.op, script.render()),
+        op("file.remove", super::scripts::files::remove(&dir).render()),
+    ]
+}
+
 async fn run_action(
     hv: &HyperV,
     guest: &crate::guest::AnyGuest,

@@ -77,6 +77,8 @@ struct State {
     health: Option<Value>,
     /// SHA-256 of base disks the health script hashes, by path.
     base_sha: BTreeMap<String, String>,
+    /// What the host debugger prints for `!analyze -v`; `None`: no debugger installed.
+    debugger: Option<String>,
 }
 
 /// The fake lab. Clone it into a responder with [`FakeLab::responder`].
@@ -233,6 +235,11 @@ impl FakeLab {
     /// The bytes a bugcheck writes to `MEMORY.DMP`.
     pub fn set_dump(&self, dump: Vec<u8>) {
         self.state.lock().expect("fake lock").dump = dump;
+    }
+
+    /// The host has the Debugging Tools: its debugger prints `stdout` for any dump.
+    pub fn set_debugger_output(&self, stdout: impl Into<String>) {
+        self.state.lock().expect("fake lock").debugger = Some(stdout.into());
     }
 
     /// The host stops answering (connection refused) from now on.
@@ -415,8 +422,30 @@ impl FakeLab {
                 Reply::Value(json!({"Removed": st.vms.remove(&vm_name).is_some()}))
             }
             "file.remove" => {
-                files.lock().expect("files lock").remove(s.str_param("Path"));
+                // `Remove-Item -Recurse`: the path and everything under it.
+                let path = s.str_param("Path");
+                let under = format!("{path}\\");
+                files
+                    .lock()
+                    .expect("files lock")
+                    .retain(|k, _| k != path && !k.starts_with(&under));
                 Reply::ok()
+            }
+            "host.debugger_analyze" => {
+                let Some(out) = st.debugger.clone() else {
+                    let d = s.str_param("Debugger");
+                    return Reply::Error(PsErrorRecord {
+                        message: format!("no debugger at '{d}' on this host (debugger.path in the lab file)"),
+                        fqid: "FileNotFoundException".into(),
+                        exception: "System.IO.FileNotFoundException".into(),
+                        layer: "host".into(),
+                        ..Default::default()
+                    });
+                };
+                if !files.lock().expect("files lock").contains_key(s.str_param("Dump")) {
+                    return host_error(format!("no dump at '{}' on this host", s.str_param("Dump")), "TestPath");
+                }
+                process(0, out)
             }
             _ if !exists => missing(),
             "vm.start" => {

@@ -14,6 +14,7 @@
 //! well-known boot-time failures within the caller's budget.
 
 pub mod archive;
+pub mod debugger;
 pub mod dry_run;
 pub mod error;
 #[cfg(feature = "test-support")]

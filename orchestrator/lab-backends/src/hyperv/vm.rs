@@ -268,7 +268,7 @@ impl HyperV {
     }
 
     /// The host holding `vm`: from the table, else by asking each host.
-    async fn locate(&self, vm: &str, operation: &str) -> Result<usize> {
+    pub(super) async fn locate(&self, vm: &str, operation: &str) -> Result<usize> {
         if let Some((i, _)) = self.placed(vm) {
             return Ok(i);
         }

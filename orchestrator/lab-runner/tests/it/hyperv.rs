@@ -270,3 +270,175 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The lab's `debugger:` on a Hyper-V lab, as the scripted host runs it.
+const DEBUGGER: &str = r#"debugger:
+  path: 'C:\Debuggers\x64\kd.exe'
+  symbol_path: 'srv*C:\symbols*https://msdl.microsoft.com/download/symbols'
+"#;
+
+/// A recorded `!analyze -v` of a 0x50 in sample_ebpf_ext.sys (crash-triage's fixture).
+const ANALYZE: &str =
+    include_str!("../../../crash-triage/tests/it/fixtures/analyze/page_fault_sample_ext.txt");
+
+/// Runs the end-to-end scenario on a fake host whose debugger is `debugger` (`None`: not
+/// installed), with `debugger:` in the lab file.
+async fn run_with_debugger(
+    debugger: Option<&str>,
+) -> (
+    i32,
+    String,
+    Vec<lab_backends::hyperv::host::scripted::Recorded>,
+    FakeLab,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let build = dir.path().join("build");
+    std::fs::create_dir_all(&build).unwrap();
+    for (f, body) in [
+        ("sample_ebpf_ext.sys", &b"driver image"[..]),
+        ("sample_ebpf_ext.pdb", b"driver symbols"),
+        ("api_test.exe", b"catch2 tests"),
+        ("crasher.exe", b"notmyfault"),
+    ] {
+        std::fs::write(build.join(f), body).unwrap();
+    }
+    let (lab, payload, scenario) = (
+        dir.path().join("lab.yaml"),
+        dir.path().join("payload.yaml"),
+        dir.path().join("scenario.yaml"),
+    );
+    std::fs::write(&lab, format!("{LAB}{DEBUGGER}")).unwrap();
+    let build_dir = format!("'{}'", build.display());
+    std::fs::write(&payload, PAYLOAD.replace("BUILD", &build_dir)).unwrap();
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let validated = validate(&ValidateRequest {
+        labs: vec![lab.clone()],
+        payloads: vec![payload],
+        scenarios: vec![scenario],
+        lab: Some(lab),
+        default_lab: None,
+        explicit_scenarios: true,
+        payload: None,
+    })
+    .unwrap_or_else(|d| panic!("{d}"));
+    let plan = validated.plans.into_iter().next().unwrap();
+    let fake = FakeLab::new(|program, _args| {
+        if program.ends_with("crasher.exe") {
+            return ExecBehavior::Bugcheck(0x50);
+        }
+        ExecBehavior::Exit {
+            code: 0,
+            stdout: "All tests passed".into(),
+            files: vec![(
+                r"C:\eBPF\results\api_test.xml".into(),
+                CATCH2_JUNIT.as_bytes().to_vec(),
+            )],
+        }
+    });
+    fake.stop_hangs("sample_ebpf_ext");
+    fake.set_dump(dump());
+    if let Some(out) = debugger {
+        fake.set_debugger_output(out);
+    }
+    let host = ScriptedHost::new("hv1", fake.responder());
+    let (log, files) = (host.log(), host.files());
+    let hv = HyperV::new(backend_config(), vec![Arc::new(AnyPsHost::Scripted(host))]);
+    let run_dir = RunDir::create(&dir.path().join("results"), Utc::now()).unwrap();
+    let run_path = run_dir.path().to_path_buf();
+    let terminal = TerminalOptions {
+        format: OutputFormat::Human,
+        color: false,
+        progress: false,
+    };
+    let reporters = Fanout::standard(&run_dir, terminal).unwrap();
+    let (signals, _press) = SignalSource::channel();
+    let settings = RunSettings {
+        known: Default::default(),
+        plan,
+        hypervisor: AnyHypervisor::HyperV(hv),
+        iterations: None,
+        seed: 7,
+        max_vms: Some(1),
+        only: None,
+        keep_dumps: Default::default(),
+        policy: Default::default(),
+    };
+    let outcome = run(settings, run_dir, reporters, signals).await.unwrap();
+    let events = std::fs::read_to_string(run_path.join("events.jsonl")).unwrap();
+    // Every file the run put on the host (dump copies, symbol folders) is gone again.
+    let left: Vec<String> = files.lock().unwrap().keys().cloned().collect();
+    assert!(left.is_empty(), "files left on the host: {left:?}");
+    let log = log.lock().unwrap().clone();
+    (outcome.exit_code, events, log, fake, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_debugger_analysis_refines_the_bucket() {
+    let (code, events, log, _fake, _dir) = run_with_debugger(Some(ANALYZE)).await;
+    assert_eq!(code, 0, "the crash was expected; events:\n{events}");
+    let script = log
+        .iter()
+        .find(|r| r.op == "host.debugger_analyze")
+        .unwrap_or_else(|| panic!("no debugger script ran: {events}"));
+    // The dump and the driver files were copied into one analysis folder in staging first.
+    let puts: Vec<&str> = log
+        .iter()
+        .filter(|r| r.op == "file.put")
+        .filter_map(|r| r.copy.as_ref().map(|(_, h)| h.as_str()))
+        .filter(|h| h.contains("-analyze\\"))
+        .collect();
+    assert_eq!(puts.len(), 3, "dump, .sys and .pdb: {puts:?}");
+    assert!(
+        puts[0].starts_with(r"D:\hvlab\vms\.hvlab-staging\")
+            && puts[0].ends_with(r"\dump\MEMORY.DMP")
+    );
+    assert!(
+        puts[1].ends_with(r"\symbols\sample_ebpf_ext.sys"),
+        "{puts:?}"
+    );
+    assert!(
+        puts[2].ends_with(r"\symbols\sample_ebpf_ext.pdb"),
+        "{puts:?}"
+    );
+    // kd -z <host copy> -y <driver folder>;<lab symbol path> -c "!analyze -v; q".
+    let symbols = puts[1].trim_end_matches(r"\sample_ebpf_ext.sys");
+    let args = format!(
+        "-z {} -y {symbols};srv*C:\\symbols*https://msdl.microsoft.com/download/symbols -c \"!analyze -v; q\"",
+        puts[0]
+    );
+    assert!(script.text.contains(&args), "{args}\n{}", script.text);
+    assert!(
+        !script.text.contains("Password"),
+        "no secret in the debugger script"
+    );
+    // The debugger's SYMBOL_NAME names the function: merged into the bucket as on the sim lab.
+    assert!(
+        events.contains(
+            "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys!sample_find_element"
+        ),
+        "{events}"
+    );
+    assert!(!events.contains("gave no analysis"), "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_host_debugger_warns_and_keeps_the_crash() {
+    for debugger in [None, Some("kd: cannot open the dump\n")] {
+        let (code, events, log, _fake, _dir) = run_with_debugger(debugger).await;
+        assert!(log.iter().any(|r| r.op == "host.debugger_analyze"));
+        // Same exit code as without a debugger: the expected crash passes.
+        assert_eq!(code, 0, "{debugger:?}: {events}");
+        assert!(events.contains("\"crash_detected\""), "{events}");
+        assert!(
+            events.contains("PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ebpf_ext.sys\""),
+            "hvlab's own bucket kept: {events}"
+        );
+        let why = match debugger {
+            None => r"no debugger at 'C:\\Debuggers\\x64\\kd.exe' on this host",
+            Some(_) => "its output holds no !analyze result (exit code 0)",
+        };
+        assert!(events.contains("gave no analysis"), "{events}");
+        assert!(events.contains(why), "{why}: {events}");
+    }
+}

@@ -46,6 +46,9 @@ macro_rules! process_fn {
     };
 }
 
+// Host scripts that run a native tool (the host debugger) use the same function.
+pub(crate) use process_fn;
+
 /// Output kept per stream (characters).
 pub const OUTPUT_CAP: i64 = 4 * 1024 * 1024;
 

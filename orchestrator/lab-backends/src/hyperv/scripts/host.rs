@@ -4,7 +4,7 @@
 
 use super::find_vm;
 use crate::hyperv::parse::TAG_PREFIX;
-use crate::hyperv::script::{PsValue, Script};
+use crate::hyperv::script::{PsValue, Script, windows_command_line};
 
 /// Integration service ids (the names are localised; the ids are not).
 pub const GUEST_SERVICE_INTERFACE_ID: &str = "6C09BB55-D683-4DA0-8931-C9BF705F6480";
@@ -317,4 +317,38 @@ if ($P.Switch -and $module) { $switch = @(Get-VMSwitch | Where-Object { $_.Name 
     .with("Switch", switch.unwrap_or_default())
     .with("Bases", bases)
     .with("Hash", hash)
+}
+
+/// `!analyze -v` of a crash dump on the host, by the lab's `debugger:` (kd.exe / cdb.exe):
+/// `-z <dump> [-y <symbol path>] -c "!analyze -v; q"`, killed at the timeout. What it
+/// printed comes back; parsing is the runner's. No secret is needed or passed.
+pub fn debugger_analyze(
+    debugger: &str,
+    dump: &str,
+    symbol_path: Option<&str>,
+    timeout_ms: u64,
+) -> Script {
+    let mut args = vec!["-z".to_owned(), dump.to_owned()];
+    if let Some(s) = symbol_path {
+        args.extend(["-y".to_owned(), s.to_owned()]);
+    }
+    args.extend(["-c".to_owned(), "!analyze -v; q".to_owned()]);
+    Script::new(
+        "host.debugger_analyze",
+        concat!(
+            super::guest::process_fn!(),
+            r#"if (-not (Test-Path -LiteralPath $P.Debugger -PathType Leaf)) {
+  throw [System.IO.FileNotFoundException]::new("no debugger at '$($P.Debugger)' on this host (debugger.path in the lab file)")
+}
+if (-not (Test-Path -LiteralPath $P.Dump -PathType Leaf)) {
+  throw [System.IO.FileNotFoundException]::new("no dump at '$($P.Dump)' on this host")
+}
+Invoke-HvlabProcess $P.Debugger $P.Arguments $P.TimeoutMs $P.OutputCap"#
+        ),
+    )
+    .with("Debugger", debugger)
+    .with("Dump", dump)
+    .with("Arguments", windows_command_line(&args))
+    .with("TimeoutMs", timeout_ms.min(i32::MAX as u64) as i64)
+    .with("OutputCap", super::guest::OUTPUT_CAP)
 }

@@ -42,6 +42,8 @@ pub fn catalogue(v: &str) -> Vec<Script> {
         hs::copy_to_guest(v, v, v),
         hs::copy_from_guest(v, v, PsValue::Str(s()), v, v),
         hs::copy_from_guest(v, v, PsValue::Unread(s()), v, v),
+        hs::debugger_analyze(v, v, Some(v), 300_000),
+        hs::debugger_analyze(v, v, None, 1000),
         files::hash(v),
         files::make_parent(v),
         files::put_chunk(v, 262144, "AAEC"),
