@@ -13,10 +13,13 @@ use crate::model::{
 use crate::values::{ByteSize, SecretRefWire, Sp};
 use crate::wire::lab::{
     CheckpointType, ConnectionKind, ConnectionWire, CrashDumpKind, CredentialsWire,
-    GuestTransportKind, HostWire, HyperVLabWire, HyperVTemplateWire, SimLabWire, VerifierWire,
+    GuestTransportKind, HostWire, HyperVLabWire, HyperVTemplateWire, SimLabWire, SimTemplateWire,
+    VerifierWire,
 };
 
 const MIN_MEMORY: u64 = 64 << 20;
+const NO_TEMPLATE: &str = "a lab needs at least one VM template";
+const NO_HOST: &str = "a Hyper-V lab needs at least one host";
 
 /// Retries of an errored unit unless the lab file says otherwise: one fresh VM is cheap
 /// next to a red CI run caused by the lab.
@@ -140,6 +143,53 @@ fn debugger(cx: &mut Cx<'_>, w: Option<&Sp<crate::wire::lab::DebuggerWire>>) -> 
     })
 }
 
+/// A lab's list of hosts or templates, under `key`: not empty (else the `empty` error),
+/// each item with a valid name unique in the list, then checked by `item` with its path
+/// (`templates[0]`), in file order.
+fn named_list<T: Named, R>(
+    cx: &mut Cx<'_>,
+    (list, key, empty): (&Sp<Vec<T>>, &str, &str),
+    what: &str,
+    item: fn(&mut Cx<'_>, &T, &str) -> R,
+) -> Vec<R> {
+    if list.is_empty() {
+        cx.error("empty", list.loc, key, empty);
+    }
+    let mut seen = HashMap::new();
+    let mut out = Vec::new();
+    for (i, t) in list.value.iter().enumerate() {
+        let p = format!("{key}[{i}]");
+        if cx.name(t.name(), &format!("{p}.name"), what) {
+            cx.unique(&mut seen, t.name(), &format!("{p}.name"), what);
+        }
+        out.push(item(cx, t, &p));
+    }
+    out
+}
+
+/// A list item with a name of its own.
+trait Named {
+    fn name(&self) -> &Sp<String>;
+}
+
+impl Named for SimTemplateWire {
+    fn name(&self) -> &Sp<String> {
+        &self.name
+    }
+}
+
+impl Named for HostWire {
+    fn name(&self) -> &Sp<String> {
+        &self.name
+    }
+}
+
+impl Named for HyperVTemplateWire {
+    fn name(&self) -> &Sp<String> {
+        &self.name
+    }
+}
+
 /// Validates a sim lab.
 pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
     cx.name(&w.name, "name", "lab");
@@ -148,61 +198,12 @@ pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
         .as_ref()
         .map_or(2, |c| cx.range_u32(c, "capacity", "capacity", 1, 64));
     let infra_retries = infra_retries(cx, w.infra_retries.as_ref());
-    if w.templates.is_empty() {
-        cx.error(
-            "empty",
-            w.templates.loc,
-            "templates",
-            "a lab needs at least one VM template",
-        );
-    }
-    let mut seen = HashMap::new();
-    let mut templates = Vec::new();
-    for (i, t) in w.templates.value.iter().enumerate() {
-        let p = format!("templates[{i}]");
-        if cx.name(&t.name, &format!("{p}.name"), "template") {
-            cx.unique(&mut seen, &t.name, &format!("{p}.name"), "template");
-        }
-        let vcpus = t.vcpus.as_ref().map_or(2, |v| {
-            cx.range_u32(v, &format!("{p}.vcpus"), "vcpus", 1, 64)
-        });
-        let boot_delay = t
-            .boot_delay
-            .as_ref()
-            .map_or(Duration::from_millis(100), |d| d.value.0);
-        let boot_timeout = cx.positive_duration(
-            t.boot_timeout.as_ref(),
-            &format!("{p}.boot_timeout"),
-            "boot_timeout",
-            Duration::from_secs(30),
-        );
-        if boot_delay >= boot_timeout
-            && let Some(d) = &t.boot_delay
-        {
-            cx.error(
-                "range",
-                d.loc,
-                format!("{p}.boot_delay"),
-                "boot_delay must be shorter than boot_timeout (the boot would always time out)",
-            );
-        }
-        templates.push(SimTemplate {
-            name: t.name.value.clone(),
-            vcpus,
-            memory_bytes: memory(cx, t.memory.as_ref(), &format!("{p}.memory"), 2 << 30),
-            boot_delay,
-            boot_timeout,
-            guest: guest_config(
-                cx,
-                t.test_signing,
-                t.crash_dump,
-                t.auto_reboot,
-                t.verifier.as_ref(),
-                &p,
-            ),
-            origin: cx.origin(t.name.loc),
-        });
-    }
+    let templates = named_list(
+        cx,
+        (&w.templates, "templates", NO_TEMPLATE),
+        "template",
+        sim_template,
+    );
     let payload = default_payload(cx, w.payload.as_ref());
     let debugger = debugger(cx, w.debugger.as_ref());
     cx.clean().then(|| Lab {
@@ -217,6 +218,49 @@ pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
             templates,
         }),
     })
+}
+
+/// One sim template: its VM shape, boot timing and guest settings.
+fn sim_template(cx: &mut Cx<'_>, t: &SimTemplateWire, p: &str) -> SimTemplate {
+    let vcpus = t.vcpus.as_ref().map_or(2, |v| {
+        cx.range_u32(v, &format!("{p}.vcpus"), "vcpus", 1, 64)
+    });
+    let boot_delay = t
+        .boot_delay
+        .as_ref()
+        .map_or(Duration::from_millis(100), |d| d.value.0);
+    let boot_timeout = cx.positive_duration(
+        t.boot_timeout.as_ref(),
+        &format!("{p}.boot_timeout"),
+        "boot_timeout",
+        Duration::from_secs(30),
+    );
+    if boot_delay >= boot_timeout
+        && let Some(d) = &t.boot_delay
+    {
+        cx.error(
+            "range",
+            d.loc,
+            format!("{p}.boot_delay"),
+            "boot_delay must be shorter than boot_timeout (the boot would always time out)",
+        );
+    }
+    SimTemplate {
+        name: t.name.value.clone(),
+        vcpus,
+        memory_bytes: memory(cx, t.memory.as_ref(), &format!("{p}.memory"), 2 << 30),
+        boot_delay,
+        boot_timeout,
+        guest: guest_config(
+            cx,
+            t.test_signing,
+            t.crash_dump,
+            t.auto_reboot,
+            t.verifier.as_ref(),
+            p,
+        ),
+        origin: cx.origin(t.name.loc),
+    }
 }
 
 fn secret(cx: &mut Cx<'_>, s: &Sp<SecretRefWire>, path: &str) -> SecretRef {
@@ -271,8 +315,13 @@ fn credentials(cx: &mut Cx<'_>, c: &Sp<CredentialsWire>, path: &str) -> Credenti
 pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
     cx.name(&w.name, "name", "lab");
     let infra_retries = infra_retries(cx, w.infra_retries.as_ref());
-    let hosts = hyperv_hosts(cx, &w.hosts);
-    let templates = hyperv_templates(cx, &w.templates);
+    let hosts = named_list(cx, (&w.hosts, "hosts", NO_HOST), "host", host);
+    let templates = named_list(
+        cx,
+        (&w.templates, "templates", NO_TEMPLATE),
+        "template",
+        hyperv_template,
+    );
     let payload = default_payload(cx, w.payload.as_ref());
     let debugger = debugger(cx, w.debugger.as_ref());
     cx.clean().then(|| Lab {
@@ -284,28 +333,6 @@ pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
         debugger,
         backend: LabBackend::HyperV(HyperVLab { hosts, templates }),
     })
-}
-
-/// At least one host, each with a unique name.
-fn hyperv_hosts(cx: &mut Cx<'_>, w: &Sp<Vec<HostWire>>) -> Vec<Host> {
-    if w.is_empty() {
-        cx.error(
-            "empty",
-            w.loc,
-            "hosts",
-            "a Hyper-V lab needs at least one host",
-        );
-    }
-    let mut seen = HashMap::new();
-    let mut hosts = Vec::new();
-    for (i, h) in w.value.iter().enumerate() {
-        let p = format!("hosts[{i}]");
-        if cx.name(&h.name, &format!("{p}.name"), "host") {
-            cx.unique(&mut seen, &h.name, &format!("{p}.name"), "host");
-        }
-        hosts.push(host(cx, h, &p));
-    }
-    hosts
 }
 
 /// One Hyper-V host: capacity, how it is reached, and where its VMs live.
@@ -340,28 +367,6 @@ fn host(cx: &mut Cx<'_>, h: &HostWire, p: &str) -> Host {
         switch: h.switch.as_ref().map(|s| s.value.clone()),
         origin: cx.origin(h.name.loc),
     }
-}
-
-/// At least one VM template, each with a unique name.
-fn hyperv_templates(cx: &mut Cx<'_>, w: &Sp<Vec<HyperVTemplateWire>>) -> Vec<HyperVTemplate> {
-    if w.is_empty() {
-        cx.error(
-            "empty",
-            w.loc,
-            "templates",
-            "a lab needs at least one VM template",
-        );
-    }
-    let mut seen = HashMap::new();
-    let mut templates = Vec::new();
-    for (i, t) in w.value.iter().enumerate() {
-        let p = format!("templates[{i}]");
-        if cx.name(&t.name, &format!("{p}.name"), "template") {
-            cx.unique(&mut seen, &t.name, &format!("{p}.name"), "template");
-        }
-        templates.push(hyperv_template(cx, t, &p));
-    }
-    templates
 }
 
 /// One Hyper-V template: its base disk, VM shape and guest settings.
