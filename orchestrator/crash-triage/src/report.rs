@@ -15,11 +15,6 @@ use crate::bucket::{BUCKETS_FILE, Bucket, BucketIndex};
 use crate::signature::{Signature, signature};
 use crate::triage::{BugCheck, DumpFormat, FaultingModule, LoadedModule, Triage, triage_file};
 
-/// Exit code when every dump was triaged.
-pub const EXIT_OK: i32 = 0;
-/// Exit code when an input was unreadable or not a dump (usage / input error).
-pub const EXIT_UNREADABLE: i32 = 2;
-
 /// How to triage.
 #[derive(Debug, Clone, Default)]
 pub struct ReportOptions {
@@ -106,13 +101,18 @@ impl Report {
             .and_then(|b| b.known_issue.as_deref())
     }
 
-    /// 0 when every dump was triaged, 2 when any input was unreadable.
+    /// 0 when every dump was triaged, 2 (an input error, from the one exit-code table)
+    /// when any input was unreadable or not a dump.
     pub fn exit_code(&self) -> i32 {
         let failed = self
             .entries
             .iter()
             .any(|e| matches!(e.outcome, Outcome::Failed { .. }));
-        if failed { EXIT_UNREADABLE } else { EXIT_OK }
+        i32::from(if failed {
+            lab_error::exit::CONFIG_ERROR
+        } else {
+            lab_error::exit::SUCCESS
+        })
     }
 }
 

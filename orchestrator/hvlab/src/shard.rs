@@ -18,11 +18,16 @@ pub struct ShardSpec {
     pub count: u32,
 }
 
-impl FromStr for ShardSpec {
-    type Err = String;
+/// A `--shard` value that is not `K/N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a shard: write K/N with 1 <= K <= N, e.g. 2/4")]
+pub struct BadShard(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a shard: write K/N with 1 <= K <= N, e.g. 2/4");
+impl FromStr for ShardSpec {
+    type Err = BadShard;
+
+    fn from_str(s: &str) -> Result<Self, BadShard> {
+        let bad = || BadShard(s.to_owned());
         let (k, n) = s.split_once('/').ok_or_else(bad)?;
         let index: u32 = k.trim().parse().map_err(|_| bad())?;
         let count: u32 = n.trim().parse().map_err(|_| bad())?;
@@ -145,7 +150,7 @@ mod tests {
         for bad in ["0/4", "5/4", "1/0", "1", "a/b", "1/2/3", ""] {
             assert!(bad.parse::<ShardSpec>().is_err(), "{bad}");
         }
-        insta::assert_snapshot!("5/4".parse::<ShardSpec>().unwrap_err());
+        insta::assert_snapshot!("5/4".parse::<ShardSpec>().unwrap_err().to_string());
     }
 
     #[test]

@@ -155,10 +155,33 @@ impl JsonSchema for HumanDuration {
     }
 }
 
+/// A duration or size written in a config file that does not parse. The message names the
+/// bad text and says what to write; serde and the validator put it at its file:line:col.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum ValueError {
+    // humantime's reason stands inside the sentence, before the hint, so it is not a source.
+    #[error(
+        "invalid duration `{text}` ({why}): expected a number and a unit, e.g. `90s`, `5m`, `250ms`"
+    )]
+    Duration {
+        text: String,
+        why: humantime::DurationError,
+    },
+    #[error(
+        "invalid size `{0}`: expected a number and a unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. `4GiB`"
+    )]
+    Size(String),
+    #[error("size `{text}` has no unit: write e.g. `{n}MiB`")]
+    SizeWithoutUnit { text: String, n: u64 },
+    #[error("size `{0}` is too large")]
+    SizeTooLarge(String),
+}
+
 /// Parses a humantime duration with a message that names the bad text.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("invalid duration `{text}` ({e}): expected a number and a unit, e.g. `90s`, `5m`, `250ms`")
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, ValueError> {
+    humantime::parse_duration(text.trim()).map_err(|why| ValueError::Duration {
+        text: text.to_owned(),
+        why,
     })
 }
 
@@ -210,15 +233,11 @@ impl JsonSchema for ByteSize {
     }
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+fn parse_size(text: &str) -> Result<u64, ValueError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad = || {
-        format!(
-            "invalid size `{text}`: expected a number and a unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. `4GiB`"
-        )
-    };
+    let bad = || ValueError::Size(text.to_owned());
     let n: u64 = num.parse().map_err(|_| bad())?;
     let mult: u64 = match unit.trim() {
         "B" => 1,
@@ -228,11 +247,16 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        "" => return Err(format!("size `{text}` has no unit: write e.g. `{n}MiB`")),
+        "" => {
+            return Err(ValueError::SizeWithoutUnit {
+                text: text.to_owned(),
+                n,
+            });
+        }
         _ => return Err(bad()),
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("size `{text}` is too large"))
+        .ok_or_else(|| ValueError::SizeTooLarge(text.to_owned()))
 }
 
 /// Where a secret comes from. Secrets are never written in YAML: a literal string is
@@ -430,15 +454,17 @@ mod tests {
         assert_eq!(parse_size("4GiB"), Ok(4 << 30));
         assert_eq!(parse_size(" 512 MiB "), Ok(512 << 20));
         assert_eq!(parse_size("2048MB"), Ok(2_048_000_000));
-        assert!(parse_size("4").unwrap_err().contains("no unit"));
+        assert!(parse_size("4").unwrap_err().to_string().contains("no unit"));
         assert!(
             parse_size("4 parsecs")
                 .unwrap_err()
+                .to_string()
                 .contains("invalid size")
         );
         assert!(
             parse_size("99999999999999GiB")
                 .unwrap_err()
+                .to_string()
                 .contains("too large")
         );
     }
@@ -446,6 +472,11 @@ mod tests {
     #[test]
     fn durations_name_the_bad_text() {
         assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("soon").unwrap_err().contains("`soon`"));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .to_string()
+                .contains("`soon`")
+        );
     }
 }

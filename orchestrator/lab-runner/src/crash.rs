@@ -127,9 +127,7 @@ pub async fn hang(ctx: &UnitCtx<'_>, step: &str) -> Result<Crash, RunnerError> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    collect(ctx, CrashKind::Hang, Some(step.to_owned()))
-        .await
-        .map_err(RunnerError::Observed)
+    Ok(collect(ctx, CrashKind::Hang, Some(step.to_owned())).await?)
 }
 
 /// Collects the evidence of a crash that already happened: events 41/1001 and dumps.
@@ -141,7 +139,7 @@ pub async fn collect(
     ctx: &UnitCtx<'_>,
     kind: CrashKind,
     step: Option<String>,
-) -> Result<Crash, String> {
+) -> Result<Crash, verdict::NotACrash> {
     let mut crash = Crash {
         kind,
         step,
@@ -157,7 +155,12 @@ pub async fn collect(
             *ctx.boot_id.lock().expect("boot id lock") = id.clone();
             id
         }
-        Err(e) => return Err(verdict::did_not_come_back(&before, &error::text(&e))),
+        Err(e) => {
+            return Err(verdict::NotACrash::DidNotComeBack {
+                before,
+                source: Box::new(e),
+            });
+        }
     };
     let since = *ctx.event_mark.lock().expect("event mark lock");
     let event_ids = match ctx.guest.events(since).await {
@@ -244,9 +247,9 @@ pub async fn collect(
         crash.dumps.push(rel);
     }
     if !verdict::is_evidence(&crash) {
-        return Err(verdict::restart_without_evidence(&verdict::RestartSeen {
-            before: &before,
-            after: &after,
+        return Err(verdict::NotACrash::NoEvidence(verdict::RestartSeen {
+            before,
+            after,
             since_record: since,
             event_ids,
         }));

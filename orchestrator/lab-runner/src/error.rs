@@ -35,6 +35,9 @@ pub enum RunnerError {
         #[source]
         source: lab_error::BoxError,
     },
+    /// A guest restart that is a lab error, not a crash (see [`crate::verdict`]).
+    #[error(transparent)]
+    NotACrash(#[from] crate::verdict::NotACrash),
     /// A condition the runner observed itself; there is no deeper cause.
     #[error("{0}")]
     Observed(String),

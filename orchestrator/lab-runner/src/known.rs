@@ -19,13 +19,18 @@ pub enum KnownPolicy {
     Warn,
 }
 
+/// A `--known-issues` value that is not a policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected `fail` or `warn`, got `{0}`")]
+pub struct BadKnownPolicy(pub String);
+
 impl std::str::FromStr for KnownPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadKnownPolicy;
+    fn from_str(s: &str) -> Result<Self, BadKnownPolicy> {
         match s {
             "fail" => Ok(KnownPolicy::Fail),
             "warn" => Ok(KnownPolicy::Warn),
-            other => Err(format!("expected `fail` or `warn`, got `{other}`")),
+            other => Err(BadKnownPolicy(other.to_owned())),
         }
     }
 }

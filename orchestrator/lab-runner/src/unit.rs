@@ -143,13 +143,16 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                         Ok(c) => c,
                         // A restart without a record must not satisfy (or fail) the
                         // expectation: it says nothing about the code under test.
-                        Err(message) => return UnitOutcome::errored_msg(message),
+                        Err(e) => return UnitOutcome::errored(&e),
                     };
                 }
                 let verdict = expectation_verdict(crash.as_ref(), *code, *within);
                 instant_step(ctx, path, step, verdict.clone());
                 if let Err(m) = verdict {
-                    return UnitOutcome::Failed { message: m, crash };
+                    return UnitOutcome::Failed {
+                        message: m.to_string(),
+                        crash,
+                    };
                 }
                 // The crash was expected; later crashes are judged afresh.
                 crash = None;
@@ -157,7 +160,7 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
             }
             StepKind::ExpectNoBugcheck => {
                 let verdict = match &crash {
-                    Some(c) => Err(format!("expected no bugcheck, got {}", describe_crash(c))),
+                    Some(c) => Err(Unexpected::Crash(describe_crash(c))),
                     None => Ok(()),
                 };
                 instant_step(ctx, path, step, verdict);
@@ -177,7 +180,9 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
         let _ = ctx.guest.take_seen_boot_id();
         let result = ctx.run_step(step, path.clone()).await;
         let label = step.display_name();
-        let errored = |e: String| UnitOutcome::errored_msg(format!("{e} (during {label})"));
+        let errored = |e: crate::verdict::NotACrash| {
+            UnitOutcome::errored_msg(format!("{} (during {label})", error::text(&e)))
+        };
         let new_crash = match result {
             Ok(()) => match crash::rebooted_after_step(ctx).await {
                 Ok(true) => {
@@ -233,7 +238,8 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                             // The VM died under the step: its failure is the lab's doing.
                             Err(e) => {
                                 return UnitOutcome::errored_msg(format!(
-                                    "{e} (during {label}, which failed: {m})"
+                                    "{} (during {label}, which failed: {m})",
+                                    error::text(&e)
                                 ));
                             }
                         };
@@ -266,12 +272,17 @@ async fn judge(ctx: &UnitCtx<'_>) -> UnitOutcome {
                 Some(c) => Some(c),
                 None => match wait_for_crash(ctx, path, within).await {
                     Ok(c) => c,
-                    Err(message) => return UnitOutcome::errored_msg(message),
+                    Err(e) => return UnitOutcome::errored(&e),
                 },
             };
             match expectation_verdict(c.as_ref(), code, within) {
                 Ok(()) => continue,
-                Err(message) => return UnitOutcome::Failed { message, crash: c },
+                Err(m) => {
+                    return UnitOutcome::Failed {
+                        message: m.to_string(),
+                        crash: c,
+                    };
+                }
             }
         }
         if let Some(c) = new_crash {
@@ -310,22 +321,37 @@ fn nested_expectation(step: &Step) -> Option<(Option<u32>, Duration)> {
     })
 }
 
+/// How an `expect_bugcheck` / `expect_no_bugcheck` step failed: the code under test did
+/// not crash the way the scenario says (a failure, not a lab error).
+#[derive(Debug, Clone, thiserror::Error)]
+enum Unexpected {
+    #[error(
+        "expected a bugcheck{} within {}, the guest did not crash",
+        code.map(|c| format!(" {c:#x}")).unwrap_or_default(),
+        humantime::format_duration(*within)
+    )]
+    NoCrash { code: Option<u32>, within: Duration },
+    /// `got` is [`describe_crash`] of the crash seen.
+    #[error("expected bugcheck {want:#x}, got {got}")]
+    OtherCode { want: u32, got: String },
+    #[error("expected no bugcheck, got {0}")]
+    Crash(String),
+}
+
 /// Whether `crash` is the one an `expect_bugcheck` with `code` asked for.
 fn expectation_verdict(
     crash: Option<&Crash>,
     code: Option<u32>,
     within: Duration,
-) -> Result<(), String> {
+) -> Result<(), Unexpected> {
     match (crash, code) {
-        (None, _) => Err(format!(
-            "expected a bugcheck{} within {}, the guest did not crash",
-            code.map(|c| format!(" {c:#x}")).unwrap_or_default(),
-            humantime::format_duration(within)
-        )),
-        (Some(c), Some(want)) if c.bugcheck.as_ref().map(|b| b.code) != Some(want) => Err(format!(
-            "expected bugcheck {want:#x}, got {}",
-            describe_crash(c)
-        )),
+        (None, _) => Err(Unexpected::NoCrash { code, within }),
+        (Some(c), Some(want)) if c.bugcheck.as_ref().map(|b| b.code) != Some(want) => {
+            Err(Unexpected::OtherCode {
+                want,
+                got: describe_crash(c),
+            })
+        }
         (Some(_), _) => Ok(()),
     }
 }
@@ -336,7 +362,7 @@ async fn wait_for_crash(
     ctx: &UnitCtx<'_>,
     step: &str,
     within: Duration,
-) -> Result<Option<Crash>, String> {
+) -> Result<Option<Crash>, crate::verdict::NotACrash> {
     let deadline = Instant::now() + within;
     loop {
         if let Ok(true) = crash::rebooted(ctx).await {
@@ -351,10 +377,12 @@ async fn wait_for_crash(
     }
 }
 
-fn instant_step(ctx: &UnitCtx<'_>, path: &str, step: &Step, verdict: Result<(), String>) {
+fn instant_step(ctx: &UnitCtx<'_>, path: &str, step: &Step, verdict: Result<(), Unexpected>) {
     let outcome = match verdict {
         Ok(()) => StepOutcome::Passed,
-        Err(message) => StepOutcome::Failed { message },
+        Err(e) => StepOutcome::Failed {
+            message: e.to_string(),
+        },
     };
     emit_step(ctx, path, step, outcome);
 }
@@ -425,5 +453,51 @@ fn failed_by_crash(c: Crash) -> UnitOutcome {
     UnitOutcome::Failed {
         message: describe_crash(&c),
         crash: Some(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::BugcheckInfo;
+
+    fn crash(code: u32) -> Crash {
+        Crash {
+            kind: CrashKind::Bugcheck,
+            step: Some("steps[1]".into()),
+            bugcheck: Some(BugcheckInfo {
+                code,
+                name: None,
+                params: [0; 4],
+                module: None,
+                symbol: None,
+            }),
+            dumps: vec![],
+            bucket: None,
+            triage_error: None,
+            dumps_lost: vec![],
+        }
+    }
+
+    #[test]
+    fn an_expectation_names_what_was_wanted_and_what_happened() {
+        let within = Duration::from_secs(30);
+        assert!(expectation_verdict(Some(&crash(0x50)), Some(0x50), within).is_ok());
+        assert!(expectation_verdict(Some(&crash(0x50)), None, within).is_ok());
+        let none = expectation_verdict(None, Some(0x50), within).unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            "expected a bugcheck 0x50 within 30s, the guest did not crash"
+        );
+        let any = expectation_verdict(None, None, within).unwrap_err();
+        assert_eq!(
+            any.to_string(),
+            "expected a bugcheck within 30s, the guest did not crash"
+        );
+        let other = expectation_verdict(Some(&crash(0x3b)), Some(0x50), within).unwrap_err();
+        assert_eq!(
+            other.to_string(),
+            "expected bugcheck 0x50, got bugcheck 0x3b during steps[1]"
+        );
     }
 }

@@ -15,20 +15,40 @@ pub fn is_evidence(c: &Crash) -> bool {
 
 /// What the crash pipeline looked at after the guest restarted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestartSeen<'a> {
+pub struct RestartSeen {
     /// Boot id before and after the restart.
-    pub before: &'a str,
-    pub after: &'a str,
+    pub before: String,
+    pub after: String,
     /// Event records after this record number were searched.
     pub since_record: u64,
     /// Event ids found there, in log order (41 with `BugcheckCode` 0 means power loss), or
-    /// why the log could not be read.
+    /// why the log could not be read: that reason stands inside the message (the evidence
+    /// list goes on after it), so it is kept as text, not as a source.
     pub event_ids: Result<Vec<u32>, String>,
 }
 
-/// The error message for a restart without a bugcheck record or dump, with what was seen
-/// and what was looked for, so a reader can check the verdict.
-pub fn restart_without_evidence(seen: &RestartSeen<'_>) -> String {
+/// Why a guest restart is a lab error, not a crash: the message says what was seen and
+/// what was looked for, so a reader can check the verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum NotACrash {
+    /// The guest went away and did not answer again.
+    #[error(
+        "the guest stopped answering and did not come back (boot id before: {before}), so \
+         no bugcheck record or dump could be read (not counted as a kernel crash)"
+    )]
+    DidNotComeBack {
+        before: String,
+        // Boxed: the runner's error can itself carry a `NotACrash`.
+        #[source]
+        source: Box<crate::error::RunnerError>,
+    },
+    /// The guest restarted without a bugcheck record or dump.
+    #[error("{}", restart_without_evidence(.0))]
+    NoEvidence(RestartSeen),
+}
+
+/// The message for a restart without a bugcheck record or dump.
+fn restart_without_evidence(seen: &RestartSeen) -> String {
     let found = match &seen.event_ids {
         Ok(ids) if ids.is_empty() => "none".to_owned(),
         Ok(ids) => {
@@ -43,14 +63,6 @@ pub fn restart_without_evidence(seen: &RestartSeen<'_>) -> String {
          bugcheck code after record {} (found: {found}) and for MEMORY.DMP and \
          Minidump\\*.dmp (none)",
         seen.before, seen.after, seen.since_record
-    )
-}
-
-/// The error message for a guest that went away and did not answer again.
-pub fn did_not_come_back(before: &str, why: &str) -> String {
-    format!(
-        "the guest stopped answering and did not come back (boot id before: {before}), so \
-         no bugcheck record or dump could be read (not counted as a kernel crash): {why}"
     )
 }
 
@@ -100,12 +112,13 @@ mod tests {
 
     #[test]
     fn the_message_says_what_happened_and_keeps_the_evidence() {
-        let m = restart_without_evidence(&RestartSeen {
-            before: "b-1",
-            after: "b-2",
+        let m = NotACrash::NoEvidence(RestartSeen {
+            before: "b-1".into(),
+            after: "b-2".into(),
             since_record: 7,
             event_ids: Ok(vec![6008, 41]),
-        });
+        })
+        .to_string();
         assert!(
             m.starts_with(
                 "the VM restarted without a bugcheck record or dump: its process died or was \
@@ -119,15 +132,15 @@ mod tests {
             "{m}"
         );
         let none = restart_without_evidence(&RestartSeen {
-            before: "a",
-            after: "b",
+            before: "a".into(),
+            after: "b".into(),
             since_record: 0,
             event_ids: Ok(vec![]),
         });
         assert!(none.contains("(found: none)"), "{none}");
         let unread = restart_without_evidence(&RestartSeen {
-            before: "a",
-            after: "b",
+            before: "a".into(),
+            after: "b".into(),
             since_record: 0,
             event_ids: Err("agent gone".into()),
         });
@@ -135,5 +148,26 @@ mod tests {
             unread.contains("(found: the log could not be read: agent gone)"),
             "{unread}"
         );
+    }
+
+    #[test]
+    fn a_guest_that_never_came_back_keeps_why_as_a_cause() {
+        let e = NotACrash::DidNotComeBack {
+            before: "b-1".into(),
+            source: Box::new(crate::error::RunnerError::Observed(
+                "the guest agent did not answer".into(),
+            )),
+        };
+        let (what, causes) = lab_error::split(&e);
+        assert!(
+            what.starts_with(
+                "the guest stopped answering and did not come back (boot id before: b-1)"
+            ),
+            "{what}"
+        );
+        assert_eq!(causes, ["the guest agent did not answer"]);
+        // Wrapped by the runner, the chain is the same: no cause is lost or repeated.
+        let wrapped = crate::error::RunnerError::from(e);
+        assert_eq!(lab_error::chain(&wrapped), [what, causes[0].clone()]);
     }
 }

@@ -77,8 +77,8 @@ pub fn parse(
 
     let worker = thread::Builder::new()
         .name("kdmp-parser".to_owned())
-        .spawn(move || -> Result<Parsed, String> {
-            let parser = KernelDumpParser::with_reader(reader).map_err(|e| e.to_string())?;
+        .spawn(move || -> Result<Parsed, kdmp_parser::error::Error> {
+            let parser = KernelDumpParser::with_reader(reader)?;
             let headers = parser.headers();
             let mut modules: Vec<(u64, u64, String)> = parser
                 .kernel_modules()
@@ -95,7 +95,9 @@ pub fn parse(
         .map_err(|e| Fail::new(None, K::Io(e)))?;
     match worker.join() {
         Ok(Ok(parsed)) => Ok(parsed),
-        Ok(Err(message)) => Err(Fail::new(None, K::Parser(message))),
+        // The parser's own words are the leaf of the message (`TriageError` shows its kind
+        // inline), so they are kept as text here, after crossing the thread typed.
+        Ok(Err(e)) => Err(Fail::new(None, K::Parser(e.to_string()))),
         Err(payload) => {
             let message = payload
                 .downcast_ref::<&str>()

@@ -553,11 +553,11 @@ impl Guest for HyperVGuest {
             cc.nmi_crash_dump,
         );
         let pf: gs::PageFile = self.run(script, self.op_timeout()).await?;
-        page_file_check(cc.dump_kind, &pf).map_err(|message| BackendError::Guest {
+        page_file_check(cc.dump_kind, &pf).map_err(|e| BackendError::Guest {
             vm: self.vm.clone(),
             operation: "set crash control".into(),
             code: 0,
-            message,
+            message: e.to_string(),
         })
     }
 
@@ -672,24 +672,36 @@ fn guest_transport(address: &str, g: &GuestAccess) -> Result<AnyTransport, Trans
     }
 }
 
+/// Why the guest's page file cannot hold the dump kind asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageFileError {
+    #[error(
+        "the guest has no page file, so Windows cannot write a crash dump; enable one in the base image"
+    )]
+    None,
+    #[error(
+        "a complete dump needs a page file of at least RAM + 1 MB ({need_mb} MB); the guest has {have_mb} MB"
+    )]
+    TooSmall { need_mb: u64, have_mb: u64 },
+}
+
 /// A dump needs a page file to be written through: none at all means no dump, and a
 /// complete dump needs one of at least RAM + 1 MB (a system-managed one grows to fit).
-pub fn page_file_check(kind: DumpKind, pf: &gs::PageFile) -> std::result::Result<(), String> {
+pub fn page_file_check(
+    kind: DumpKind,
+    pf: &gs::PageFile,
+) -> std::result::Result<(), PageFileError> {
     if kind == DumpKind::None || pf.automatic_page_file {
         return Ok(());
     }
     if pf.page_file_mb == 0 {
-        return Err(
-            "the guest has no page file, so Windows cannot write a crash dump; enable one in the base image"
-                .into(),
-        );
+        return Err(PageFileError::None);
     }
     if kind == DumpKind::Complete && pf.page_file_mb < pf.ram_mb + 1 {
-        return Err(format!(
-            "a complete dump needs a page file of at least RAM + 1 MB ({} MB); the guest has {} MB",
-            pf.ram_mb + 1,
-            pf.page_file_mb
-        ));
+        return Err(PageFileError::TooSmall {
+            need_mb: pf.ram_mb + 1,
+            have_mb: pf.page_file_mb,
+        });
     }
     Ok(())
 }

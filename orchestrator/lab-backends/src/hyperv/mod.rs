@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use guest::{HyperVGuest, page_file_check};
+pub use guest::{HyperVGuest, PageFileError, page_file_check};
 pub use health::{HealthNeeds, HostReport};
 pub use host::{AnyPsHost, LocalPowerShell, PowerShellHost, RemotePowerShell, ScriptedHost};
 use lab_transport::SecretRef;

@@ -217,7 +217,7 @@ impl Hypervisor for SimHypervisor {
                     if agent.as_ref().map(|a| Some(a.pid)) == Some(status.pid) {
                         match guest.boot_id().await {
                             Ok(id) => return Ok(id),
-                            Err(e) => last_error = Some(e.to_string()),
+                            Err(e) => last_error = Some(lab_error::Chain(&e).to_string()),
                         }
                     }
                 }

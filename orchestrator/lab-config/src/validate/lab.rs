@@ -12,11 +12,14 @@ use crate::model::{
 };
 use crate::values::{ByteSize, SecretRefWire, Sp};
 use crate::wire::lab::{
-    CheckpointType, ConnectionKind, CrashDumpKind, CredentialsWire, GuestTransportKind,
-    HyperVLabWire, SimLabWire, VerifierWire,
+    CheckpointType, ConnectionKind, ConnectionWire, CrashDumpKind, CredentialsWire,
+    GuestTransportKind, HostWire, HyperVLabWire, HyperVTemplateWire, SimLabWire, SimTemplateWire,
+    VerifierWire,
 };
 
 const MIN_MEMORY: u64 = 64 << 20;
+const NO_TEMPLATE: &str = "a lab needs at least one VM template";
+const NO_HOST: &str = "a Hyper-V lab needs at least one host";
 
 /// Retries of an errored unit unless the lab file says otherwise: one fresh VM is cheap
 /// next to a red CI run caused by the lab.
@@ -140,6 +143,53 @@ fn debugger(cx: &mut Cx<'_>, w: Option<&Sp<crate::wire::lab::DebuggerWire>>) -> 
     })
 }
 
+/// A lab's list of hosts or templates, under `key`: not empty (else the `empty` error),
+/// each item with a valid name unique in the list, then checked by `item` with its path
+/// (`templates[0]`), in file order.
+fn named_list<T: Named, R>(
+    cx: &mut Cx<'_>,
+    (list, key, empty): (&Sp<Vec<T>>, &str, &str),
+    what: &str,
+    item: fn(&mut Cx<'_>, &T, &str) -> R,
+) -> Vec<R> {
+    if list.is_empty() {
+        cx.error("empty", list.loc, key, empty);
+    }
+    let mut seen = HashMap::new();
+    let mut out = Vec::new();
+    for (i, t) in list.value.iter().enumerate() {
+        let p = format!("{key}[{i}]");
+        if cx.name(t.name(), &format!("{p}.name"), what) {
+            cx.unique(&mut seen, t.name(), &format!("{p}.name"), what);
+        }
+        out.push(item(cx, t, &p));
+    }
+    out
+}
+
+/// A list item with a name of its own.
+trait Named {
+    fn name(&self) -> &Sp<String>;
+}
+
+impl Named for SimTemplateWire {
+    fn name(&self) -> &Sp<String> {
+        &self.name
+    }
+}
+
+impl Named for HostWire {
+    fn name(&self) -> &Sp<String> {
+        &self.name
+    }
+}
+
+impl Named for HyperVTemplateWire {
+    fn name(&self) -> &Sp<String> {
+        &self.name
+    }
+}
+
 /// Validates a sim lab.
 pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
     cx.name(&w.name, "name", "lab");
@@ -148,61 +198,12 @@ pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
         .as_ref()
         .map_or(2, |c| cx.range_u32(c, "capacity", "capacity", 1, 64));
     let infra_retries = infra_retries(cx, w.infra_retries.as_ref());
-    if w.templates.is_empty() {
-        cx.error(
-            "empty",
-            w.templates.loc,
-            "templates",
-            "a lab needs at least one VM template",
-        );
-    }
-    let mut seen = HashMap::new();
-    let mut templates = Vec::new();
-    for (i, t) in w.templates.value.iter().enumerate() {
-        let p = format!("templates[{i}]");
-        if cx.name(&t.name, &format!("{p}.name"), "template") {
-            cx.unique(&mut seen, &t.name, &format!("{p}.name"), "template");
-        }
-        let vcpus = t.vcpus.as_ref().map_or(2, |v| {
-            cx.range_u32(v, &format!("{p}.vcpus"), "vcpus", 1, 64)
-        });
-        let boot_delay = t
-            .boot_delay
-            .as_ref()
-            .map_or(Duration::from_millis(100), |d| d.value.0);
-        let boot_timeout = cx.positive_duration(
-            t.boot_timeout.as_ref(),
-            &format!("{p}.boot_timeout"),
-            "boot_timeout",
-            Duration::from_secs(30),
-        );
-        if boot_delay >= boot_timeout
-            && let Some(d) = &t.boot_delay
-        {
-            cx.error(
-                "range",
-                d.loc,
-                format!("{p}.boot_delay"),
-                "boot_delay must be shorter than boot_timeout (the boot would always time out)",
-            );
-        }
-        templates.push(SimTemplate {
-            name: t.name.value.clone(),
-            vcpus,
-            memory_bytes: memory(cx, t.memory.as_ref(), &format!("{p}.memory"), 2 << 30),
-            boot_delay,
-            boot_timeout,
-            guest: guest_config(
-                cx,
-                t.test_signing,
-                t.crash_dump,
-                t.auto_reboot,
-                t.verifier.as_ref(),
-                &p,
-            ),
-            origin: cx.origin(t.name.loc),
-        });
-    }
+    let templates = named_list(
+        cx,
+        (&w.templates, "templates", NO_TEMPLATE),
+        "template",
+        sim_template,
+    );
     let payload = default_payload(cx, w.payload.as_ref());
     let debugger = debugger(cx, w.debugger.as_ref());
     cx.clean().then(|| Lab {
@@ -217,6 +218,49 @@ pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
             templates,
         }),
     })
+}
+
+/// One sim template: its VM shape, boot timing and guest settings.
+fn sim_template(cx: &mut Cx<'_>, t: &SimTemplateWire, p: &str) -> SimTemplate {
+    let vcpus = t.vcpus.as_ref().map_or(2, |v| {
+        cx.range_u32(v, &format!("{p}.vcpus"), "vcpus", 1, 64)
+    });
+    let boot_delay = t
+        .boot_delay
+        .as_ref()
+        .map_or(Duration::from_millis(100), |d| d.value.0);
+    let boot_timeout = cx.positive_duration(
+        t.boot_timeout.as_ref(),
+        &format!("{p}.boot_timeout"),
+        "boot_timeout",
+        Duration::from_secs(30),
+    );
+    if boot_delay >= boot_timeout
+        && let Some(d) = &t.boot_delay
+    {
+        cx.error(
+            "range",
+            d.loc,
+            format!("{p}.boot_delay"),
+            "boot_delay must be shorter than boot_timeout (the boot would always time out)",
+        );
+    }
+    SimTemplate {
+        name: t.name.value.clone(),
+        vcpus,
+        memory_bytes: memory(cx, t.memory.as_ref(), &format!("{p}.memory"), 2 << 30),
+        boot_delay,
+        boot_timeout,
+        guest: guest_config(
+            cx,
+            t.test_signing,
+            t.crash_dump,
+            t.auto_reboot,
+            t.verifier.as_ref(),
+            p,
+        ),
+        origin: cx.origin(t.name.loc),
+    }
 }
 
 fn secret(cx: &mut Cx<'_>, s: &Sp<SecretRefWire>, path: &str) -> SecretRef {
@@ -271,145 +315,13 @@ fn credentials(cx: &mut Cx<'_>, c: &Sp<CredentialsWire>, path: &str) -> Credenti
 pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
     cx.name(&w.name, "name", "lab");
     let infra_retries = infra_retries(cx, w.infra_retries.as_ref());
-    if w.hosts.is_empty() {
-        cx.error(
-            "empty",
-            w.hosts.loc,
-            "hosts",
-            "a Hyper-V lab needs at least one host",
-        );
-    }
-    let mut seen = HashMap::new();
-    let mut hosts = Vec::new();
-    for (i, h) in w.hosts.value.iter().enumerate() {
-        let p = format!("hosts[{i}]");
-        if cx.name(&h.name, &format!("{p}.name"), "host") {
-            cx.unique(&mut seen, &h.name, &format!("{p}.name"), "host");
-        }
-        let capacity = h.capacity.as_ref().map_or(1, |c| {
-            cx.range_u32(c, &format!("{p}.capacity"), "capacity", 1, 256)
-        });
-        let connection = match &h.connection {
-            None => Connection::Local,
-            Some(c) => connection(cx, c, &format!("{p}.connection")),
-        };
-        if !matches!(connection, Connection::Local) && h.address.is_none() {
-            cx.error(
-                "missing",
-                h.name.loc,
-                format!("{p}.address"),
-                format!(
-                    "host `{}` is reached over the network but has no `address`",
-                    h.name.value
-                ),
-            );
-        }
-        hosts.push(Host {
-            name: h.name.value.clone(),
-            address: h.address.as_ref().map(|a| a.value.clone()),
-            connection,
-            capacity,
-            vm_dir: h
-                .vm_dir
-                .as_ref()
-                .map_or_else(|| r"C:\hvlab\vms".to_owned(), |d| d.value.clone()),
-            switch: h.switch.as_ref().map(|s| s.value.clone()),
-            origin: cx.origin(h.name.loc),
-        });
-    }
-    if w.templates.is_empty() {
-        cx.error(
-            "empty",
-            w.templates.loc,
-            "templates",
-            "a lab needs at least one VM template",
-        );
-    }
-    let mut seen = HashMap::new();
-    let mut templates = Vec::new();
-    for (i, t) in w.templates.value.iter().enumerate() {
-        let p = format!("templates[{i}]");
-        if cx.name(&t.name, &format!("{p}.name"), "template") {
-            cx.unique(&mut seen, &t.name, &format!("{p}.name"), "template");
-        }
-        if !t.base_vhdx.to_ascii_lowercase().ends_with(".vhdx") {
-            cx.error(
-                "invalid-value",
-                t.base_vhdx.loc,
-                format!("{p}.base_vhdx"),
-                format!("base disk `{}` is not a .vhdx file", t.base_vhdx.value),
-            );
-        }
-        let base_vhdx_sha256 = t.base_vhdx_sha256.as_ref().and_then(|s| {
-            let hex = sha256_hex(s);
-            if hex.is_none() {
-                cx.error(
-                    "invalid-value",
-                    s.loc,
-                    format!("{p}.base_vhdx_sha256"),
-                    "base disk hash must be 64 hex digits (SHA-256, as Get-FileHash prints it)",
-                );
-            }
-            hex
-        });
-        let generation = match &t.generation {
-            None => 2,
-            Some(g) if g.value == 1 || g.value == 2 => g.value,
-            Some(g) => {
-                cx.error(
-                    "range",
-                    g.loc,
-                    format!("{p}.generation"),
-                    format!("VM generation must be 1 or 2, got {}", g.value),
-                );
-                2
-            }
-        };
-        let guest = guest_config(
-            cx,
-            t.test_signing,
-            t.crash_dump,
-            t.auto_reboot,
-            t.verifier.as_ref(),
-            &p,
-        );
-        let secure_boot = t.secure_boot.as_ref().is_some_and(|s| s.value);
-        if secure_boot
-            && guest.test_signing
-            && let Some(sb) = &t.secure_boot
-        {
-            cx.error("conflict", sb.loc, format!("{p}.secure_boot"), "Secure Boot must be off when test signing is on (test-signed drivers would not load)");
-        }
-        if secure_boot && generation == 1 {
-            cx.error(
-                "conflict",
-                t.name.loc,
-                format!("{p}.secure_boot"),
-                "Secure Boot needs a generation 2 VM",
-            );
-        }
-        templates.push(HyperVTemplate {
-            name: t.name.value.clone(),
-            base_vhdx: t.base_vhdx.value.clone(),
-            base_vhdx_sha256,
-            generation,
-            vcpus: t.vcpus.as_ref().map_or(4, |v| {
-                cx.range_u32(v, &format!("{p}.vcpus"), "vcpus", 1, 240)
-            }),
-            memory_bytes: memory(cx, t.memory.as_ref(), &format!("{p}.memory"), 4 << 30),
-            secure_boot,
-            checkpoint_type: t.checkpoint_type.unwrap_or(CheckpointType::Standard),
-            boot_timeout: cx.positive_duration(
-                t.boot_timeout.as_ref(),
-                &format!("{p}.boot_timeout"),
-                "boot_timeout",
-                Duration::from_secs(300),
-            ),
-            guest,
-            transport: guest_transport(cx, &t.guest, &format!("{p}.guest")),
-            origin: cx.origin(t.name.loc),
-        });
-    }
+    let hosts = named_list(cx, (&w.hosts, "hosts", NO_HOST), "host", host);
+    let templates = named_list(
+        cx,
+        (&w.templates, "templates", NO_TEMPLATE),
+        "template",
+        hyperv_template,
+    );
     let payload = default_payload(cx, w.payload.as_ref());
     let debugger = debugger(cx, w.debugger.as_ref());
     cx.clean().then(|| Lab {
@@ -423,7 +335,192 @@ pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
     })
 }
 
-fn connection(cx: &mut Cx<'_>, c: &Sp<crate::wire::lab::ConnectionWire>, p: &str) -> Connection {
+/// One Hyper-V host: capacity, how it is reached, and where its VMs live.
+fn host(cx: &mut Cx<'_>, h: &HostWire, p: &str) -> Host {
+    let capacity = h.capacity.as_ref().map_or(1, |c| {
+        cx.range_u32(c, &format!("{p}.capacity"), "capacity", 1, 256)
+    });
+    let connection = match &h.connection {
+        None => Connection::Local,
+        Some(c) => connection(cx, c, &format!("{p}.connection")),
+    };
+    if !matches!(connection, Connection::Local) && h.address.is_none() {
+        cx.error(
+            "missing",
+            h.name.loc,
+            format!("{p}.address"),
+            format!(
+                "host `{}` is reached over the network but has no `address`",
+                h.name.value
+            ),
+        );
+    }
+    Host {
+        name: h.name.value.clone(),
+        address: h.address.as_ref().map(|a| a.value.clone()),
+        connection,
+        capacity,
+        vm_dir: h
+            .vm_dir
+            .as_ref()
+            .map_or_else(|| r"C:\hvlab\vms".to_owned(), |d| d.value.clone()),
+        switch: h.switch.as_ref().map(|s| s.value.clone()),
+        origin: cx.origin(h.name.loc),
+    }
+}
+
+/// One Hyper-V template: its base disk, VM shape and guest settings.
+fn hyperv_template(cx: &mut Cx<'_>, t: &HyperVTemplateWire, p: &str) -> HyperVTemplate {
+    let base_vhdx_sha256 = base_disk(cx, t, p);
+    let generation = match &t.generation {
+        None => 2,
+        Some(g) if g.value == 1 || g.value == 2 => g.value,
+        Some(g) => {
+            cx.error(
+                "range",
+                g.loc,
+                format!("{p}.generation"),
+                format!("VM generation must be 1 or 2, got {}", g.value),
+            );
+            2
+        }
+    };
+    let guest = guest_config(
+        cx,
+        t.test_signing,
+        t.crash_dump,
+        t.auto_reboot,
+        t.verifier.as_ref(),
+        p,
+    );
+    let secure_boot = secure_boot(cx, t, &guest, generation, p);
+    HyperVTemplate {
+        name: t.name.value.clone(),
+        base_vhdx: t.base_vhdx.value.clone(),
+        base_vhdx_sha256,
+        generation,
+        vcpus: t.vcpus.as_ref().map_or(4, |v| {
+            cx.range_u32(v, &format!("{p}.vcpus"), "vcpus", 1, 240)
+        }),
+        memory_bytes: memory(cx, t.memory.as_ref(), &format!("{p}.memory"), 4 << 30),
+        secure_boot,
+        checkpoint_type: t.checkpoint_type.unwrap_or(CheckpointType::Standard),
+        boot_timeout: cx.positive_duration(
+            t.boot_timeout.as_ref(),
+            &format!("{p}.boot_timeout"),
+            "boot_timeout",
+            Duration::from_secs(300),
+        ),
+        guest,
+        transport: guest_transport(cx, &t.guest, &format!("{p}.guest")),
+        origin: cx.origin(t.name.loc),
+    }
+}
+
+/// The base disk is a .vhdx; its pinned hash, if any, is returned as 64 hex digits.
+fn base_disk(cx: &mut Cx<'_>, t: &HyperVTemplateWire, p: &str) -> Option<String> {
+    if !t.base_vhdx.to_ascii_lowercase().ends_with(".vhdx") {
+        cx.error(
+            "invalid-value",
+            t.base_vhdx.loc,
+            format!("{p}.base_vhdx"),
+            format!("base disk `{}` is not a .vhdx file", t.base_vhdx.value),
+        );
+    }
+    t.base_vhdx_sha256.as_ref().and_then(|s| {
+        let hex = sha256_hex(s);
+        if hex.is_none() {
+            cx.error(
+                "invalid-value",
+                s.loc,
+                format!("{p}.base_vhdx_sha256"),
+                "base disk hash must be 64 hex digits (SHA-256, as Get-FileHash prints it)",
+            );
+        }
+        hex
+    })
+}
+
+/// Secure Boot, which test signing and generation 1 VMs rule out.
+fn secure_boot(
+    cx: &mut Cx<'_>,
+    t: &HyperVTemplateWire,
+    guest: &GuestConfig,
+    generation: u8,
+    p: &str,
+) -> bool {
+    let secure_boot = t.secure_boot.as_ref().is_some_and(|s| s.value);
+    if secure_boot
+        && guest.test_signing
+        && let Some(sb) = &t.secure_boot
+    {
+        cx.error(
+            "conflict",
+            sb.loc,
+            format!("{p}.secure_boot"),
+            "Secure Boot must be off when test signing is on (test-signed drivers would not load)",
+        );
+    }
+    if secure_boot && generation == 1 {
+        cx.error(
+            "conflict",
+            t.name.loc,
+            format!("{p}.secure_boot"),
+            "Secure Boot needs a generation 2 VM",
+        );
+    }
+    secure_boot
+}
+
+/// How a host is reached: locally, or over WinRM or SSH with credentials.
+fn connection(cx: &mut Cx<'_>, c: &Sp<ConnectionWire>, p: &str) -> Connection {
+    let kind = c.kind.value;
+    fields_of_other_kinds(cx, c, p);
+    if kind == ConnectionKind::Local {
+        return Connection::Local;
+    }
+    let creds = match &c.credentials {
+        Some(cr) => credentials(cx, cr, &format!("{p}.credentials")),
+        None => {
+            cx.error(
+                "missing",
+                c.kind.loc,
+                format!("{p}.credentials"),
+                format!(
+                    "{} connection needs `credentials` (user and a secret reference)",
+                    if kind == ConnectionKind::Ssh {
+                        "an ssh"
+                    } else {
+                        "a winrm"
+                    }
+                ),
+            );
+            Credentials {
+                user: String::new(),
+                password: None,
+                private_key: None,
+            }
+        }
+    };
+    if let Some(port) = &c.port
+        && port.value == 0
+    {
+        cx.error(
+            "range",
+            port.loc,
+            format!("{p}.port"),
+            "port must be from 1 to 65535",
+        );
+    }
+    if kind == ConnectionKind::Winrm {
+        winrm(cx, c, creds, p)
+    } else {
+        ssh(cx, c, creds, p)
+    }
+}
+
+/// Fields written on a connection whose kind has none (`https` on ssh, `port` on local).
+fn fields_of_other_kinds(cx: &mut Cx<'_>, c: &Sp<ConnectionWire>, p: &str) {
     let kind = c.kind.value;
     let only =
         |cx: &mut Cx<'_>, present: Option<crate::values::Loc>, field: &str, allowed: &str| {
@@ -461,110 +558,81 @@ fn connection(cx: &mut Cx<'_>, c: &Sp<crate::wire::lab::ConnectionWire>, p: &str
             "credentials",
             "winrm and ssh",
         );
-        return Connection::Local;
     }
-    let creds = match &c.credentials {
-        Some(cr) => credentials(cx, cr, &format!("{p}.credentials")),
-        None => {
-            cx.error(
-                "missing",
-                c.kind.loc,
-                format!("{p}.credentials"),
-                format!(
-                    "{} connection needs `credentials` (user and a secret reference)",
-                    if kind == ConnectionKind::Ssh {
-                        "an ssh"
-                    } else {
-                        "a winrm"
-                    }
-                ),
-            );
-            Credentials {
-                user: String::new(),
-                password: None,
-                private_key: None,
-            }
-        }
-    };
-    if let Some(port) = &c.port
-        && port.value == 0
+}
+
+/// A WinRM connection: a password, and HTTPS (default) with an optional pinned certificate.
+fn winrm(cx: &mut Cx<'_>, c: &ConnectionWire, creds: Credentials, p: &str) -> Connection {
+    let https = c.https.as_ref().is_none_or(|h| h.value);
+    if let Some(cr) = &c.credentials
+        && cr.password.is_none()
     {
         cx.error(
-            "range",
-            port.loc,
-            format!("{p}.port"),
-            "port must be from 1 to 65535",
+            "missing",
+            cr.loc,
+            format!("{p}.credentials.password"),
+            "winrm needs a password reference (`password: {env: VAR}`)",
         );
     }
-    if kind == ConnectionKind::Winrm {
-        let https = c.https.as_ref().is_none_or(|h| h.value);
-        if let Some(cr) = &c.credentials
-            && cr.password.is_none()
-        {
+    let cert = c.cert_sha256.as_ref().and_then(|s| {
+        if !https {
             cx.error(
-                "missing",
-                cr.loc,
-                format!("{p}.credentials.password"),
-                "winrm needs a password reference (`password: {env: VAR}`)",
+                "conflict",
+                s.loc,
+                format!("{p}.cert_sha256"),
+                "`cert_sha256` needs `https: true`",
             );
         }
-        let cert = c.cert_sha256.as_ref().and_then(|s| {
-            if !https {
-                cx.error(
-                    "conflict",
-                    s.loc,
-                    format!("{p}.cert_sha256"),
-                    "`cert_sha256` needs `https: true`",
-                );
-            }
-            let hex = sha256_hex(s);
-            if hex.is_none() {
-                cx.error(
-                    "invalid-value",
-                    s.loc,
-                    format!("{p}.cert_sha256"),
-                    "certificate fingerprint must be 64 hex digits (SHA-256)",
-                );
-            }
-            hex
-        });
-        Connection::WinRm {
-            port: c
-                .port
-                .as_ref()
-                .map_or(if https { 5986 } else { 5985 }, |x| x.value),
-            https,
-            cert_sha256: cert,
-            credentials: creds,
-        }
-    } else {
-        if let Some(cr) = &c.credentials
-            && cr.password.is_none()
-            && cr.private_key.is_none()
-        {
-            cx.error(
-                "missing",
-                cr.loc,
-                format!("{p}.credentials"),
-                "ssh needs `password` or `private_key` (as `{env: VAR}` or `{file: path}`)",
-            );
-        }
-        if let Some(pin) = &c.host_key_sha256
-            && !is_openssh_sha256(&pin.value)
-        {
+        let hex = sha256_hex(s);
+        if hex.is_none() {
             cx.error(
                 "invalid-value",
-                pin.loc,
-                format!("{p}.host_key_sha256"),
-                "host key fingerprint must be `SHA256:` and 43 base64 characters, as \
-                 `ssh-keygen -lf KEY.pub` prints it",
+                s.loc,
+                format!("{p}.cert_sha256"),
+                "certificate fingerprint must be 64 hex digits (SHA-256)",
             );
         }
-        Connection::Ssh {
-            port: c.port.as_ref().map_or(22, |x| x.value),
-            host_key_sha256: c.host_key_sha256.as_ref().map(|h| h.value.clone()),
-            credentials: creds,
-        }
+        hex
+    });
+    Connection::WinRm {
+        port: c
+            .port
+            .as_ref()
+            .map_or(if https { 5986 } else { 5985 }, |x| x.value),
+        https,
+        cert_sha256: cert,
+        credentials: creds,
+    }
+}
+
+/// An SSH connection: a password or private key, and an optional pinned host key.
+fn ssh(cx: &mut Cx<'_>, c: &ConnectionWire, creds: Credentials, p: &str) -> Connection {
+    if let Some(cr) = &c.credentials
+        && cr.password.is_none()
+        && cr.private_key.is_none()
+    {
+        cx.error(
+            "missing",
+            cr.loc,
+            format!("{p}.credentials"),
+            "ssh needs `password` or `private_key` (as `{env: VAR}` or `{file: path}`)",
+        );
+    }
+    if let Some(pin) = &c.host_key_sha256
+        && !is_openssh_sha256(&pin.value)
+    {
+        cx.error(
+            "invalid-value",
+            pin.loc,
+            format!("{p}.host_key_sha256"),
+            "host key fingerprint must be `SHA256:` and 43 base64 characters, as \
+             `ssh-keygen -lf KEY.pub` prints it",
+        );
+    }
+    Connection::Ssh {
+        port: c.port.as_ref().map_or(22, |x| x.value),
+        host_key_sha256: c.host_key_sha256.as_ref().map(|h| h.value.clone()),
+        credentials: creds,
     }
 }
 

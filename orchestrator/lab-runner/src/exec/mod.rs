@@ -210,7 +210,7 @@ impl UnitCtx<'_> {
             StepKind::Deploy => crate::deploy::deploy(&self.guest, self.payload, self.files)
                 .await
                 .map(|_| None)
-                .map_err(|e| (StepError::Failed(e.to_string()), None)),
+                .map_err(|e| (StepError::Failed(crate::error::text(&e)), None)),
             StepKind::DriverStart(op) => driver::start(self, op).await,
             StepKind::DriverStop(op) => driver::stop(self, op).await,
             StepKind::DriverRestart(op) => driver::restart(self, op).await,

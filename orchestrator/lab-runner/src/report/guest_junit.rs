@@ -44,7 +44,8 @@ pub fn load_cases(results_dir: &Path, rel: &Path, prefix: &str, classname: &str)
             }
             out
         }
-        Err(reason) => {
+        Err(e) => {
+            let reason = lab_error::Chain(&e);
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status
                 .set_message(format!(
@@ -90,21 +91,40 @@ fn cap_case(case: &mut TestCase) {
     }
 }
 
-fn read_capped(path: &Path) -> Result<String, String> {
-    let f = fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
+/// Why a guest JUnit file became a failing testcase instead of testcases.
+#[derive(Debug, thiserror::Error)]
+enum Malformed {
+    #[error("cannot open it")]
+    Open(#[source] std::io::Error),
+    #[error("cannot read it")]
+    Read(#[source] std::io::Error),
+    #[error("larger than {MAX_GUEST_JUNIT_BYTES} bytes")]
+    TooLarge,
+    #[error("not UTF-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
+    #[error("the root element is not <testsuites> or <testsuite>")]
+    Root,
+    #[error("no XML element found")]
+    NoElement,
+    #[error(transparent)]
+    Xml(#[from] quick_junit::DeserializeError),
+}
+
+fn read_capped(path: &Path) -> Result<String, Malformed> {
+    let f = fs::File::open(path).map_err(Malformed::Open)?;
     let mut bytes = Vec::new();
     f.take(MAX_GUEST_JUNIT_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read it: {e}"))?;
+        .map_err(Malformed::Read)?;
     if bytes.len() as u64 > MAX_GUEST_JUNIT_BYTES {
-        return Err(format!("larger than {MAX_GUEST_JUNIT_BYTES} bytes"));
+        return Err(Malformed::TooLarge);
     }
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
+    String::from_utf8(bytes).map_err(Malformed::NotUtf8)
 }
 
 /// Parses a JUnit document. Accepts what tools write besides quick-junit's own shape: a
 /// bare `<testsuite>` root (wrapped), and timestamps without a zone (gtest; dropped).
-fn parse(xml: &str) -> Result<Report, String> {
+fn parse(xml: &str) -> Result<Report, Malformed> {
     let owned;
     let xml = match root_element(xml) {
         Some(r) if is_tag(r, "testsuites") => xml,
@@ -112,15 +132,14 @@ fn parse(xml: &str) -> Result<Report, String> {
             owned = format!("<testsuites>{r}</testsuites>");
             &owned
         }
-        Some(_) => return Err("the root element is not <testsuites> or <testsuite>".into()),
-        None => return Err("no XML element found".into()),
+        Some(_) => return Err(Malformed::Root),
+        None => return Err(Malformed::NoElement),
     };
     match Report::deserialize_from_str(xml) {
         Err(e) if matches!(e.kind(), DeserializeErrorKind::ParseTimestampError(_)) => {
-            Report::deserialize_from_str(&strip_attr(xml, "timestamp"))
-                .map_err(|e| lab_error::Chain(&e).to_string())
+            Ok(Report::deserialize_from_str(&strip_attr(xml, "timestamp"))?)
         }
-        r => r.map_err(|e| lab_error::Chain(&e).to_string()),
+        r => Ok(r?),
     }
 }
 

@@ -29,13 +29,17 @@ pub enum Until {
     Budget,
 }
 
+/// A `--until` value that is not a stop rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected `first`, `N-failures` (e.g. `5-failures`) or `budget`, got `{0}`")]
+pub struct BadUntil(pub String);
+
 impl std::str::FromStr for Until {
-    type Err = String;
+    type Err = BadUntil;
 
     /// `first`, `N-failures` (or just `N`), `budget`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            || format!("expected `first`, `N-failures` (e.g. `5-failures`) or `budget`, got `{s}`");
+    fn from_str(s: &str) -> Result<Self, BadUntil> {
+        let bad = || BadUntil(s.to_owned());
         match s {
             "first" => Ok(Until::First),
             "budget" => Ok(Until::Budget),

@@ -191,13 +191,14 @@ fn until_parses_and_explains_mistakes() {
     assert_eq!("5-failures".parse::<Until>(), Ok(Until::Failures(5)));
     assert_eq!("3".parse::<Until>(), Ok(Until::Failures(3)));
     assert_eq!(
-        "0-failures".parse::<Until>().unwrap_err(),
+        "0-failures".parse::<Until>().unwrap_err().to_string(),
         "expected `first`, `N-failures` (e.g. `5-failures`) or `budget`, got `0-failures`"
     );
     assert!(
         "sometimes"
             .parse::<Until>()
             .unwrap_err()
+            .to_string()
             .contains("`sometimes`")
     );
 }

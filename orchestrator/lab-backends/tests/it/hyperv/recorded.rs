@@ -204,7 +204,7 @@ fn other_results() {
     let e =
         lab_backends::hyperv::page_file_check(lab_backends::DumpKind::Complete, &pf).unwrap_err();
     assert_eq!(
-        e,
+        e.to_string(),
         "a complete dump needs a page file of at least RAM + 1 MB (4097 MB); the guest has 1024 MB"
     );
     let u: PoolUsage = envelope(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::model::invocation::{BUILTIN_PLACEHOLDERS, placeholders};
 use crate::model::{ArgKind, ArgValue, ResultContract, Tool, ToolArg};
 use crate::validate::{CHECK_CONTEXT, Cx, is_windows_abs, list};
-use crate::values::{ArgValueWire, Loc, Sp, parse_duration};
+use crate::values::{ArgValueWire, Loc, Sp, ValueError, parse_duration};
 use crate::wire::payload::{ArgType, ArgWire, DurationUnit, ToolWire};
 
 pub(super) fn tool(cx: &mut Cx<'_>, t: &ToolWire, p: &str) -> Option<Tool> {
@@ -207,15 +207,37 @@ fn renders(cx: &mut Cx<'_>, tool: &Tool, t: &ToolWire, p: &str) -> bool {
     true
 }
 
+/// A tool argument's value (a default, a bound, a scenario's argument) that does not fit
+/// the argument; the caller says which value it was and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum ArgValueError {
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    #[error("duration `{0}` has no unit: write e.g. `{0}s`")]
+    DurationWithoutUnit(i64),
+    /// `allowed` is the listed values, already worded.
+    #[error("`{value}` is not one of {allowed}")]
+    NotOneOf { value: String, allowed: String },
+    /// `expected` is the kind's name with its article.
+    #[error("expected {expected} value, got {got}")]
+    WrongType { expected: String, got: String },
+    #[error("{value} is out of range {min}..={max}")]
+    OutOfRange {
+        value: String,
+        min: String,
+        max: String,
+    },
+}
+
 /// Parses a wire value as `kind` (used for defaults, bounds and scenario arguments).
-pub(crate) fn typed_value(kind: &ArgKind, v: &ArgValueWire) -> Result<ArgValue, String> {
+pub(crate) fn typed_value(kind: &ArgKind, v: &ArgValueWire) -> Result<ArgValue, ArgValueError> {
     match (kind, v) {
         (ArgKind::Int { .. }, ArgValueWire::Int(i)) => Ok(ArgValue::Int(*i)),
         (ArgKind::Duration { .. }, ArgValueWire::Str(s)) => {
-            parse_duration(s).map(ArgValue::Duration)
+            Ok(parse_duration(s).map(ArgValue::Duration)?)
         }
         (ArgKind::Duration { .. }, ArgValueWire::Int(i)) => {
-            Err(format!("duration `{i}` has no unit: write e.g. `{i}s`"))
+            Err(ArgValueError::DurationWithoutUnit(*i))
         }
         (ArgKind::String, ArgValueWire::Str(s)) => Ok(ArgValue::String(s.clone())),
         (ArgKind::String, ArgValueWire::Int(i)) => Ok(ArgValue::String(i.to_string())),
@@ -225,13 +247,16 @@ pub(crate) fn typed_value(kind: &ArgKind, v: &ArgValueWire) -> Result<ArgValue, 
                 Ok(ArgValue::String(s.clone()))
             } else {
                 let v: Vec<&str> = values.iter().map(String::as_str).collect();
-                Err(format!("`{s}` is not one of {}", list(&v)))
+                Err(ArgValueError::NotOneOf {
+                    value: s.clone(),
+                    allowed: list(&v),
+                })
             }
         }
-        (k, v) => Err(format!(
-            "expected {} value, got {v}",
-            article(k.type_name())
-        )),
+        (k, v) => Err(ArgValueError::WrongType {
+            expected: article(k.type_name()),
+            got: v.to_string(),
+        }),
     }
 }
 
@@ -244,26 +269,25 @@ fn article(t: &str) -> String {
 }
 
 /// Checks a typed value against the argument's range.
-pub(crate) fn in_range(kind: &ArgKind, v: &ArgValue) -> Result<(), String> {
+pub(crate) fn in_range(kind: &ArgKind, v: &ArgValue) -> Result<(), ArgValueError> {
     match (kind, v) {
         (ArgKind::Int { min, max }, ArgValue::Int(i))
             if min.is_some_and(|m| *i < m) || max.is_some_and(|m| *i > m) =>
         {
-            return Err(format!(
-                "{i} is out of range {}..={}",
-                min.map_or("".into(), |m| m.to_string()),
-                max.map_or("".into(), |m| m.to_string())
-            ));
+            return Err(ArgValueError::OutOfRange {
+                value: i.to_string(),
+                min: min.map_or("".into(), |m| m.to_string()),
+                max: max.map_or("".into(), |m| m.to_string()),
+            });
         }
         (ArgKind::Duration { min, max, .. }, ArgValue::Duration(d)) => {
             let f = |d: &Option<Duration>| d.map_or(String::new(), crate::values::format_duration);
             if min.is_some_and(|m| *d < m) || max.is_some_and(|m| *d > m) {
-                return Err(format!(
-                    "{} is out of range {}..={}",
-                    crate::values::format_duration(*d),
-                    f(min),
-                    f(max)
-                ));
+                return Err(ArgValueError::OutOfRange {
+                    value: crate::values::format_duration(*d),
+                    min: f(min),
+                    max: f(max),
+                });
             }
         }
         _ => {}
@@ -271,7 +295,36 @@ pub(crate) fn in_range(kind: &ArgKind, v: &ArgValue) -> Result<(), String> {
     Ok(())
 }
 
+/// One argument of a tool, checked field by field in the order the file reads.
 fn argument(cx: &mut Cx<'_>, a: &ArgWire, p: &str) -> ToolArg {
+    fields_of_other_types(cx, a, p);
+    let kind = arg_kind(cx, a, p);
+    min_not_above_max(cx, a, &kind, p);
+    let default = default_value(cx, a, &kind, p);
+    let required = a.required.unwrap_or(false);
+    if required && let Some(d) = &a.default {
+        cx.error(
+            "conflict",
+            d.loc,
+            format!("{p}.default"),
+            format!(
+                "argument `{}` is `required` and has a `default`; keep one",
+                a.name.value
+            ),
+        );
+    }
+    flag(cx, a, p);
+    ToolArg {
+        name: a.name.value.clone(),
+        kind,
+        default,
+        required,
+        flag: a.flag.as_ref().map(|f| f.value.clone()),
+    }
+}
+
+/// `min`/`max`, `values` and `unit` written on an argument whose type has none.
+fn fields_of_other_types(cx: &mut Cx<'_>, a: &ArgWire, p: &str) {
     let ty = a.ty.value;
     let not_for = |cx: &mut Cx<'_>, loc: Option<crate::values::Loc>, field: &str, types: &str| {
         if let Some(loc) = loc {
@@ -293,24 +346,11 @@ fn argument(cx: &mut Cx<'_>, a: &ArgWire, p: &str) -> ToolArg {
     if ty != ArgType::Duration {
         not_for(cx, a.unit.as_ref().map(|m| m.loc), "unit", "duration");
     }
-    let bound = |cx: &mut Cx<'_>,
-                 b: &Option<Sp<ArgValueWire>>,
-                 field: &str,
-                 k: &ArgKind|
-     -> Option<ArgValue> {
-        let b = b.as_ref()?;
-        typed_value(k, &b.value)
-            .map_err(|e| {
-                cx.error(
-                    "type",
-                    b.loc,
-                    format!("{p}.{field}"),
-                    format!("invalid `{field}`: {e}"),
-                )
-            })
-            .ok()
-    };
-    let kind = match ty {
+}
+
+/// The argument's type with its bounds (int, duration) or values (enum).
+fn arg_kind(cx: &mut Cx<'_>, a: &ArgWire, p: &str) -> ArgKind {
+    match a.ty.value {
         ArgType::Int => {
             let k = ArgKind::Int {
                 min: None,
@@ -321,8 +361,8 @@ fn argument(cx: &mut Cx<'_>, a: &ArgWire, p: &str) -> ToolArg {
                 _ => None,
             };
             ArgKind::Int {
-                min: as_int(bound(cx, &a.min, "min", &k)),
-                max: as_int(bound(cx, &a.max, "max", &k)),
+                min: as_int(bound(cx, &a.min, p, "min", &k)),
+                max: as_int(bound(cx, &a.max, p, "max", &k)),
             }
         }
         ArgType::Duration => {
@@ -336,8 +376,8 @@ fn argument(cx: &mut Cx<'_>, a: &ArgWire, p: &str) -> ToolArg {
                 _ => None,
             };
             ArgKind::Duration {
-                min: as_d(bound(cx, &a.min, "min", &k)),
-                max: as_d(bound(cx, &a.max, "max", &k)),
+                min: as_d(bound(cx, &a.min, p, "min", &k)),
+                max: as_d(bound(cx, &a.max, p, "max", &k)),
                 unit: a.unit.as_ref().map_or(DurationUnit::Human, |u| u.value),
             }
         }
@@ -359,8 +399,32 @@ fn argument(cx: &mut Cx<'_>, a: &ArgWire, p: &str) -> ToolArg {
             }
             ArgKind::Enum { values }
         }
-    };
-    let min_max_bad = match &kind {
+    }
+}
+
+/// A `min` or `max` bound parsed as `k`; a bad one is reported and left out.
+fn bound(
+    cx: &mut Cx<'_>,
+    b: &Option<Sp<ArgValueWire>>,
+    p: &str,
+    field: &str,
+    k: &ArgKind,
+) -> Option<ArgValue> {
+    let b = b.as_ref()?;
+    typed_value(k, &b.value)
+        .map_err(|e| {
+            cx.error(
+                "type",
+                b.loc,
+                format!("{p}.{field}"),
+                format!("invalid `{field}`: {e}"),
+            )
+        })
+        .ok()
+}
+
+fn min_not_above_max(cx: &mut Cx<'_>, a: &ArgWire, kind: &ArgKind, p: &str) {
+    let min_max_bad = match kind {
         ArgKind::Int {
             min: Some(a),
             max: Some(b),
@@ -380,32 +444,27 @@ fn argument(cx: &mut Cx<'_>, a: &ArgWire, p: &str) -> ToolArg {
             "`min` is greater than `max`",
         );
     }
-    let default = a.default.as_ref().and_then(|d| {
-        match typed_value(&kind, &d.value).and_then(|v| in_range(&kind, &v).map(|()| v)) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                cx.error(
-                    "type",
-                    d.loc,
-                    format!("{p}.default"),
-                    format!("invalid default for argument `{}`: {e}", a.name.value),
-                );
-                None
-            }
+}
+
+/// The `default`, typed and inside the bounds; a bad one is reported and left out.
+fn default_value(cx: &mut Cx<'_>, a: &ArgWire, kind: &ArgKind, p: &str) -> Option<ArgValue> {
+    let d = a.default.as_ref()?;
+    match typed_value(kind, &d.value).and_then(|v| in_range(kind, &v).map(|()| v)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            cx.error(
+                "type",
+                d.loc,
+                format!("{p}.default"),
+                format!("invalid default for argument `{}`: {e}", a.name.value),
+            );
+            None
         }
-    });
-    let required = a.required.unwrap_or(false);
-    if required && let Some(d) = &a.default {
-        cx.error(
-            "conflict",
-            d.loc,
-            format!("{p}.default"),
-            format!(
-                "argument `{}` is `required` and has a `default`; keep one",
-                a.name.value
-            ),
-        );
     }
+}
+
+/// A `flag` is one word that starts like a command-line switch.
+fn flag(cx: &mut Cx<'_>, a: &ArgWire, p: &str) {
     if let Some(f) = &a.flag
         && (f.is_empty() || !(f.starts_with('-') || f.starts_with('/')) || f.contains(' '))
     {
@@ -418,12 +477,5 @@ fn argument(cx: &mut Cx<'_>, a: &ArgWire, p: &str) -> ToolArg {
                 f.value
             ),
         );
-    }
-    ToolArg {
-        name: a.name.value.clone(),
-        kind,
-        default,
-        required,
-        flag: a.flag.as_ref().map(|f| f.value.clone()),
     }
 }

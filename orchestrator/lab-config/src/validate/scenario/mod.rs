@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Cx, list};
-use crate::diag::Related;
+use crate::diag::{Diagnostic, Related};
 use crate::model::{Lab, Payload, Scenario};
 use crate::values::Loc;
 use crate::wire::lab::LabKind;
@@ -170,24 +170,7 @@ fn payload_ref(cx: &mut Cx<'_>, w: &ScenarioWire, env: &Env<'_>) -> Option<Arc<P
             Choice::Only(fitting[0])
         }
         (None, None, None) => {
-            let d = cx.error(
-                "missing",
-                w.name.loc,
-                "payload",
-                format!(
-                    "scenario `{}` pins no payload and lab `{}` names no default `payload`",
-                    w.name.value, env.lab.name
-                ),
-            );
-            d.related.push(Related {
-                message: format!("lab `{}` is defined here", env.lab.name),
-                file: env.lab.file.to_path_buf(),
-                loc: Some(Loc::at(1, 1)),
-            });
-            d.help = Some(
-                "add `payload: <name>` to the lab file, pass `--payload <name>`, or pin one in the scenario"
-                    .to_owned(),
-            );
+            no_payload_named(cx, w, env);
             return None;
         }
     };
@@ -207,33 +190,60 @@ fn payload_ref(cx: &mut Cx<'_>, w: &ScenarioWire, env: &Env<'_>) -> Option<Arc<P
     };
     let payload = env.payloads.iter().find(|p| p.name == name).cloned();
     if payload.is_none() && !env.broken_payloads.contains(name) {
-        let names: Vec<&str> = env.payloads.iter().map(|p| p.name.as_str()).collect();
         let d = cx.error(
             "unknown-reference",
             loc,
             "payload",
             format!("unknown payload `{name}`{why}"),
         );
-        d.help = Some(format!("payloads: {}", list(&names)));
-        if let Choice::Lab(_, origin) = &choice {
-            d.related.push(Related {
-                message: format!("lab `{}` names it here", env.lab.name),
-                file: origin.file.to_path_buf(),
-                loc: Some(origin.loc),
-            });
-        }
-        for p in env.payloads {
-            d.related.push(Related {
-                message: format!("payload `{}` is defined here", p.name),
-                file: p.file.to_path_buf(),
-                loc: Some(Loc::at(1, 1)),
-            });
-        }
+        point_at_payloads(d, env, &choice);
     }
     if let Some(p) = &payload {
         target_matches(cx, p, env.lab, loc);
     }
     payload
+}
+
+/// Neither the scenario, `--payload` nor the lab names a payload, and more than one fits.
+fn no_payload_named(cx: &mut Cx<'_>, w: &ScenarioWire, env: &Env<'_>) {
+    let d = cx.error(
+        "missing",
+        w.name.loc,
+        "payload",
+        format!(
+            "scenario `{}` pins no payload and lab `{}` names no default `payload`",
+            w.name.value, env.lab.name
+        ),
+    );
+    d.related.push(Related {
+        message: format!("lab `{}` is defined here", env.lab.name),
+        file: env.lab.file.to_path_buf(),
+        loc: Some(Loc::at(1, 1)),
+    });
+    d.help = Some(
+        "add `payload: <name>` to the lab file, pass `--payload <name>`, or pin one in the scenario"
+            .to_owned(),
+    );
+}
+
+/// For an unknown payload: the payloads there are, and where the lab named the missing one.
+fn point_at_payloads(d: &mut Diagnostic, env: &Env<'_>, choice: &Choice<'_>) {
+    let names: Vec<&str> = env.payloads.iter().map(|p| p.name.as_str()).collect();
+    d.help = Some(format!("payloads: {}", list(&names)));
+    if let Choice::Lab(_, origin) = choice {
+        d.related.push(Related {
+            message: format!("lab `{}` names it here", env.lab.name),
+            file: origin.file.to_path_buf(),
+            loc: Some(origin.loc),
+        });
+    }
+    for p in env.payloads {
+        d.related.push(Related {
+            message: format!("payload `{}` is defined here", p.name),
+            file: p.file.to_path_buf(),
+            loc: Some(Loc::at(1, 1)),
+        });
+    }
 }
 
 /// Whether `p` can run on `lab`: a sim payload on a sim lab, a Windows payload on Hyper-V.
