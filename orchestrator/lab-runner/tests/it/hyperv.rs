@@ -288,7 +288,7 @@ async fn run_with_debugger(
 ) -> (
     i32,
     String,
-    Vec<lab_backends::hyperv::host::scripted::Recorded>,
+    Vec<lab_backends::hyperv::host::scripted::ReceivedScript>,
     FakeLab,
     tempfile::TempDir,
 ) {
