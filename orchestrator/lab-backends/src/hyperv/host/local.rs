@@ -132,9 +132,19 @@ mod tests {
     /// first line back as the "envelope", or sleeps.
     fn fake(dir: &Path, body: &str) -> String {
         let path = dir.join("fake-powershell");
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let draft = dir.join("fake-powershell.draft");
+        std::fs::write(&draft, format!("#!/bin/sh\n{body}\n")).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&draft, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // `cp` writes the executable in its own process: a file this test process had open
+        // for writing would be inherited by a child another test thread forks meanwhile,
+        // and exec of it would fail with "text file busy" until that child execs.
+        let copied = std::process::Command::new("cp")
+            .arg(&draft)
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(copied.success());
         path.display().to_string()
     }
 
