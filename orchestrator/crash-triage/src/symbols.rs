@@ -22,10 +22,13 @@ const MAX_EXPORTS: usize = 4096;
 /// Largest driver file read (bigger files are not drivers of a lab payload).
 const MAX_FILE: u64 = 64 << 20;
 
-/// The local folders of a symbol path (`dir1;dir2;srv*...`).
+/// The local folders of a symbol path (`dir1;dir2;srv*...`), and the exact image files a
+/// run deployed, which are searched first: a payload's build folder may hold sibling
+/// variants of one driver that a small dump's cut names cannot tell apart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SymbolPath {
     pub dirs: Vec<PathBuf>,
+    pub images: Vec<PathBuf>,
 }
 
 impl SymbolPath {
@@ -39,23 +42,32 @@ impl SymbolPath {
                 .map(PathBuf::from)
                 .filter(|p| p.is_dir())
                 .collect(),
+            images: Vec::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dirs.is_empty()
+        self.dirs.is_empty() && self.images.is_empty()
     }
 
-    /// The exports of the first file named `name` (any case) whose `SizeOfImage` is `size`.
+    /// The exports of the first file named `name` (any case) whose `SizeOfImage` is `size`:
+    /// the deployed images first, then the folders.
     pub fn exports(&self, name: &str, size: u64) -> Option<Exports> {
-        self.dirs.iter().find_map(|d| {
-            let file = find_file(d, name)?;
+        let image = self.images.iter().filter(|f| file_name_is(f, name));
+        let in_dirs = self.dirs.iter().filter_map(|d| find_file(d, name));
+        image.cloned().chain(in_dirs).find_map(|file| {
             if std::fs::metadata(&file).ok()?.len() > MAX_FILE {
                 return None;
             }
             pe_file_exports(&std::fs::read(&file).ok()?, size)
         })
     }
+}
+
+/// Whether `file`'s name is `name`, any case, as Windows compares file names.
+fn file_name_is(file: &Path, name: &str) -> bool {
+    file.file_name()
+        .is_some_and(|n| n.to_string_lossy().eq_ignore_ascii_case(name))
 }
 
 /// `dir/name`, matching the name case-insensitively as Windows does.
@@ -188,8 +200,17 @@ fn complete_cut_names(t: &mut Triage, path: &SymbolPath) {
         if old.encode_utf16().count() != cut {
             continue;
         }
+        // The deployed images decide when one of them matches; the folders only otherwise.
+        let mut candidates = images_starting(&path.images, old, size);
+        if candidates.is_empty() {
+            candidates = path
+                .dirs
+                .iter()
+                .flat_map(|d| files_starting(d, old, size))
+                .collect();
+        }
         let mut found: Vec<String> = Vec::new();
-        for name in path.dirs.iter().flat_map(|d| files_starting(d, old, size)) {
+        for name in candidates {
             if !found.iter().any(|f| f.eq_ignore_ascii_case(&name)) {
                 found.push(name);
             }
@@ -229,22 +250,29 @@ fn complete_cut_names(t: &mut Triage, path: &SymbolPath) {
 /// The names of the files in `dir` that start with `prefix` (any case), are longer, and
 /// are PE32+ images of `size` bytes.
 fn files_starting(dir: &Path, prefix: &str, size: u64) -> Vec<String> {
-    let prefix = prefix.to_ascii_lowercase();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut out: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
+    let files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    images_starting(&files, prefix, size)
+}
+
+/// The names of `files` that start with `prefix` (any case), are longer, and are PE32+
+/// images of `size` bytes, sorted.
+fn images_starting(files: &[PathBuf], prefix: &str, size: u64) -> Vec<String> {
+    let prefix = prefix.to_ascii_lowercase();
+    let mut out: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let name = f.file_name()?.to_string_lossy().into_owned();
             let lower = name.to_ascii_lowercase();
             if lower.len() <= prefix.len() || !lower.starts_with(&prefix) {
                 return None;
             }
-            if e.metadata().ok()?.len() > MAX_FILE {
+            if std::fs::metadata(f).ok()?.len() > MAX_FILE {
                 return None;
             }
-            let b = std::fs::read(e.path()).ok()?;
+            let b = std::fs::read(f).ok()?;
             (size_of_image(&b)? == size).then_some(name)
         })
         .collect();
@@ -296,9 +324,24 @@ mod tests {
         let mut got = got;
         got.sort();
         assert_eq!(got, want);
+        let got = path
+            .exports("SAMPLE_EXT_DETACH_WITHOUT_RUNDOWN.sys", size)
+            .unwrap();
         // Another size is another build: no names from it.
         assert_eq!(path.exports("sample_ebpf_ext.sys", size + 0x1000), None);
         assert_eq!(path.exports("missing.sys", size), None);
+
+        // A deployed image alone is a symbol path too, found by its name in any case.
+        let image = SymbolPath {
+            images: vec![payload_dir().join("sample_ext_detach_without_rundown.sys")],
+            ..SymbolPath::default()
+        };
+        assert!(SymbolPath::default().is_empty() && !image.is_empty());
+        assert_eq!(
+            image.exports("Sample_Ext_Detach_Without_Rundown.SYS", size),
+            Some(got)
+        );
+        assert_eq!(image.exports("sample_ebpf_ext.sys", size), None);
     }
 
     /// A small dump of the hot-unload race keeps `sample_ext_d` of the driver's name, as
@@ -373,6 +416,14 @@ mod tests {
                 "{:?}",
                 ambiguous.warnings
             );
+            // The folder plus the image the run deployed: the deployed image decides.
+            let mut deployed = read(DumpKind::Small, size);
+            let with_image = SymbolPath {
+                images: vec![payload_dir().join(name)],
+                ..path.clone()
+            };
+            symbolize(&mut deployed, &with_image);
+            assert_eq!(deployed.unloaded_modules[1].name, name);
             symbolize(&mut small, &only);
             assert_eq!(small.unloaded_modules[1].name, name);
             assert_eq!(

@@ -500,23 +500,29 @@ fn debugger_symbol_path(ctx: &UnitCtx<'_>, lab: Option<&str>) -> Option<String> 
     (!parts.is_empty()).then(|| parts.join(";"))
 }
 
-/// The folders of the payload's driver files: the symbol path that names functions of an
-/// unloaded driver (whose pages the dump lacks), as a debugger's symbol path would.
+/// The payload's driver files and their folders: the symbol path that names functions of
+/// an unloaded driver (whose pages the dump lacks), as a debugger's symbol path would. The
+/// deployed files come first: a build folder may hold sibling variants of one driver that
+/// a small dump's cut names cannot tell apart.
 fn symbol_path(ctx: &UnitCtx<'_>) -> crash_triage::SymbolPath {
-    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut path = crash_triage::SymbolPath::default();
     for f in ctx.files {
         let is_driver = ctx
             .payload
             .drivers
             .iter()
             .any(|d| d.binary.eq_ignore_ascii_case(&f.destination));
-        if let Some(dir) = f.source.parent().filter(|_| is_driver)
-            && !dirs.iter().any(|d| d == dir)
+        if !is_driver {
+            continue;
+        }
+        path.images.push(f.source.clone());
+        if let Some(dir) = f.source.parent()
+            && !path.dirs.iter().any(|d| d == dir)
         {
-            dirs.push(dir.to_owned());
+            path.dirs.push(dir.to_owned());
         }
     }
-    crash_triage::SymbolPath { dirs }
+    path
 }
 
 /// Triage on a blocking thread: the dump parser is synchronous and not `Send`.
