@@ -21,8 +21,8 @@ use parking_lot::{Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-/// The extension's device routine that runs the hook (`IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`).
-pub(crate) const DEVICE_CONTROL: &str = "_sample_ebpf_ext_driver_io_device_control";
+// The extension's device routine that runs the hook; named in the module table below us.
+use crate::modules::SAMPLE_DEVICE_CONTROL as DEVICE_CONTROL;
 
 /// A registered extension instance: provider of both NPIs, reached through its device.
 #[derive(Debug)]
