@@ -11,6 +11,9 @@ use crate::maps::Map;
 use crate::maps::MapDefinition;
 use std::fmt::Debug;
 
+/// A map provider's NMR registration (NMR itself never names the map-provider NPI).
+pub(crate) type Registration = crate::nmr::Registration<dyn MapProvider>;
+
 /// `EBPF_MAP_OPERATION_HELPER`: the call comes from a program (helper function).
 pub(crate) const OP_HELPER: u32 = 0x01;
 /// `EBPF_MAP_OPERATION_UPDATE`: the delete notification is part of an update (displaced
@@ -245,7 +248,8 @@ mod tests {
     #[test]
     fn a_refused_attach_fails_map_creation_and_keeps_no_reference() {
         use crate::kernel::Kernel;
-        use crate::nmr::{Registration, Rundown};
+        use crate::nmr::Rundown;
+        use crate::provider::Registration;
         use std::sync::Arc;
         let k = Kernel::boot(crate::config::KernelConfig::default()).unwrap();
         let core = crate::image::DriverImage {

@@ -20,6 +20,7 @@ use crate::maps::MapRegistry;
 use crate::modules::{self, Frame, KERNEL_MODULE, ModuleTable};
 use crate::nmr::Nmr;
 use crate::pool::{Pool, PoolFault};
+use crate::provider::MapProvider;
 use crate::services::Services;
 use parking_lot::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -34,7 +35,7 @@ pub(crate) struct KernelInner {
     pub(crate) modules: ModuleTable,
     pub(crate) pool: Pool,
     pub(crate) epoch: EpochManager,
-    pub(crate) nmr: Nmr,
+    pub(crate) nmr: Nmr<dyn MapProvider>,
     pub(crate) hooks: crate::hook::Hooks,
     pub(crate) services: Services,
     pub(crate) maps: MapRegistry,

@@ -12,8 +12,8 @@ pub use def::{
 use crate::error::EbpfError;
 use crate::image::{DriverImage, Fault};
 use crate::inner::KernelInner;
-use crate::nmr::Registration;
 use crate::pool::{Pool, PoolHandle, TagId};
+use crate::provider::Registration;
 use crate::provider::Slot;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
