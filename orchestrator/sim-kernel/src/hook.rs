@@ -11,6 +11,7 @@
 //! gate below), but nothing in the kernel keeps the *driver's own* per-client state alive:
 //! that is what the extension's per-client rundown is for.
 
+use crate::base::HaltWake;
 use crate::error::EbpfError;
 use crate::inner::KernelInner;
 use crate::kernel::Kernel;
@@ -138,6 +139,13 @@ impl Hooks {
     }
 }
 
+/// The hook side's detach waits end when the kernel halts.
+impl HaltWake for Hooks {
+    fn wake_on_halt(&self) {
+        self.cancel_all();
+    }
+}
+
 /// A loaded program (`bpf_object__load`); unloaded when dropped.
 #[derive(Debug)]
 pub struct ProgramHandle {
@@ -159,7 +167,7 @@ impl Kernel {
     pub fn load_program(&self) -> Result<ProgramHandle, EbpfError> {
         let k = &self.inner;
         k.check()?;
-        if k.services.core_running().is_none() {
+        if k.core_running().is_none() {
             return Err(EbpfError::CoreNotRunning);
         }
         let p = k.hooks.provider.read();

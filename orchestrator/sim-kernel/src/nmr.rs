@@ -7,6 +7,7 @@
 //! NMR does not know the provider's NPI: a registration carries the provider as an opaque
 //! `Arc<P>` (maps use `P = dyn provider::MapProvider`), so this layer sits below maps.
 
+use crate::base::HaltWake;
 use crate::modules::ModuleId;
 use crate::sync::{Condvar, Mutex, lock, wait};
 use parking_lot::Mutex as PlMutex;
@@ -157,6 +158,13 @@ impl<P: ?Sized> Nmr<P> {
     #[cfg(test)]
     pub(crate) fn get(&self, map_type: u32) -> Option<Arc<Registration<P>>> {
         self.providers.lock().get(&map_type).cloned()
+    }
+}
+
+/// NMR's deregistration waits end when the kernel halts.
+impl<P: ?Sized + Send + Sync + std::fmt::Debug> HaltWake for Nmr<P> {
+    fn wake_on_halt(&self) {
+        self.cancel_all();
     }
 }
 

@@ -70,7 +70,6 @@ pub(crate) struct Link {
 /// `_ebpf_link_instance_invoke`: what the hook provider calls for each attached link.
 pub(crate) fn instance_invoke(k: &KernelInner, link: &Link, ctx: u32) -> Result<u32, EbpfError> {
     let _core = k
-        .services
         .core_module()
         .map(|m| modules::push_frame(m, CORE_LINK_INVOKE));
     let _epoch = k.epoch_enter();

@@ -202,7 +202,7 @@ impl MapHandle {
 /// Creates a map (user-mode `bpf_map_create`).
 pub(crate) fn create(k: &Arc<KernelInner>, def: MapDefinition) -> Result<MapHandle, EbpfError> {
     k.check()?;
-    let core = k.services.core_running().ok_or(EbpfError::CoreNotRunning)?;
+    let core = k.core_running().ok_or(EbpfError::CoreNotRunning)?;
     if def.max_entries == 0 || def.key_size != 4 {
         return Err(EbpfError::InvalidArgument);
     }
