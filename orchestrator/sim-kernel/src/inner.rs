@@ -1,6 +1,6 @@
-//! The booted kernel's context as the layers from NMR up see it (`KernelInner`): the lower
-//! context (`base::KernelBase`: halt, modules, pool, epoch) plus NMR, the hook side, the
-//! service table and the map registry. Every upper layer's code is handed `&KernelInner`.
+//! The booted kernel's context as the drivers see it (`KernelInner`): the maps layer's
+//! context (`maps::MapContext`: the lower context `base::KernelBase`, NMR and the map
+//! registry) plus the hook side and the service table. Driver code is handed `&KernelInner`.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::base::KernelBase;
 use crate::config::KernelConfig;
 use crate::hook::Hooks;
-use crate::maps::MapRegistry;
+use crate::maps::MapContext;
 use crate::nmr::Nmr;
 use crate::provider::MapProvider;
 use crate::services::Services;
@@ -18,39 +18,37 @@ pub(crate) use crate::base::{Event, HALT_POLL};
 /// Shared state of one booted kernel.
 #[derive(Debug)]
 pub(crate) struct KernelInner {
-    /// Shared with the epoch timer's thread, which needs nothing above it.
-    pub(crate) base: Arc<KernelBase>,
-    pub(crate) nmr: Arc<Nmr<dyn MapProvider>>,
+    /// Shared with map handles and the map teardown work items, which need nothing above
+    /// it (its base is shared with the epoch timer's thread).
+    pub(crate) maps_ctx: Arc<MapContext>,
     pub(crate) hooks: Arc<Hooks>,
     pub(crate) services: Services,
-    pub(crate) maps: MapRegistry,
 }
 
 impl KernelInner {
     pub(crate) fn new(config: KernelConfig) -> KernelInner {
         let base = Arc::new(KernelBase::new(config));
-        let nmr = Arc::new(Nmr::default());
+        let nmr: Arc<Nmr<dyn MapProvider>> = Arc::new(Nmr::default());
         let hooks = Arc::new(Hooks::default());
         // A halt must end their deregistration and detach waits.
         base.register_halt_wake(nmr.clone());
         base.register_halt_wake(hooks.clone());
         KernelInner {
-            maps: MapRegistry::new(&base.pool),
+            maps_ctx: Arc::new(MapContext::new(base, nmr)),
             services: Services::default(),
-            nmr,
             hooks,
-            base,
         }
     }
 }
 
-/// Upper-layer code calls the lower primitives (`k.allocate`, `k.raise`, `k.pool`, ...)
-/// through its `&KernelInner`, as driver code calls the kernel below it.
+/// Driver code reaches the layers below through its `&KernelInner` (`k.nmr`, `k.maps`, and
+/// through the maps context's own deref the lower primitives: `k.allocate`, `k.raise`), as
+/// driver code calls the kernel below it. Each context extends the one below it.
 impl Deref for KernelInner {
-    type Target = KernelBase;
+    type Target = MapContext;
 
-    fn deref(&self) -> &KernelBase {
-        &self.base
+    fn deref(&self) -> &MapContext {
+        &self.maps_ctx
     }
 }
 

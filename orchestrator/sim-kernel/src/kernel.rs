@@ -88,7 +88,7 @@ impl Kernel {
     /// `bpf_map_create`: a hash map (type 1) or a custom map (no provider for the type ⇒
     /// `ExtensionFailedToLoad`). Needs ebpfcore running.
     pub fn create_map(&self, def: MapDefinition) -> Result<MapHandle, EbpfError> {
-        maps::create(&self.inner, def)
+        maps::create(&self.inner.maps_ctx, def)
     }
 
     /// Pins a map under `name`: it then outlives every other handle until unpinned.
