@@ -11,6 +11,7 @@
 //! gate below), but nothing in the kernel keeps the *driver's own* per-client state alive:
 //! that is what the extension's per-client rundown is for.
 
+use crate::base::HaltWake;
 use crate::error::EbpfError;
 use crate::inner::KernelInner;
 use crate::kernel::Kernel;
@@ -21,8 +22,8 @@ use parking_lot::{Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-/// The extension's device routine that runs the hook (`IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`).
-pub(crate) const DEVICE_CONTROL: &str = "_sample_ebpf_ext_driver_io_device_control";
+// The extension's device routine that runs the hook; named in the module table below us.
+use crate::modules::SAMPLE_DEVICE_CONTROL as DEVICE_CONTROL;
 
 /// A registered extension instance: provider of both NPIs, reached through its device.
 #[derive(Debug)]
@@ -138,6 +139,13 @@ impl Hooks {
     }
 }
 
+/// The hook side's detach waits end when the kernel halts.
+impl HaltWake for Hooks {
+    fn wake_on_halt(&self) {
+        self.cancel_all();
+    }
+}
+
 /// A loaded program (`bpf_object__load`); unloaded when dropped.
 #[derive(Debug)]
 pub struct ProgramHandle {
@@ -159,7 +167,7 @@ impl Kernel {
     pub fn load_program(&self) -> Result<ProgramHandle, EbpfError> {
         let k = &self.inner;
         k.check()?;
-        if k.services.core_running().is_none() {
+        if k.core_running().is_none() {
             return Err(EbpfError::CoreNotRunning);
         }
         let p = k.hooks.provider.read();

@@ -43,10 +43,10 @@ impl Kernel {
         }
         let inner = Arc::new(KernelInner::new(config));
         let t = {
-            let inner = inner.clone();
+            let base = inner.base.clone();
             std::thread::Builder::new()
                 .name("epoch-timer".into())
-                .spawn(move || inner.timer_loop())
+                .spawn(move || base.timer_loop())
                 .map_err(|e| KernelError::InvalidConfig(format!("spawn the epoch timer: {e}")))?
         };
         *inner.timer.lock() = Some(t);
@@ -88,7 +88,7 @@ impl Kernel {
     /// `bpf_map_create`: a hash map (type 1) or a custom map (no provider for the type ⇒
     /// `ExtensionFailedToLoad`). Needs ebpfcore running.
     pub fn create_map(&self, def: MapDefinition) -> Result<MapHandle, EbpfError> {
-        maps::create(&self.inner, def)
+        maps::create(&self.inner.maps_ctx, def)
     }
 
     /// Pins a map under `name`: it then outlives every other handle until unpinned.
@@ -121,7 +121,7 @@ impl Kernel {
 
     /// `ebpf_epoch_enter` on the calling thread's CPU: memory retired while the guard lives
     /// is not released until it drops (what a program invocation holds).
-    pub fn enter_epoch(&self) -> crate::inner::EpochGuard<'_> {
+    pub fn enter_epoch(&self) -> crate::base::EpochGuard<'_> {
         self.inner.epoch_enter()
     }
 

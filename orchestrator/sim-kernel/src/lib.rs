@@ -38,6 +38,7 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p sim-kernel --release --lib loom`
 //! (use a separate `CARGO_TARGET_DIR` to keep the normal build cache).
 
+mod base;
 #[cfg(test)]
 mod bounded;
 mod bugcheck;
@@ -62,6 +63,7 @@ mod sync;
 mod tool_io;
 mod tools;
 
+pub use base::EpochGuard;
 pub use bugcheck::{
     BAD_POOL_CALLER, Bugcheck, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
     DRIVER_VERIFIER_DETECTED_VIOLATION, KERNEL_SECURITY_CHECK_FAILURE, NMI_HARDWARE_FAILURE,
@@ -73,7 +75,6 @@ pub use error::{EbpfError, KernelError};
 pub use hook::{HookRun, LinkHandle, ProgramHandle};
 pub use image::{DriverImage, Fault, ImageError, ImageKind, Signing};
 pub use image_file::{TIME_DATE_STAMP, driver_file, image_exports, image_size};
-pub use inner::EpochGuard;
 pub use kernel::Kernel;
 pub use maps::{
     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, Map, MapDefinition, MapHandle, MapInfo,

@@ -67,6 +67,14 @@ pub(crate) const CORE_MAP_DELETE: &str = "ebpf_map_delete_entry";
 pub(crate) const CORE_MAP_CREATE: &str = "ebpf_map_create";
 pub(crate) const CORE_MAP_DESTROY: &str = "_ebpf_map_delete";
 pub(crate) const CORE_PROGRAM_INVOKE: &str = "ebpf_program_invoke";
+/// ebpfcore's link invoke routine (the hook provider's `invoke_program` dispatch entry).
+pub(crate) const CORE_LINK_INVOKE: &str = "_ebpf_link_instance_invoke";
+/// The sample extension's device routine that runs the hook (`IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`).
+pub(crate) const SAMPLE_DEVICE_CONTROL: &str = "_sample_ebpf_ext_driver_io_device_control";
+/// The sample hook provider's routines (see `sample_hook`).
+pub(crate) const SAMPLE_HOOK_INVOKE: &str = "_sample_ebpf_extension_invoke_program";
+pub(crate) const SAMPLE_HOOK_ATTACH_CLIENT: &str = "_ebpf_extension_hook_provider_attach_client";
+pub(crate) const SAMPLE_HOOK_DETACH_CLIENT: &str = "_ebpf_extension_hook_provider_detach_client";
 /// ebpfcore's functions.
 pub(crate) const CORE_FUNCTIONS: &[&str] = &[
     "DriverEntry",
@@ -78,7 +86,7 @@ pub(crate) const CORE_FUNCTIONS: &[&str] = &[
     CORE_MAP_CREATE,
     CORE_MAP_DESTROY,
     CORE_PROGRAM_INVOKE,
-    crate::program::CORE_LINK_INVOKE,
+    CORE_LINK_INVOKE,
 ];
 /// The sample extension's functions (its provider callbacks, entry and unload).
 pub(crate) const SAMPLE_FUNCTIONS: &[&str] = &[
@@ -90,10 +98,10 @@ pub(crate) const SAMPLE_FUNCTIONS: &[&str] = &[
     "_sample_map_update_entry",
     "_sample_map_delete_entry",
     "_sample_ext_helper_map_get_value",
-    crate::hook::DEVICE_CONTROL,
-    crate::sample_hook::INVOKE,
-    crate::sample_hook::ATTACH_CLIENT,
-    crate::sample_hook::DETACH_CLIENT,
+    SAMPLE_DEVICE_CONTROL,
+    SAMPLE_HOOK_INVOKE,
+    SAMPLE_HOOK_ATTACH_CLIENT,
+    SAMPLE_HOOK_DETACH_CLIENT,
 ];
 
 /// Offset of the call instruction's successor inside a calling function: where a return

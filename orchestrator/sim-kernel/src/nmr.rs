@@ -3,9 +3,12 @@
 //! Each custom map takes a rundown reference on its provider's registration for its whole
 //! life; deregistering the provider first makes new acquisitions fail (new maps get
 //! `EBPF_EXTENSION_FAILED_TO_LOAD`) and then waits until every reference is released.
+//!
+//! NMR does not know the provider's NPI: a registration carries the provider as an opaque
+//! `Arc<P>` (maps use `P = dyn provider::MapProvider`), so this layer sits below maps.
 
+use crate::base::HaltWake;
 use crate::modules::ModuleId;
-use crate::provider::MapProvider;
 use crate::sync::{Condvar, Mutex, lock, wait};
 use parking_lot::Mutex as PlMutex;
 use std::collections::HashMap;
@@ -84,27 +87,37 @@ impl Rundown {
     }
 }
 
-/// One provider registration: a map type served by a driver's provider.
+/// One provider registration: a map type served by a driver's provider `P`.
 #[derive(Debug)]
-pub(crate) struct Registration {
+pub(crate) struct Registration<P: ?Sized> {
     pub(crate) map_type: u32,
-    pub(crate) provider: Arc<dyn MapProvider>,
+    pub(crate) provider: Arc<P>,
     pub(crate) module: ModuleId,
     pub(crate) module_loaded: Arc<AtomicBool>,
     pub(crate) rundown: Rundown,
 }
 
 /// Providers by map type.
-#[derive(Debug, Default)]
-pub(crate) struct Nmr {
-    providers: PlMutex<HashMap<u32, Arc<Registration>>>,
+#[derive(Debug)]
+pub(crate) struct Nmr<P: ?Sized> {
+    providers: PlMutex<HashMap<u32, Arc<Registration<P>>>>,
     /// Registrations whose deregistration has not finished (cancelled on halt).
-    closing: PlMutex<Vec<Arc<Registration>>>,
+    closing: PlMutex<Vec<Arc<Registration<P>>>>,
 }
 
-impl Nmr {
+// Not derived: the derive would ask `P: Default`, which a provider trait object is not.
+impl<P: ?Sized> Default for Nmr<P> {
+    fn default() -> Self {
+        Nmr {
+            providers: PlMutex::default(),
+            closing: PlMutex::default(),
+        }
+    }
+}
+
+impl<P: ?Sized> Nmr<P> {
     /// Registers a provider; false if the type already has one (STATUS_OBJECT_NAME_COLLISION).
-    pub(crate) fn register(&self, reg: Arc<Registration>) -> bool {
+    pub(crate) fn register(&self, reg: Arc<Registration<P>>) -> bool {
         let mut p = self.providers.lock();
         if p.contains_key(&reg.map_type) {
             return false;
@@ -114,13 +127,13 @@ impl Nmr {
     }
 
     /// Binds a new map to the provider of `map_type`, taking a rundown reference.
-    pub(crate) fn attach(&self, map_type: u32) -> Option<Arc<Registration>> {
+    pub(crate) fn attach(&self, map_type: u32) -> Option<Arc<Registration<P>>> {
         let reg = self.providers.lock().get(&map_type).cloned()?;
         reg.rundown.acquire().then_some(reg)
     }
 
     /// Removes the registration so no new client binds; the caller then waits (or not).
-    pub(crate) fn begin_deregister(&self, reg: &Arc<Registration>) {
+    pub(crate) fn begin_deregister(&self, reg: &Arc<Registration<P>>) {
         let mut p = self.providers.lock();
         if p.get(&reg.map_type).is_some_and(|r| Arc::ptr_eq(r, reg)) {
             p.remove(&reg.map_type);
@@ -128,7 +141,7 @@ impl Nmr {
         self.closing.lock().push(reg.clone());
     }
 
-    pub(crate) fn end_deregister(&self, reg: &Arc<Registration>) {
+    pub(crate) fn end_deregister(&self, reg: &Arc<Registration<P>>) {
         self.closing.lock().retain(|r| !Arc::ptr_eq(r, reg));
     }
 
@@ -143,8 +156,15 @@ impl Nmr {
     }
 
     #[cfg(test)]
-    pub(crate) fn get(&self, map_type: u32) -> Option<Arc<Registration>> {
+    pub(crate) fn get(&self, map_type: u32) -> Option<Arc<Registration<P>>> {
         self.providers.lock().get(&map_type).cloned()
+    }
+}
+
+/// NMR's deregistration waits end when the kernel halts.
+impl<P: ?Sized + Send + Sync + std::fmt::Debug> HaltWake for Nmr<P> {
+    fn wake_on_halt(&self) {
+        self.cancel_all();
     }
 }
 
@@ -154,15 +174,12 @@ mod tests {
     //! wait is bounded: a model that stalls fails here within seconds, naming the wait.
     use super::*;
     use crate::bounded;
-    use crate::config::KernelConfig;
-    use crate::inner::KernelInner;
-    use crate::pool::OwnerId;
-    use crate::sample_ext::SampleExt;
 
-    fn registration(k: &KernelInner, map_type: u32) -> Arc<Registration> {
+    /// NMR never looks inside a provider, so a unit provider stands in for a driver's.
+    fn registration(map_type: u32) -> Arc<Registration<()>> {
         Arc::new(Registration {
             map_type,
-            provider: Arc::new(SampleExt::new(k, ModuleId(1), OwnerId(1), vec![])),
+            provider: Arc::new(()),
             module: ModuleId(1),
             module_loaded: Arc::new(AtomicBool::new(true)),
             rundown: Rundown::default(),
@@ -241,9 +258,8 @@ mod tests {
     /// with STATUS_OBJECT_NAME_COLLISION for a second one).
     #[test]
     fn a_map_type_has_at_most_one_provider() {
-        let k = KernelInner::new(KernelConfig::default());
         let nmr = Nmr::default();
-        let (a, b) = (registration(&k, 15), registration(&k, 15));
+        let (a, b) = (registration(15), registration(15));
         assert!(nmr.register(a.clone()));
         assert!(
             !nmr.register(b),
@@ -251,7 +267,7 @@ mod tests {
         );
         assert!(nmr.get(15).is_some_and(|r| Arc::ptr_eq(&r, &a)));
         assert!(
-            nmr.register(registration(&k, 16)),
+            nmr.register(registration(16)),
             "another type is independent"
         );
     }
@@ -260,10 +276,9 @@ mod tests {
     /// rundown reference on it.
     #[test]
     fn attaching_takes_a_rundown_reference_on_the_registered_provider() {
-        let k = KernelInner::new(KernelConfig::default());
         let nmr = Nmr::default();
         assert!(nmr.attach(15).is_none(), "no provider: no binding");
-        let reg = registration(&k, 15);
+        let reg = registration(15);
         assert!(nmr.register(reg.clone()));
         let bound = nmr.attach(15).expect("binds to the registered provider");
         assert!(Arc::ptr_eq(&bound, &reg));
@@ -275,9 +290,8 @@ mod tests {
     /// client binds once it began.
     #[test]
     fn deregistration_completes_only_after_the_last_client_detaches() {
-        let k = KernelInner::new(KernelConfig::default());
         let nmr = Arc::new(Nmr::default());
-        let reg = registration(&k, 15);
+        let reg = registration(15);
         assert!(nmr.register(reg.clone()));
         let maps = [nmr.attach(15).unwrap(), nmr.attach(15).unwrap()];
         nmr.begin_deregister(&reg);
@@ -316,9 +330,8 @@ mod tests {
     /// (a driver restarted while the old instance's detach is still pending).
     #[test]
     fn deregistering_an_old_registration_keeps_its_successor() {
-        let k = KernelInner::new(KernelConfig::default());
         let nmr = Nmr::default();
-        let (old, new) = (registration(&k, 15), registration(&k, 15));
+        let (old, new) = (registration(15), registration(15));
         assert!(nmr.register(old.clone()));
         nmr.begin_deregister(&old);
         assert!(nmr.get(15).is_none(), "deregistration removes the provider");
@@ -332,9 +345,8 @@ mod tests {
     /// unload thread blocked), and a later wait on a still-registered provider too.
     #[test]
     fn a_halt_ends_pending_deregistrations() {
-        let k = KernelInner::new(KernelConfig::default());
         let nmr = Nmr::default();
-        let (leaving, staying) = (registration(&k, 15), registration(&k, 16));
+        let (leaving, staying) = (registration(15), registration(16));
         assert!(nmr.register(leaving.clone()) && nmr.register(staying.clone()));
         let _maps = [nmr.attach(15).unwrap(), nmr.attach(16).unwrap()];
         nmr.begin_deregister(&leaving);

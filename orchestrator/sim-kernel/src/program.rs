@@ -10,14 +10,11 @@
 
 use crate::error::EbpfError;
 use crate::inner::KernelInner;
-use crate::modules::{self, CORE_PROGRAM_INVOKE};
+use crate::modules::{self, CORE_LINK_INVOKE, CORE_PROGRAM_INVOKE};
 use crate::pool::PoolHandle;
 use parking_lot::RwLock;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// ebpfcore's link invoke routine (the hook provider's `invoke_program` dispatch entry).
-pub(crate) const CORE_LINK_INVOKE: &str = "_ebpf_link_instance_invoke";
 
 /// How much "program code" one invocation runs (spin iterations): a few hundred
 /// nanoseconds, like a small filter program, so invocations overlap a detach as they do
@@ -73,7 +70,6 @@ pub(crate) struct Link {
 /// `_ebpf_link_instance_invoke`: what the hook provider calls for each attached link.
 pub(crate) fn instance_invoke(k: &KernelInner, link: &Link, ctx: u32) -> Result<u32, EbpfError> {
     let _core = k
-        .services
         .core_module()
         .map(|m| modules::push_frame(m, CORE_LINK_INVOKE));
     let _epoch = k.epoch_enter();

@@ -5,11 +5,14 @@
 //! where the user's 4-byte value was. Every callback runs inside an epoch, with the
 //! provider's module on the thread's frame stack.
 
+use crate::base::KernelBase;
 use crate::error::EbpfError;
-use crate::inner::KernelInner;
 use crate::maps::Map;
 use crate::maps::MapDefinition;
 use std::fmt::Debug;
+
+/// A map provider's NMR registration (NMR itself never names the map-provider NPI).
+pub(crate) type Registration = crate::nmr::Registration<dyn MapProvider>;
 
 /// `EBPF_MAP_OPERATION_HELPER`: the call comes from a program (helper function).
 pub(crate) const OP_HELPER: u32 = 0x01;
@@ -91,15 +94,15 @@ pub(crate) trait MapProvider: Send + Sync + Debug {
     /// Validates the definition; returns (actual value size, map context).
     fn preprocess_map_create(
         &self,
-        k: &KernelInner,
+        k: &KernelBase,
         def: &MapDefinition,
     ) -> Result<(u32, u64), EbpfError>;
     /// The map is gone: free the map context.
-    fn postprocess_map_delete(&self, k: &KernelInner, map_ctx: u64) -> Result<(), EbpfError>;
+    fn postprocess_map_delete(&self, k: &KernelBase, map_ctx: u64) -> Result<(), EbpfError>;
     /// Turns a stored value into the value returned to the caller.
     fn postprocess_map_find_element(
         &self,
-        k: &KernelInner,
+        k: &KernelBase,
         map_ctx: u64,
         key: u32,
         stored: u64,
@@ -108,7 +111,7 @@ pub(crate) trait MapProvider: Send + Sync + Debug {
     /// Turns the caller's value into the value to store (may allocate).
     fn preprocess_map_update_element(
         &self,
-        k: &KernelInner,
+        k: &KernelBase,
         map: &Map,
         key: u32,
         value: u32,
@@ -117,7 +120,7 @@ pub(crate) trait MapProvider: Send + Sync + Debug {
     /// A stored value left the map (delete, displaced by update, undo, cleanup).
     fn postprocess_map_delete_element(
         &self,
-        k: &KernelInner,
+        k: &KernelBase,
         map_ctx: u64,
         key: u32,
         stored: u64,
@@ -125,7 +128,7 @@ pub(crate) trait MapProvider: Send + Sync + Debug {
     ) -> Result<(), EbpfError>;
     /// The extension's own program helper reading a map value
     /// (`sample_ext_helper_map_get_value`): find through the core, then dereference.
-    fn helper_map_get_value(&self, k: &KernelInner, map: &Map, key: u32) -> Result<u32, EbpfError>;
+    fn helper_map_get_value(&self, k: &KernelBase, map: &Map, key: u32) -> Result<u32, EbpfError>;
 }
 
 #[cfg(test)]
@@ -157,17 +160,17 @@ mod tests {
         }
         fn preprocess_map_create(
             &self,
-            _: &KernelInner,
+            _: &KernelBase,
             _: &MapDefinition,
         ) -> Result<(u32, u64), EbpfError> {
             Err(EbpfError::InvalidArgument)
         }
-        fn postprocess_map_delete(&self, _: &KernelInner, _: u64) -> Result<(), EbpfError> {
+        fn postprocess_map_delete(&self, _: &KernelBase, _: u64) -> Result<(), EbpfError> {
             Err(EbpfError::InvalidArgument)
         }
         fn postprocess_map_find_element(
             &self,
-            _: &KernelInner,
+            _: &KernelBase,
             _: u64,
             _: u32,
             _: u64,
@@ -177,7 +180,7 @@ mod tests {
         }
         fn preprocess_map_update_element(
             &self,
-            _: &KernelInner,
+            _: &KernelBase,
             _: &Map,
             _: u32,
             _: u32,
@@ -187,7 +190,7 @@ mod tests {
         }
         fn postprocess_map_delete_element(
             &self,
-            _: &KernelInner,
+            _: &KernelBase,
             _: u64,
             _: u32,
             _: u64,
@@ -195,7 +198,7 @@ mod tests {
         ) -> Result<(), EbpfError> {
             Err(EbpfError::InvalidArgument)
         }
-        fn helper_map_get_value(&self, _: &KernelInner, _: &Map, _: u32) -> Result<u32, EbpfError> {
+        fn helper_map_get_value(&self, _: &KernelBase, _: &Map, _: u32) -> Result<u32, EbpfError> {
             Err(EbpfError::InvalidArgument)
         }
     }
@@ -245,7 +248,8 @@ mod tests {
     #[test]
     fn a_refused_attach_fails_map_creation_and_keeps_no_reference() {
         use crate::kernel::Kernel;
-        use crate::nmr::{Registration, Rundown};
+        use crate::nmr::Rundown;
+        use crate::provider::Registration;
         use std::sync::Arc;
         let k = Kernel::boot(crate::config::KernelConfig::default()).unwrap();
         let core = crate::image::DriverImage {

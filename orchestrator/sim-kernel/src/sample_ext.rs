@@ -21,6 +21,7 @@
 //! - `invoke_without_rundown`: the hook side invokes programs without the per-client
 //!   rundown (see `sample_hook`).
 
+use crate::base::KernelBase;
 use crate::error::EbpfError;
 use crate::hook::HookRegistration;
 use crate::image::Fault;
@@ -28,9 +29,9 @@ use crate::inner::{Event, KernelInner};
 use crate::maps::Map;
 use crate::maps::{BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition};
 use crate::modules::ModuleId;
-use crate::nmr::{Cancelled, Registration, Rundown};
+use crate::nmr::{Cancelled, Rundown};
 use crate::pool::{OwnerId, PoolHandle, TagId};
-use crate::provider::{MapProvider, OP_HELPER, OP_UPDATE, Slot};
+use crate::provider::{MapProvider, OP_HELPER, OP_UPDATE, Registration, Slot};
 use crate::sample_hook::SampleHook;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -214,7 +215,7 @@ impl SampleExt {
         PoolHandle::from_raw(stored)
     }
 
-    fn check_context(&self, k: &KernelInner, map_ctx: u64) -> Result<(), EbpfError> {
+    fn check_context(&self, k: &KernelBase, map_ctx: u64) -> Result<(), EbpfError> {
         // Every callback reads its map context first (`MAP_TYPE(context)`).
         k.read(PoolHandle::from_raw(map_ctx)).map(|_| ())
     }
@@ -249,7 +250,7 @@ impl MapProvider for SampleExt {
 
     fn preprocess_map_create(
         &self,
-        k: &KernelInner,
+        k: &KernelBase,
         def: &MapDefinition,
     ) -> Result<(u32, u64), EbpfError> {
         // This is an object map: both key and value sizes must be 4 bytes.
@@ -267,7 +268,7 @@ impl MapProvider for SampleExt {
         Ok((8, ctx.raw()))
     }
 
-    fn postprocess_map_delete(&self, k: &KernelInner, map_ctx: u64) -> Result<(), EbpfError> {
+    fn postprocess_map_delete(&self, k: &KernelBase, map_ctx: u64) -> Result<(), EbpfError> {
         self.check_context(k, map_ctx)?;
         let ctx = PoolHandle::from_raw(map_ctx);
         self.map_contexts.lock().retain(|c| *c != ctx);
@@ -276,7 +277,7 @@ impl MapProvider for SampleExt {
 
     fn postprocess_map_find_element(
         &self,
-        k: &KernelInner,
+        k: &KernelBase,
         map_ctx: u64,
         _key: u32,
         stored: u64,
@@ -292,7 +293,7 @@ impl MapProvider for SampleExt {
 
     fn preprocess_map_update_element(
         &self,
-        k: &KernelInner,
+        k: &KernelBase,
         map: &Map,
         key: u32,
         value: u32,
@@ -316,7 +317,7 @@ impl MapProvider for SampleExt {
 
     fn postprocess_map_delete_element(
         &self,
-        k: &KernelInner,
+        k: &KernelBase,
         map_ctx: u64,
         _key: u32,
         stored: u64,
@@ -342,7 +343,7 @@ impl MapProvider for SampleExt {
         }
     }
 
-    fn helper_map_get_value(&self, k: &KernelInner, map: &Map, key: u32) -> Result<u32, EbpfError> {
+    fn helper_map_get_value(&self, k: &KernelBase, map: &Map, key: u32) -> Result<u32, EbpfError> {
         let map_ctx = map.binding.as_ref().map_or(0, |b| b.map_ctx);
         self.check_context(k, map_ctx)?;
         // client_dispatch->find_element_function, then dereference the object.

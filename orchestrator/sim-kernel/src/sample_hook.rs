@@ -26,9 +26,11 @@ const CLIENT_CONTEXT_SIZE: u32 = 96;
 /// Size of the program-info provider data (`ebpf_program_data_t` and its helper tables).
 const PROGRAM_DATA_SIZE: u32 = 192;
 
-pub(crate) const INVOKE: &str = "_sample_ebpf_extension_invoke_program";
-pub(crate) const ATTACH_CLIENT: &str = "_ebpf_extension_hook_provider_attach_client";
-pub(crate) const DETACH_CLIENT: &str = "_ebpf_extension_hook_provider_detach_client";
+// The hook provider's routines are named in the module table, the layer below.
+use crate::modules::{
+    SAMPLE_HOOK_ATTACH_CLIENT as ATTACH_CLIENT, SAMPLE_HOOK_DETACH_CLIENT as DETACH_CLIENT,
+    SAMPLE_HOOK_INVOKE as INVOKE,
+};
 
 /// Spin iterations of building the program context from the request (data pointers,
 /// helper data), as the run IOCTL does before each invocation.

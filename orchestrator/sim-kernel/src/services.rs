@@ -7,10 +7,10 @@ use crate::error::{EbpfError, KernelError};
 use crate::image::{DriverImage, Fault, ImageKind, Signing};
 use crate::inner::{HALT_POLL, KernelInner};
 use crate::modules::{self, Frame, ModuleId};
-use crate::nmr::Registration;
 use crate::pool::OwnerId;
+use crate::provider::Registration;
 use crate::sample_ext::SampleExt;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -45,22 +45,10 @@ pub(crate) struct Services {
     table: Mutex<HashMap<String, Service>>,
     changed: Condvar,
     owners: Mutex<Vec<String>>,
-    /// ebpfcore's module and owner while it is running (the map API is open).
-    core: RwLock<Option<(ModuleId, OwnerId)>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Services {
-    /// ebpfcore's pool owner, if ebpfcore is running.
-    pub(crate) fn core_running(&self) -> Option<OwnerId> {
-        self.core.read().map(|(_, o)| o)
-    }
-
-    /// ebpfcore's module, if it is running.
-    pub(crate) fn core_module(&self) -> Option<ModuleId> {
-        self.core.read().map(|(m, _)| m)
-    }
-
     fn owner_for(&self, service: &str) -> OwnerId {
         let mut o = self.owners.lock();
         let i = o.iter().position(|s| s == service).unwrap_or_else(|| {
@@ -144,7 +132,7 @@ pub(crate) fn load(
         let _frame = modules::push_frame(module, "DriverEntry");
         match image.image {
             ImageKind::EbpfCore => {
-                let mut core = svc.core.write();
+                let mut core = k.core_image.write();
                 if core.is_some() {
                     Err((
                         0xC000_0035,
@@ -286,7 +274,7 @@ fn unload_thread(
 /// ebpfcore's unload: close the device (no new maps), drop the pins, wait for every map to
 /// be deleted.
 fn unload_core(k: &Arc<KernelInner>) -> Result<(), EbpfError> {
-    *k.services.core.write() = None;
+    *k.core_image.write() = None;
     crate::maps::unpin_all(k);
     let _stuck = k.mark_stuck();
     while k.maps.live.load(Ordering::Acquire) > 0 {

@@ -9,14 +9,16 @@ pub use def::{
     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition, MapInfo, UpdateOption,
 };
 
+use crate::base::KernelBase;
 use crate::error::EbpfError;
 use crate::image::{DriverImage, Fault};
-use crate::inner::KernelInner;
-use crate::nmr::Registration;
+use crate::nmr::Nmr;
 use crate::pool::{Pool, PoolHandle, TagId};
 use crate::provider::Slot;
+use crate::provider::{MapProvider, Registration};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
@@ -74,6 +76,34 @@ impl Map {
     }
 }
 
+/// The maps layer's context: the lower context, NMR (the providers) and the map registry.
+/// Map code and map handles hold only this, never the drivers' state above it.
+#[derive(Debug)]
+pub(crate) struct MapContext {
+    pub(crate) base: Arc<KernelBase>,
+    pub(crate) nmr: Arc<Nmr<dyn MapProvider>>,
+    pub(crate) maps: MapRegistry,
+}
+
+impl MapContext {
+    pub(crate) fn new(base: Arc<KernelBase>, nmr: Arc<Nmr<dyn MapProvider>>) -> Self {
+        MapContext {
+            maps: MapRegistry::new(&base.pool),
+            base,
+            nmr,
+        }
+    }
+}
+
+/// Map code calls the lower primitives (`k.allocate`, `k.call_driver`) through its context.
+impl Deref for MapContext {
+    type Target = KernelBase;
+
+    fn deref(&self) -> &KernelBase {
+        &self.base
+    }
+}
+
 /// Live maps and pins.
 #[derive(Debug)]
 pub(crate) struct MapRegistry {
@@ -126,7 +156,7 @@ impl MapRegistry {
 /// rundown reference on the provider is released.
 #[derive(Debug)]
 pub struct MapHandle {
-    pub(crate) k: Arc<KernelInner>,
+    pub(crate) k: Arc<MapContext>,
     pub(crate) map: Arc<Map>,
 }
 
@@ -200,9 +230,9 @@ impl MapHandle {
 }
 
 /// Creates a map (user-mode `bpf_map_create`).
-pub(crate) fn create(k: &Arc<KernelInner>, def: MapDefinition) -> Result<MapHandle, EbpfError> {
+pub(crate) fn create(k: &Arc<MapContext>, def: MapDefinition) -> Result<MapHandle, EbpfError> {
     k.check()?;
-    let core = k.services.core_running().ok_or(EbpfError::CoreNotRunning)?;
+    let core = k.core_running().ok_or(EbpfError::CoreNotRunning)?;
     if def.max_entries == 0 || def.key_size != 4 {
         return Err(EbpfError::InvalidArgument);
     }
@@ -285,7 +315,7 @@ pub(crate) fn create(k: &Arc<KernelInner>, def: MapDefinition) -> Result<MapHand
 }
 
 /// Pins a handle under `name` (the pin keeps the map alive in the kernel).
-pub(crate) fn pin(k: &KernelInner, name: &str, h: &MapHandle) -> Result<(), EbpfError> {
+pub(crate) fn pin(k: &MapContext, name: &str, h: &MapHandle) -> Result<(), EbpfError> {
     k.check()?;
     let mut pins = k.maps.pins.lock();
     if pins.contains_key(name) {
@@ -296,7 +326,7 @@ pub(crate) fn pin(k: &KernelInner, name: &str, h: &MapHandle) -> Result<(), Ebpf
 }
 
 /// Opens a pinned map by name.
-pub(crate) fn open_pinned(k: &KernelInner, name: &str) -> Result<MapHandle, EbpfError> {
+pub(crate) fn open_pinned(k: &MapContext, name: &str) -> Result<MapHandle, EbpfError> {
     k.check()?;
     k.maps
         .pins
@@ -307,7 +337,7 @@ pub(crate) fn open_pinned(k: &KernelInner, name: &str) -> Result<MapHandle, Ebpf
 }
 
 /// Removes a pin; the map is deleted when no other handle holds it.
-pub(crate) fn unpin(k: &KernelInner, name: &str) -> Result<(), EbpfError> {
+pub(crate) fn unpin(k: &MapContext, name: &str) -> Result<(), EbpfError> {
     k.check()?;
     let h = k
         .maps
@@ -320,13 +350,13 @@ pub(crate) fn unpin(k: &KernelInner, name: &str) -> Result<(), EbpfError> {
 }
 
 /// Drops every pin (ebpfcore unload, shutdown).
-pub(crate) fn unpin_all(k: &KernelInner) {
+pub(crate) fn unpin_all(k: &MapContext) {
     let pins = std::mem::take(&mut *k.maps.pins.lock());
     drop(pins);
 }
 
 /// Pinned maps, sorted by name.
-pub(crate) fn list(k: &KernelInner) -> Vec<MapInfo> {
+pub(crate) fn list(k: &MapContext) -> Vec<MapInfo> {
     k.maps
         .pins
         .lock()

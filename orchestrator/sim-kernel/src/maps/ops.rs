@@ -7,8 +7,7 @@
 
 use super::Map;
 use crate::error::EbpfError;
-use crate::inner::KernelInner;
-use crate::maps::UpdateOption;
+use crate::maps::{MapContext, UpdateOption};
 use crate::modules::{
     CORE_MAP_DELETE, CORE_MAP_DESTROY, CORE_MAP_FIND, CORE_MAP_UPDATE, CORE_PROGRAM_INVOKE,
 };
@@ -34,7 +33,7 @@ fn refuse_program_access(map: &Map, flags: u32) -> Result<(), EbpfError> {
 
 /// Calls the provider's delete callback for a stored value that left the map.
 fn notify_delete(
-    k: &KernelInner,
+    k: &MapContext,
     map: &Map,
     key: u32,
     stored: u64,
@@ -51,7 +50,7 @@ fn notify_delete(
 }
 
 /// Looks a key up (caller is inside an epoch).
-pub(crate) fn find(k: &KernelInner, map: &Map, key: u32, flags: u32) -> Result<u32, EbpfError> {
+pub(crate) fn find(k: &MapContext, map: &Map, key: u32, flags: u32) -> Result<u32, EbpfError> {
     k.check()?;
     let _core = k.core_frame(CORE_MAP_FIND);
     refuse_program_access(map, flags)?;
@@ -81,7 +80,7 @@ pub(crate) fn find(k: &KernelInner, map: &Map, key: u32, flags: u32) -> Result<u
 
 /// Inserts or replaces (caller is inside an epoch).
 pub(crate) fn update(
-    k: &KernelInner,
+    k: &MapContext,
     map: &Map,
     key: u32,
     value: u32,
@@ -162,15 +161,15 @@ pub(crate) fn update(
 
 /// A built-in hash map's entry holding `value` (`ebpf_epoch_allocate_with_tag`, charged to
 /// ebpfcore).
-fn hash_entry(k: &KernelInner, value: u32) -> Result<u64, EbpfError> {
-    let core = k.services.core_running().ok_or(EbpfError::CoreNotRunning)?;
+fn hash_entry(k: &MapContext, value: u32) -> Result<u64, EbpfError> {
+    let core = k.core_running().ok_or(EbpfError::CoreNotRunning)?;
     let h = k.epoch_allocate(k.maps.entry_tag, core, HASH_ENTRY_SIZE, u64::from(value))?;
     Ok(h.raw())
 }
 
 /// Frees a stored value that left a built-in hash map (custom maps: the provider's delete
 /// callback already ran).
-fn retire_stored(k: &KernelInner, map: &Map, stored: u64) -> Result<(), EbpfError> {
+fn retire_stored(k: &MapContext, map: &Map, stored: u64) -> Result<(), EbpfError> {
     match map.binding {
         None => k.epoch_free(PoolHandle::from_raw(stored)),
         Some(_) => Ok(()),
@@ -185,7 +184,7 @@ fn pre_free(map: &Map) -> bool {
 }
 
 /// The map-side build flavour: (update failure not undone, PRE_FREE skips replaced).
-fn map_flavour(k: &KernelInner) -> (bool, bool) {
+fn map_flavour(k: &MapContext) -> (bool, bool) {
     (
         k.maps.update_failure_not_undone.load(Ordering::Relaxed),
         k.maps.pre_free_skips_replaced.load(Ordering::Relaxed),
@@ -193,7 +192,7 @@ fn map_flavour(k: &KernelInner) -> (bool, bool) {
 }
 
 /// Deletes a key (caller is inside an epoch).
-pub(crate) fn delete(k: &KernelInner, map: &Map, key: u32, flags: u32) -> Result<(), EbpfError> {
+pub(crate) fn delete(k: &MapContext, map: &Map, key: u32, flags: u32) -> Result<(), EbpfError> {
     k.check()?;
     let _core = k.core_frame(CORE_MAP_DELETE);
     refuse_program_access(map, flags)?;
@@ -219,7 +218,7 @@ pub(crate) fn delete(k: &KernelInner, map: &Map, key: u32, flags: u32) -> Result
 /// A program that looks up `keys` with `bpf_map_lookup_elem` and reads the values through
 /// the returned pointers at its end (caller is inside the invocation's epoch). Returns the
 /// sum of the values found. Custom maps go through the extension's value helper.
-pub(crate) fn lookup_program(k: &KernelInner, map: &Map, keys: &[u32]) -> Result<u32, EbpfError> {
+pub(crate) fn lookup_program(k: &MapContext, map: &Map, keys: &[u32]) -> Result<u32, EbpfError> {
     k.check()?;
     let _core = k.core_frame(CORE_PROGRAM_INVOKE);
     if map.binding.is_some() {
@@ -243,7 +242,7 @@ pub(crate) fn lookup_program(k: &KernelInner, map: &Map, keys: &[u32]) -> Result
 
 /// The key after `prev` in table order (the first key if `prev` is None or absent);
 /// `KeyNotFound` at the end.
-pub(crate) fn next_key(k: &KernelInner, map: &Map, prev: Option<u32>) -> Result<u32, EbpfError> {
+pub(crate) fn next_key(k: &MapContext, map: &Map, prev: Option<u32>) -> Result<u32, EbpfError> {
     k.check()?;
     let start = match prev {
         None => 0,
@@ -276,7 +275,7 @@ pub(crate) fn next_key(k: &KernelInner, map: &Map, prev: Option<u32>) -> Result<
 
 /// The extension's program helper reading a value (`sample_ext_helper_map_get_value`), or
 /// `bpf_map_lookup_elem` for built-in maps. Caller is inside an epoch at DISPATCH.
-pub(crate) fn helper_get_value(k: &KernelInner, map: &Map, key: u32) -> Result<u32, EbpfError> {
+pub(crate) fn helper_get_value(k: &MapContext, map: &Map, key: u32) -> Result<u32, EbpfError> {
     k.check()?;
     // A program calling the extension's helper: ebpfcore's invoke is the caller.
     let _core = k.core_frame(CORE_PROGRAM_INVOKE);
@@ -295,7 +294,7 @@ pub(crate) fn helper_get_value(k: &KernelInner, map: &Map, key: u32) -> Result<u
 }
 
 /// Deletes the map object: cleanup of every entry, `postprocess_map_delete`, rundown release.
-pub(crate) fn destroy(k: &KernelInner, map: &Map) -> Result<(), EbpfError> {
+pub(crate) fn destroy(k: &MapContext, map: &Map) -> Result<(), EbpfError> {
     if map.deleted.swap(true, Ordering::AcqRel) {
         return Ok(());
     }

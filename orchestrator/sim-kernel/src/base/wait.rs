@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::KernelInner;
+use super::KernelBase;
 use crate::error::EbpfError;
 use crate::modules::{self, Frame, KERNEL_MODULE};
 
@@ -29,7 +29,7 @@ impl Event {
 
 /// Unregisters a stuck frame when dropped.
 pub(crate) struct StuckGuard<'a> {
-    k: &'a KernelInner,
+    k: &'a KernelBase,
     id: u64,
 }
 
@@ -39,7 +39,7 @@ impl Drop for StuckGuard<'_> {
     }
 }
 
-impl KernelInner {
+impl KernelBase {
     /// Marks the current driver frame as blocked until the guard drops (NMI attribution).
     pub(crate) fn mark_stuck(&self) -> StuckGuard<'_> {
         let id = self.stuck_ids.fetch_add(1, Ordering::Relaxed);

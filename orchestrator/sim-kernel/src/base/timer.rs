@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::KernelInner;
+use super::KernelBase;
 use crate::epoch::{self, Retired};
 use crate::modules;
 
-impl KernelInner {
+impl KernelBase {
     /// The epoch flush timer's DPC loop (runs as CPU 0 until the kernel stops).
     pub(crate) fn timer_loop(self: Arc<Self>) {
         epoch::bind_cpu(0);
@@ -35,7 +35,6 @@ impl KernelInner {
                 self.release_delay_us.load(Ordering::Relaxed),
             ));
             let _frame = self
-                .services
                 .core_module()
                 .map(|f| modules::push_frame(f, "_ebpf_epoch_release_free_list"));
             let mut slots: Vec<Vec<u32>> = vec![Vec::new(); self.cpus];

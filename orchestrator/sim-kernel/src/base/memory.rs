@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::KernelInner;
+use super::KernelBase;
 use super::wait::HALT_POLL;
 use crate::epoch::Retired;
 use crate::epoch::core::{SyncPoint, WorkItem};
@@ -13,7 +13,7 @@ use crate::pool::{OwnerId, PoolHandle, TagId};
 /// Being inside an epoch (as a program invocation is); leaves it when dropped.
 #[derive(Debug)]
 pub struct EpochGuard<'a> {
-    k: &'a KernelInner,
+    k: &'a KernelBase,
     cpu: usize,
     epoch: i64,
 }
@@ -26,7 +26,7 @@ impl Drop for EpochGuard<'_> {
     }
 }
 
-impl KernelInner {
+impl KernelBase {
     /// Enters an epoch on the thread's CPU.
     #[inline]
     pub(crate) fn epoch_enter(&self) -> EpochGuard<'_> {
@@ -53,7 +53,7 @@ impl KernelInner {
             .ok_or(EbpfError::NoMemory)
     }
 
-    /// `ebpf_epoch_allocate_with_tag`: same pool, freed through [`KernelInner::epoch_free`].
+    /// `ebpf_epoch_allocate_with_tag`: same pool, freed through [`KernelBase::epoch_free`].
     pub(crate) fn epoch_allocate(
         &self,
         tag: TagId,

@@ -3,18 +3,16 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::KernelInner;
+use super::KernelBase;
 use crate::bugcheck;
 use crate::error::EbpfError;
 use crate::modules::{self, Frame, ModuleId};
 
-impl KernelInner {
+impl KernelBase {
     /// Marks core code `function` of ebpfcore as running (a caller frame for the stack of a
     /// bugcheck in the driver code it calls); nothing when ebpfcore is not loaded.
     pub(crate) fn core_frame(&self, function: &'static str) -> Option<modules::FrameGuard> {
-        self.services
-            .core_module()
-            .map(|m| modules::push_frame(m, function))
+        self.core_module().map(|m| modules::push_frame(m, function))
     }
 
     /// Runs driver code `module!function`; calling into an unloaded image is bugcheck 0xCE.

@@ -1,8 +1,12 @@
-//! The kernel's shared state (`KernelInner`, which every layer's code is handed) and the
-//! halt: raising a bugcheck and turning a pool fault into one. The primitives driver code
-//! uses are `impl KernelInner` blocks beside it, one file each: `memory` (pool and epoch),
-//! `driver` (calls into driver code), `wait` (blocking waits that end on halt) and `timer`
-//! (the epoch flush timer).
+//! The lower context: what every layer up to the epoch owns (halt state, module table,
+//! pool, epoch, the timer, the running core image) and the primitives driver code calls,
+//! taking only this (`KernelBase`). The layers above (NMR, maps, drivers) live in
+//! `inner::KernelInner`, which holds a `KernelBase`; the upper layers that must hear of a
+//! halt register a [`HaltWake`] here rather than this layer naming them.
+//!
+//! The primitives are `impl KernelBase` blocks beside it, one file each: `memory` (pool and
+//! epoch), `driver` (calls into driver code), `wait` (blocking waits that end on halt) and
+//! `timer` (the epoch flush timer).
 
 mod driver;
 mod memory;
@@ -16,29 +20,37 @@ use crate::bugcheck::{self, Bugcheck, HaltState};
 use crate::config::KernelConfig;
 use crate::epoch::{self, EpochManager};
 use crate::error::EbpfError;
-use crate::maps::MapRegistry;
-use crate::modules::{self, Frame, KERNEL_MODULE, ModuleTable};
-use crate::nmr::Nmr;
-use crate::pool::{Pool, PoolFault};
-use crate::services::Services;
-use parking_lot::Mutex;
+use crate::modules::{self, Frame, KERNEL_MODULE, ModuleId, ModuleTable};
+use crate::pool::{OwnerId, Pool, PoolFault};
+use parking_lot::{Mutex, RwLock};
+use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::thread::JoinHandle;
 
-/// Shared state of one booted kernel.
+/// Something above the lower context whose blocked waits must end when the kernel halts
+/// (NMR's deregistrations, the hook side's client detaches).
+pub(crate) trait HaltWake: Send + Sync + fmt::Debug {
+    /// Ends every wait (the kernel stopped); called after the halt state is set.
+    fn wake_on_halt(&self);
+}
+
+/// The lower context of one booted kernel.
 #[derive(Debug)]
-pub(crate) struct KernelInner {
+pub(crate) struct KernelBase {
     pub(crate) config: KernelConfig,
     pub(crate) cpus: usize,
     pub(crate) halt: HaltState,
     pub(crate) modules: ModuleTable,
     pub(crate) pool: Pool,
     pub(crate) epoch: EpochManager,
-    pub(crate) nmr: Nmr,
-    pub(crate) hooks: crate::hook::Hooks,
-    pub(crate) services: Services,
-    pub(crate) maps: MapRegistry,
     pub(crate) timer: Mutex<Option<JoinHandle<()>>>,
+    /// ebpfcore's module and pool owner while it is running (the map API is open). The
+    /// timer and the core's caller frames read it; `services` sets it from DriverEntry
+    /// and clears it at unload.
+    pub(crate) core_image: RwLock<Option<(ModuleId, OwnerId)>>,
+    /// What to wake on halt, registered by the layers above.
+    halt_wakes: Mutex<Vec<Arc<dyn HaltWake>>>,
     /// Driver code currently blocked (for the NMI's attribution), oldest first.
     stuck: Mutex<Vec<(u64, Frame)>>,
     stuck_ids: AtomicU64,
@@ -48,27 +60,39 @@ pub(crate) struct KernelInner {
     pub(crate) release_delay_us: AtomicU64,
 }
 
-impl KernelInner {
-    pub(crate) fn new(config: KernelConfig) -> KernelInner {
+impl KernelBase {
+    pub(crate) fn new(config: KernelConfig) -> KernelBase {
         let cpus = config.cpus.clamp(1, 64) as usize;
-        let pool = Pool::new(config.pool_capacity, cpus as u32);
-        KernelInner {
+        KernelBase {
             cpus,
             halt: HaltState::default(),
             modules: ModuleTable::default(),
+            pool: Pool::new(config.pool_capacity, cpus as u32),
             epoch: EpochManager::new(cpus),
-            nmr: Nmr::default(),
-            hooks: crate::hook::Hooks::default(),
-            services: Services::default(),
-            maps: MapRegistry::new(&pool),
-            pool,
             timer: Mutex::new(None),
+            core_image: RwLock::new(None),
+            halt_wakes: Mutex::new(Vec::new()),
             stuck: Mutex::new(Vec::new()),
             stuck_ids: AtomicU64::new(0),
             #[cfg(test)]
             release_delay_us: AtomicU64::new(0),
             config,
         }
+    }
+
+    /// Registers `w` to be woken when the kernel halts.
+    pub(crate) fn register_halt_wake(&self, w: Arc<dyn HaltWake>) {
+        self.halt_wakes.lock().push(w);
+    }
+
+    /// ebpfcore's pool owner, if ebpfcore is running.
+    pub(crate) fn core_running(&self) -> Option<OwnerId> {
+        self.core_image.read().map(|(_, o)| o)
+    }
+
+    /// ebpfcore's module, if it is running.
+    pub(crate) fn core_module(&self) -> Option<ModuleId> {
+        self.core_image.read().map(|(m, _)| m)
     }
 
     /// The error every call returns once the kernel stopped.
@@ -138,8 +162,11 @@ impl KernelInner {
 
     /// Wakes everything that might block so it observes the halt.
     pub(crate) fn on_halt(&self) {
-        self.nmr.cancel_all();
-        self.hooks.cancel_all();
+        // Cloned out: a waker must be free to take locks a registering thread holds.
+        let wakes = self.halt_wakes.lock().clone();
+        for w in wakes {
+            w.wake_on_halt();
+        }
         self.epoch.wake_timer();
     }
 
