@@ -36,6 +36,10 @@ fn normalize_name_table() {
         ("1234`5678", "ADDR"),
         ("123`4567", "`"),
         ("x12345678", "x"),
+        // Only `0x` prefixes an address: an `x` after another character, or a `0` before
+        // another letter, starts no address.
+        ("ax12345678", "ax"),
+        ("0g12345", "0g"),
         ("12345678y", "y"),
         ("a 12345678 b", "a ADDR b"),
         ("a-0x12345-b", "a-ADDR-b"),
