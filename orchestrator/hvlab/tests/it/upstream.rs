@@ -27,8 +27,8 @@ fn every_upstream_bug_fails_by_its_own_mechanism() {
     let out = sb.run(&["--tag", "upstream-bug"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let s = summary(&sb);
-    // Four core bugs on one template each, #254 on two.
-    assert_eq!(s["stats"]["failed"], 6, "{s:#}");
+    // Four core bugs and #2010 on one template each, #254 on two.
+    assert_eq!(s["stats"]["failed"], 7, "{s:#}");
     assert_eq!(
         s["stats"]["retried"], 0,
         "a unit needed a retry (a VM redeployed with another payload?): {s:#}"
@@ -42,6 +42,12 @@ fn every_upstream_bug_fails_by_its_own_mechanism() {
     assert_eq!(
         hang["crash"]["bucket"]["title"], "NMI_HARDWARE_FAILURE (0x80) in sample_ebpf_ext.sys",
         "the stop hangs, and the NMI blames the unload waiting for the rundown: {hang:#}"
+    );
+    let underflow = unit(&s, "upstream-2010-rundown-underflow-unload-hang");
+    assert_eq!(
+        underflow["crash"]["bucket"]["title"],
+        "NMI_HARDWARE_FAILURE (0x80) in sample_ext_rundown_init_after_attach.sys",
+        "a link's detach waits for the underflowed rundown, and the NMI blames it: {underflow:#}"
     );
     let invoke: Vec<&serde_json::Value> = s["units"]
         .as_array()
@@ -77,6 +83,6 @@ fn every_clean_twin_passes() {
     let out = sb.run(&["--tag", "upstream-bug-clean"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let s = summary(&sb);
-    // Four core twins on one template each, the #254 twin on two.
-    assert_eq!(s["stats"]["passed"], 6, "{s:#}");
+    // Four core twins and the #2010 twin on one template each, the #254 twin on two.
+    assert_eq!(s["stats"]["passed"], 7, "{s:#}");
 }
