@@ -39,7 +39,9 @@ impl Rundown {
         if s.closing {
             return false;
         }
-        s.refs += 1;
+        // Wraps like the real count: after an underflow (#2010) an acquire can bring it
+        // back through zero.
+        s.refs = s.refs.wrapping_add(1);
         true
     }
 

@@ -14,7 +14,9 @@
 //! publishes the client (the provider-specific attach enables the inspection path) and
 //! initializes its rundown only after the rest of that attach. An invocation that took the
 //! rundown in between holds a reference the initialization zeroes; its release underflows
-//! the count, and the link's detach waits for the rundown for ever (an unload hang).
+//! the count, and the link's detach waits for the rundown for ever (an unload hang), or,
+//! if as many invocations are in flight at the detach as the underflow took, the count
+//! reaches zero one release early and the detach frees the client under an invocation.
 
 use crate::error::EbpfError;
 use crate::hook::HookRun;
@@ -36,15 +38,13 @@ pub(crate) const INVOKE: &str = "_sample_ebpf_extension_invoke_program";
 pub(crate) const ATTACH_CLIENT: &str = "_ebpf_extension_hook_provider_attach_client";
 pub(crate) const DETACH_CLIENT: &str = "_ebpf_extension_hook_provider_detach_client";
 
-/// The rest of the provider-specific attach after it enabled the inspection path (adding
-/// the hook's filters at each layer; milliseconds upstream, a fraction of that here).
-const FILTER_REGISTRATION: std::time::Duration = std::time::Duration::from_micros(200);
+/// The rest of the provider-specific attach after it enabled the inspection path: adding
+/// the hook's filters at its other layers, a blocking call (upstream, `FwpmFilterAdd` per
+/// layer takes milliseconds; here one millisecond), during which the hook keeps running.
+const FILTER_REGISTRATION: std::time::Duration = std::time::Duration::from_millis(1);
 
 fn register_filters() {
-    let t = std::time::Instant::now();
-    while t.elapsed() < FILTER_REGISTRATION {
-        std::hint::spin_loop();
-    }
+    std::thread::sleep(FILTER_REGISTRATION);
 }
 
 /// Spin iterations of building the program context from the request (data pointers,

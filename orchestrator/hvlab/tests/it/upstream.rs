@@ -43,11 +43,21 @@ fn every_upstream_bug_fails_by_its_own_mechanism() {
         hang["crash"]["bucket"]["title"], "NMI_HARDWARE_FAILURE (0x80) in sample_ebpf_ext.sys",
         "the stop hangs, and the NMI blames the unload waiting for the rundown: {hang:#}"
     );
+    // The underflowed count either never drains (the detach hangs; the NMI blames it) or,
+    // with as many invocations in flight at the detach as the underflow took, drains one
+    // release early (the detach frees the client under an invocation). Both are the
+    // #2010 build's, and the bucket names it.
     let underflow = unit(&s, "upstream-2010-rundown-underflow-unload-hang");
-    assert_eq!(
-        underflow["crash"]["bucket"]["title"],
-        "NMI_HARDWARE_FAILURE (0x80) in sample_ext_rundown_init_after_attach.sys",
-        "a link's detach waits for the underflowed rundown, and the NMI blames it: {underflow:#}"
+    let title = underflow["crash"]["bucket"]["title"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        [
+            "NMI_HARDWARE_FAILURE (0x80) in sample_ext_rundown_init_after_attach.sys",
+            "PAGE_FAULT_IN_NONPAGED_AREA (0x50) in sample_ext_rundown_init_after_attach.sys",
+        ]
+        .contains(&title),
+        "{underflow:#}"
     );
     let invoke: Vec<&serde_json::Value> = s["units"]
         .as_array()
