@@ -205,6 +205,12 @@ fn main() {
              clean twin under load {}/{} false failures",
             detect.failed, detect.units, clean.failed, clean.units
         );
+        // Every verdict, so a detection by another check or a false failure can be read.
+        for (what, t) in [("bug", &detect), ("clean twin", &clean)] {
+            for (v, c) in &t.verdicts {
+                println!("    {what} verdict: {v} ({c})");
+            }
+        }
         rows.push((name.clone(), detect, median, within, clean));
         // Each bug's temp root goes when it is measured: the disk is small.
         let _ = std::fs::remove_dir_all(&dir);
