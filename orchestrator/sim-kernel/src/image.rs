@@ -75,11 +75,16 @@ pub enum Fault {
     /// Hook invocations take no per-client rundown and detach frees the client context at
     /// once (upstream #254 / #2275): an invocation in flight reads freed memory.
     InvokeWithoutRundown,
+    /// The hook provider initializes a client's rundown after its provider-specific attach
+    /// has already published the client to invocations (upstream #2010, before PR #2011):
+    /// the initialization zeroes a count an invocation holds, the invocation's release
+    /// underflows it, and the detach waits for the rundown for ever.
+    RundownInitAfterAttach,
 }
 
 impl Fault {
     /// Every fault switch, in contract order.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Fault::FreeWithoutEpoch,
         Fault::DetachWithoutRundown,
         Fault::DoubleFreeOnReplace,
@@ -92,6 +97,7 @@ impl Fault {
         Fault::PreFreeSkipsReplaced,
         Fault::CloseWithoutEpoch,
         Fault::InvokeWithoutRundown,
+        Fault::RundownInitAfterAttach,
     ];
 
     /// The image whose code the switch changes.
@@ -120,6 +126,7 @@ impl Fault {
             Fault::PreFreeSkipsReplaced => "pre_free_skips_replaced",
             Fault::CloseWithoutEpoch => "close_without_epoch",
             Fault::InvokeWithoutRundown => "invoke_without_rundown",
+            Fault::RundownInitAfterAttach => "rundown_init_after_attach",
         }
     }
 
@@ -163,7 +170,7 @@ pub enum ImageError {
          detach_without_rundown, double_free_on_replace, leak_on_replace, stuck_reader, \
          hang_on_unload, legacy_preprocess_delete, per_cpu_epoch_stamp, update_failure_not_undone, \
          pre_free_skips_replaced, close_without_epoch, \
-         invoke_without_rundown)"
+         invoke_without_rundown, rundown_init_after_attach)"
     )]
     UnknownFault(String),
     /// A fault switch of the other image.

@@ -20,6 +20,8 @@ struct RundownState {
     refs: u64,
     closing: bool,
     cancelled: bool,
+    /// Initialized again while in use (see [`Rundown::initialize_again`]).
+    reinitialized: bool,
 }
 
 /// A rundown reference (loom-checked core).
@@ -40,20 +42,36 @@ impl Rundown {
         if s.closing {
             return false;
         }
-        s.refs += 1;
+        // Wraps like the real count: after an underflow (#2010) an acquire can bring it
+        // back through zero.
+        s.refs = s.refs.wrapping_add(1);
         true
     }
 
     /// Drops a reference, waking the waiter when it was the last.
     pub(crate) fn release(&self) {
         let mut s = lock(&self.state);
-        debug_assert!(s.refs > 0, "rundown released more often than acquired");
-        s.refs = s.refs.saturating_sub(1);
+        debug_assert!(
+            s.refs > 0 || s.reinitialized,
+            "rundown released more often than acquired"
+        );
+        // EX_RUNDOWN_REF does not check: a release of a zero count wraps it (upstream
+        // #2010), and no wait for the release ever completes after that.
+        s.refs = s.refs.wrapping_sub(1);
         // Wakes on every drop to zero, closing or not: a notify nobody waits for is cheap,
         // and "is anyone closing" was an optimisation no test could tell from its absence.
         if s.refs == 0 {
             self.drained.notify_all();
         }
+    }
+
+    /// `ExInitializeRundownProtection` on an object invocations may already hold (the
+    /// upstream #2010 mistake): the count restarts at zero under its holders.
+    pub(crate) fn initialize_again(&self) {
+        let mut s = lock(&self.state);
+        s.refs = 0;
+        s.closing = false;
+        s.reinitialized = true;
     }
 
     /// Begins rundown without waiting (what a detach that skips the wait does).
@@ -230,6 +248,28 @@ mod tests {
         let (res, refs) = bounded::join("the rundown wait after the last release", waiter);
         assert_eq!(res, Ok(()));
         assert_eq!(refs, 0, "the wait returned while a reference was held");
+    }
+
+    /// The #2010 mistake: initializing a rundown an invocation holds zeroes the count; the
+    /// holder's release then underflows it, and the rundown wait never completes (only a
+    /// halt ends it).
+    #[test]
+    fn a_rundown_initialized_under_a_holder_underflows_and_never_drains() {
+        let r = Arc::new(Rundown::default());
+        assert!(r.acquire(), "an invocation holds the rundown");
+        r.initialize_again();
+        assert_eq!(r.refs(), 0);
+        r.release();
+        assert_eq!(r.refs(), u64::MAX, "the holder's release wraps the count");
+        let waiter = start_wait(&r);
+        bounded::until("the rundown wait to begin", || closing(&r));
+        assert!(
+            !waiter.is_finished(),
+            "a wait on an underflowed count returned"
+        );
+        r.cancel();
+        let (res, _) = bounded::join("the cancelled wait", waiter);
+        assert_eq!(res, Err(Cancelled));
     }
 
     /// Rule: a rundown with no references outstanding completes at once.

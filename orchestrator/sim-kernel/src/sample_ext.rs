@@ -20,6 +20,8 @@
 //!   `preprocess_map_delete_element`, which puts the core's table in PRE_FREE mode.
 //! - `invoke_without_rundown`: the hook side invokes programs without the per-client
 //!   rundown (see `sample_hook`).
+//! - `rundown_init_after_attach`: the hook side initializes a client's rundown after
+//!   publishing the client (see `sample_hook`).
 
 use crate::base::KernelBase;
 use crate::error::EbpfError;
@@ -178,6 +180,7 @@ impl SampleExt {
             self.owner,
             self.tag,
             self.has(Fault::InvokeWithoutRundown),
+            self.has(Fault::RundownInitAfterAttach),
         )
         .map_err(|e| {
             (

@@ -9,6 +9,14 @@
 //! Fault `invoke_without_rundown` (upstream #254 / #2275): invocation takes no rundown and
 //! detach frees the client context at once. An invocation that picked the client up before
 //! the detach reads the freed context when the program returns (0x50 in the extension).
+//!
+//! Fault `rundown_init_after_attach` (upstream #2010, fixed by PR #2011): the attach
+//! publishes the client (the provider-specific attach enables the inspection path) and
+//! initializes its rundown only after the rest of that attach. An invocation that took the
+//! rundown in between holds a reference the initialization zeroes; its release underflows
+//! the count, and the link's detach waits for the rundown for ever (an unload hang), or,
+//! if as many invocations are in flight at the detach as the underflow took, the count
+//! reaches zero one release early and the detach frees the client under an invocation.
 
 use crate::error::EbpfError;
 use crate::hook::HookRun;
@@ -31,6 +39,15 @@ use crate::modules::{
     SAMPLE_HOOK_ATTACH_CLIENT as ATTACH_CLIENT, SAMPLE_HOOK_DETACH_CLIENT as DETACH_CLIENT,
     SAMPLE_HOOK_INVOKE as INVOKE,
 };
+
+/// The rest of the provider-specific attach after it enabled the inspection path: adding
+/// the hook's filters at its other layers, a blocking call (upstream, `FwpmFilterAdd` per
+/// layer takes milliseconds; here one millisecond), during which the hook keeps running.
+const FILTER_REGISTRATION: std::time::Duration = std::time::Duration::from_millis(1);
+
+fn register_filters() {
+    std::thread::sleep(FILTER_REGISTRATION);
+}
 
 /// Spin iterations of building the program context from the request (data pointers,
 /// helper data), as the run IOCTL does before each invocation.
@@ -61,6 +78,7 @@ pub(crate) struct SampleHook {
     owner: OwnerId,
     tag: TagId,
     without_rundown: bool,
+    rundown_init_after_attach: bool,
     info_data: Mutex<Option<PoolHandle>>,
     clients: RwLock<Vec<Arc<HookClient>>>,
 }
@@ -85,6 +103,7 @@ impl SampleHook {
         owner: OwnerId,
         tag: TagId,
         without_rundown: bool,
+        rundown_init_after_attach: bool,
     ) -> Result<SampleHook, EbpfError> {
         let data = k.allocate(tag, owner, PROGRAM_DATA_SIZE, 0x5A)?;
         Ok(SampleHook {
@@ -93,6 +112,7 @@ impl SampleHook {
             owner,
             tag,
             without_rundown,
+            rundown_init_after_attach,
             info_data: Mutex::new(Some(data)),
             clients: RwLock::new(Vec::new()),
         })
@@ -124,9 +144,17 @@ impl SampleHook {
             let ctx = k.allocate(self.tag, self.owner, CLIENT_CONTEXT_SIZE, link.id)?;
             let rundown = Arc::new(Rundown::default());
             k.hooks.track(&rundown);
-            self.clients
-                .write()
-                .push(Arc::new(HookClient { link, ctx, rundown }));
+            // The provider-specific attach: invocations see the client from here on.
+            self.clients.write().push(Arc::new(HookClient {
+                link,
+                ctx,
+                rundown: rundown.clone(),
+            }));
+            register_filters();
+            if self.rundown_init_after_attach {
+                // Bug (#2010): initialized only now, under invocations that already hold it.
+                rundown.initialize_again();
+            }
             Ok(())
         })
     }
@@ -203,6 +231,7 @@ mod tests {
     use crate::config::KernelConfig;
     use crate::modules::SAMPLE_FUNCTIONS;
     use crate::program::Program;
+    use std::sync::atomic::Ordering;
 
     fn hook(without_rundown: bool) -> (Arc<KernelInner>, Arc<SampleHook>, Arc<HookClientView>) {
         let k = Arc::new(KernelInner::new(KernelConfig::default()));
@@ -210,7 +239,7 @@ mod tests {
             .modules
             .load("sample_ebpf_ext.sys", IMAGE, SAMPLE_FUNCTIONS);
         let tag = k.pool.tag(*b"Smpl");
-        let h = Arc::new(SampleHook::new(&k, m, OwnerId(1), tag, without_rundown).unwrap());
+        let h = Arc::new(SampleHook::new(&k, m, OwnerId(1), tag, without_rundown, false).unwrap());
         let program = Arc::new(Program::default());
         program.set_info(h.info_data());
         h.attach_client(&k, Arc::new(Link { id: 7, program }))
@@ -318,6 +347,100 @@ mod tests {
         assert!(matches!(e, EbpfError::Halted(Some(0x50))), "{e:?}");
         let bc = k.halt.bugcheck().unwrap();
         assert_eq!(bc.function, INVOKE);
+    }
+
+    /// Attaches link `id` to a hook built with `rundown_init_after_attach = late` while two
+    /// threads invoke the hook, until an invocation straddles the attach and leaves the
+    /// client's rundown count underflowed (or `tries` attaches did not); returns the client.
+    fn attach_under_invocation(
+        late: bool,
+        tries: u64,
+    ) -> (Arc<KernelInner>, Arc<SampleHook>, Option<Arc<HookClient>>) {
+        let k = Arc::new(KernelInner::new(KernelConfig::default()));
+        let m = k
+            .modules
+            .load("sample_ebpf_ext.sys", IMAGE, SAMPLE_FUNCTIONS);
+        let tag = k.pool.tag(*b"Smpl");
+        let h = Arc::new(SampleHook::new(&k, m, OwnerId(1), tag, false, late).unwrap());
+        let program = Arc::new(Program::default());
+        program.set_info(h.info_data());
+        for id in 1..=tries {
+            let stop = Arc::new(AtomicBool::new(false));
+            let invokers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (k, h, stop) = (k.clone(), h.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            h.invoke(&k, 1).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            h.attach_client(
+                &k,
+                Arc::new(Link {
+                    id,
+                    program: program.clone(),
+                }),
+            )
+            .unwrap();
+            stop.store(true, Ordering::Relaxed);
+            for t in invokers {
+                bounded::join("an invoking thread", t);
+            }
+            let c = h
+                .clients
+                .read()
+                .iter()
+                .find(|c| c.link.id == id)
+                .cloned()
+                .unwrap();
+            if c.rundown.refs() != 0 {
+                return (k, h, Some(c));
+            }
+            let (k2, h2) = (k.clone(), h.clone());
+            assert_eq!(
+                bounded::within("a detach with no invocation", move || h2
+                    .detach_client(&k2, id)),
+                Ok(())
+            );
+        }
+        (k, h, None)
+    }
+
+    /// The fault (#2010): an invocation that took the client's rundown before the late
+    /// initialization underflows the count on release, and the link's detach then waits
+    /// for ever in the extension's detach callback (what an NMI dump names).
+    #[test]
+    fn rundown_init_after_attach_underflows_and_hangs_the_detach() {
+        let (k, h, c) = attach_under_invocation(true, 200);
+        let c = c.expect("no invocation straddled 200 attaches");
+        assert!(
+            c.rundown.refs() > u64::MAX / 2,
+            "underflowed: {}",
+            c.rundown.refs()
+        );
+        let detach = {
+            let (k, h, id) = (k.clone(), h.clone(), c.link.id);
+            std::thread::spawn(move || h.detach_client(&k, id))
+        };
+        bounded::until("the detach to start waiting", || closing(&c.rundown));
+        assert!(
+            !detach.is_finished(),
+            "a detach of an underflowed rundown returned"
+        );
+        let stuck = k.stuck_frame().expect("the waiting detach is marked stuck");
+        assert_eq!(stuck.function, DETACH_CLIENT);
+        k.hooks.cancel_all();
+        assert!(bounded::join("the cancelled detach", detach).is_err());
+    }
+
+    /// Rule: with the rundown initialized before the client is published, invocations
+    /// during the attach leave the count balanced.
+    #[test]
+    fn attaching_under_invocation_keeps_the_rundown_balanced() {
+        let (_k, _h, c) = attach_under_invocation(false, 30);
+        assert!(c.is_none(), "a balanced rundown count went wrong");
     }
 
     /// Rule: a halt ends a detach blocked on the rundown.

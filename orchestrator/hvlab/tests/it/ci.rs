@@ -42,12 +42,21 @@ fn list_shows_scenarios_units_tags_and_tools() {
             "restart-extension-during-invocation",
             "restart-hook-extension-during-invocation",
             "stop-extension-live-maps",
+            "upstream-2010-rundown-underflow-unload-hang-clean",
+            "upstream-2010-rundown-underflow-unload-hang",
             "upstream-254-invoke-during-unload-clean",
             "upstream-254-invoke-during-unload"
         ]
     );
-    assert_eq!(doc["units"], 6, "one template each");
-    let map_tool = &doc["payloads"][0]["tools"][1];
+    assert_eq!(doc["units"], 8, "one template each");
+    // The selection also uses the #2010 payload; map_tool is sim-ebpf's.
+    let sim_ebpf = doc["payloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "sim-ebpf")
+        .unwrap_or_else(|| panic!("no sim-ebpf payload in {doc:#}"));
+    let map_tool = &sim_ebpf["tools"][1];
     assert_eq!(map_tool["name"], "map_tool");
     assert_eq!(map_tool["arguments"][0]["required"], true);
 }
