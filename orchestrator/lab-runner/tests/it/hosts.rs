@@ -3,16 +3,10 @@
 //! errors its unit and the rest of the run goes on elsewhere, and with no healthy host the
 //! run is an infrastructure error naming each host's reason.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use chrono::Utc;
 use lab_backends::AnyHypervisor;
 use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
-use lab_backends::hyperv::{
-    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
-    ScriptedHost, TemplateConfig, Timing,
-};
+use lab_backends::hyperv::{ScriptedHost, fixture};
 use lab_config::{ValidateRequest, validate};
 use lab_runner::report::{Fanout, OutputFormat, TerminalOptions};
 use lab_runner::results::RunDir;
@@ -62,40 +56,6 @@ steps:
   - run: {tool: api_test}
 "#;
 
-fn config() -> HyperVConfig {
-    HyperVConfig {
-        hosts: HOSTS
-            .iter()
-            .map(|h| HostConfig {
-                name: (*h).into(),
-                capacity: 1,
-                vm_dir: r"D:\hvlab\vms".into(),
-                switch: None,
-            })
-            .collect(),
-        templates: vec![TemplateConfig {
-            name: "ws2022".into(),
-            base_vhdx: r"D:\hvlab\base\ws2022.vhdx".into(),
-            generation: 2,
-            secure_boot: false,
-            checkpoint: CheckpointKind::Standard,
-            guest: GuestAccess {
-                kind: GuestAccessKind::PowerShellDirect,
-                port: None,
-                user: "Administrator".into(),
-                password: None,
-                private_key: None,
-            },
-        }],
-        timing: Timing {
-            op_timeout: Duration::from_secs(10),
-            transfer_timeout: Duration::from_secs(10),
-            poll: Duration::from_millis(2),
-        },
-        read_secrets: false,
-    }
-}
-
 /// Runs the scenario on three fake hosts, `setup` breaking some of them first.
 async fn run_fleet(setup: impl Fn(&[FakeLab])) -> (RunOutcome, String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
@@ -137,9 +97,9 @@ async fn run_fleet(setup: impl Fn(&[FakeLab])) -> (RunOutcome, String, serde_jso
     let hosts = HOSTS
         .iter()
         .zip(&labs)
-        .map(|(h, l)| Arc::new(AnyPsHost::Scripted(ScriptedHost::new(*h, l.responder()))))
+        .map(|(h, l)| ScriptedHost::new(*h, l.responder()))
         .collect();
-    let hv = HyperV::new(config(), hosts);
+    let hv = fixture::backend(fixture::config(&HOSTS), hosts);
     let run_dir = RunDir::create(&dir.path().join("results"), Utc::now()).unwrap();
     let path = run_dir.path().to_path_buf();
     let reporters = Fanout::standard(

@@ -3,16 +3,10 @@
 //! one archive, a driver stop that stays STOP_PENDING, a tool that bugchecks the guest
 //! (noticed by the boot id), the event-41 bugcheck and the dump collected and triaged.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use chrono::Utc;
 use lab_backends::AnyHypervisor;
 use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
-use lab_backends::hyperv::{
-    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
-    ScriptedHost, TemplateConfig, Timing,
-};
+use lab_backends::hyperv::{ScriptedHost, fixture};
 use lab_config::{ValidateRequest, validate};
 use lab_runner::report::{Fanout, OutputFormat, TerminalOptions};
 use lab_runner::results::RunDir;
@@ -91,37 +85,6 @@ const CATCH2_JUNIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 </testsuites>
 "#;
 
-fn backend_config() -> HyperVConfig {
-    HyperVConfig {
-        hosts: vec![HostConfig {
-            name: "hv1".into(),
-            capacity: 1,
-            vm_dir: r"D:\hvlab\vms".into(),
-            switch: None,
-        }],
-        templates: vec![TemplateConfig {
-            name: "ws2022".into(),
-            base_vhdx: r"D:\hvlab\base\ws2022.vhdx".into(),
-            generation: 2,
-            secure_boot: false,
-            checkpoint: CheckpointKind::Standard,
-            guest: GuestAccess {
-                kind: GuestAccessKind::PowerShellDirect,
-                port: None,
-                user: "Administrator".into(),
-                password: None,
-                private_key: None,
-            },
-        }],
-        timing: Timing {
-            op_timeout: Duration::from_secs(10),
-            transfer_timeout: Duration::from_secs(10),
-            poll: Duration::from_millis(2),
-        },
-        read_secrets: false,
-    }
-}
-
 /// A kernel dump of a 0x50 in sample_ebpf_ext.sys, as Windows would write it.
 fn dump() -> Vec<u8> {
     use crash_triage::{DumpKind, DumpSpec, Module};
@@ -191,7 +154,7 @@ async fn runner_drives_hyperv_backend_end_to_end() {
     fake.set_dump(dump());
     let host = ScriptedHost::new("hv1", fake.responder());
     let log = host.log();
-    let hv = HyperV::new(backend_config(), vec![Arc::new(AnyPsHost::Scripted(host))]);
+    let hv = fixture::backend(fixture::config(&["hv1"]), vec![host]);
 
     let results = dir.path().join("results");
     let run_dir = RunDir::create(&results, Utc::now()).unwrap();
@@ -343,7 +306,7 @@ async fn run_with_debugger(
     }
     let host = ScriptedHost::new("hv1", fake.responder());
     let (log, files) = (host.log(), host.files());
-    let hv = HyperV::new(backend_config(), vec![Arc::new(AnyPsHost::Scripted(host))]);
+    let hv = fixture::backend(fixture::config(&["hv1"]), vec![host]);
     let run_dir = RunDir::create(&dir.path().join("results"), Utc::now()).unwrap();
     let run_path = run_dir.path().to_path_buf();
     let terminal = TerminalOptions {
