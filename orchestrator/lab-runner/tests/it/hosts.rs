@@ -7,11 +7,11 @@ use chrono::Utc;
 use lab_backends::AnyHypervisor;
 use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
 use lab_backends::hyperv::{ScriptedHost, fixture};
-use lab_config::{ValidateRequest, validate};
-use lab_runner::report::{Fanout, OutputFormat, TerminalOptions};
 use lab_runner::results::RunDir;
 use lab_runner::run::{RunOutcome, RunSettings, run};
 use lab_runner::signals::SignalSource;
+
+use crate::support;
 
 const HOSTS: [&str; 3] = ["hv1", "hv2", "hv3"];
 
@@ -59,28 +59,8 @@ steps:
 /// Runs the scenario on three fake hosts, `setup` breaking some of them first.
 async fn run_fleet(setup: impl Fn(&[FakeLab])) -> (RunOutcome, String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
-    let build = dir.path().join("build");
-    std::fs::create_dir_all(&build).unwrap();
-    std::fs::write(build.join("api_test.exe"), b"tests").unwrap();
-    let lab = dir.path().join("lab.yaml");
-    let payload = dir.path().join("payload.yaml");
-    let scenario = dir.path().join("scenario.yaml");
-    std::fs::write(&lab, lab_yaml()).unwrap();
-    let build_dir = format!("'{}'", build.display());
-    std::fs::write(&payload, PAYLOAD.replace("BUILD", &build_dir)).unwrap();
-    std::fs::write(&scenario, SCENARIO).unwrap();
-    let plan = validate(&ValidateRequest {
-        labs: vec![lab.clone()],
-        payloads: vec![payload],
-        scenarios: vec![scenario],
-        lab: Some(lab),
-        default_lab: None,
-        explicit_scenarios: true,
-        payload: None,
-    })
-    .unwrap_or_else(|d| panic!("{d}"))
-    .plans
-    .remove(0);
+    let build: &[(&str, &[u8])] = &[("api_test.exe", b"tests")];
+    let plan = support::plan(dir.path(), build, &lab_yaml(), PAYLOAD, SCENARIO);
     let labs: Vec<FakeLab> = HOSTS
         .iter()
         .map(|_| {
@@ -102,15 +82,7 @@ async fn run_fleet(setup: impl Fn(&[FakeLab])) -> (RunOutcome, String, serde_jso
     let hv = fixture::backend(fixture::config(&HOSTS), hosts);
     let run_dir = RunDir::create(&dir.path().join("results"), Utc::now()).unwrap();
     let path = run_dir.path().to_path_buf();
-    let reporters = Fanout::standard(
-        &run_dir,
-        TerminalOptions {
-            format: OutputFormat::Human,
-            color: false,
-            progress: false,
-        },
-    )
-    .unwrap();
+    let reporters = support::reporters(&run_dir);
     let (signals, _press) = SignalSource::channel();
     let settings = RunSettings {
         plan,

@@ -7,11 +7,11 @@ use chrono::Utc;
 use lab_backends::AnyHypervisor;
 use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
 use lab_backends::hyperv::{ScriptedHost, fixture};
-use lab_config::{ValidateRequest, validate};
-use lab_runner::report::{Fanout, OutputFormat, TerminalOptions};
 use lab_runner::results::RunDir;
 use lab_runner::run::{RunSettings, run};
 use lab_runner::signals::SignalSource;
+
+use crate::support;
 
 const LAB: &str = r#"name: fake-hyperv
 kind: hyperv
@@ -85,6 +85,31 @@ const CATCH2_JUNIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 </testsuites>
 "#;
 
+/// The payload's build outputs (their content does not matter to the fake guest).
+const BUILD: &[(&str, &[u8])] = &[
+    ("sample_ebpf_ext.sys", b"driver image"),
+    ("api_test.exe", b"catch2 tests"),
+    ("crasher.exe", b"notmyfault"),
+];
+
+/// A Windows guest where the crasher bugchecks (0x50) and every other program passes,
+/// leaving the Catch2 JUnit file behind.
+fn windows_guest() -> FakeLab {
+    FakeLab::new(|program, _args| {
+        if program.ends_with("crasher.exe") {
+            return ExecBehavior::Bugcheck(0x50);
+        }
+        ExecBehavior::Exit {
+            code: 0,
+            stdout: "All tests passed".into(),
+            files: vec![(
+                r"C:\eBPF\results\api_test.xml".into(),
+                CATCH2_JUNIT.as_bytes().to_vec(),
+            )],
+        }
+    })
+}
+
 /// A kernel dump of a 0x50 in sample_ebpf_ext.sys, as Windows would write it.
 fn dump() -> Vec<u8> {
     use crash_triage::{DumpKind, DumpSpec, Module};
@@ -105,50 +130,9 @@ fn dump() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_drives_hyperv_backend_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let build = dir.path().join("build");
-    std::fs::create_dir_all(&build).unwrap();
-    for (f, body) in [
-        ("sample_ebpf_ext.sys", &b"driver image"[..]),
-        ("api_test.exe", b"catch2 tests"),
-        ("crasher.exe", b"notmyfault"),
-    ] {
-        std::fs::write(build.join(f), body).unwrap();
-    }
-    let lab = dir.path().join("lab.yaml");
-    let payload = dir.path().join("payload.yaml");
-    let scenario = dir.path().join("scenario.yaml");
-    std::fs::write(&lab, LAB).unwrap();
-    std::fs::write(
-        &payload,
-        PAYLOAD.replace("BUILD", &format!("'{}'", build.display())),
-    )
-    .unwrap();
-    std::fs::write(&scenario, SCENARIO).unwrap();
-    let validated = validate(&ValidateRequest {
-        labs: vec![lab.clone()],
-        payloads: vec![payload],
-        scenarios: vec![scenario],
-        lab: Some(lab),
-        default_lab: None,
-        explicit_scenarios: true,
-        payload: None,
-    })
-    .unwrap_or_else(|d| panic!("{d}"));
-    let plan = validated.plans.into_iter().next().unwrap();
+    let plan = support::plan(dir.path(), BUILD, LAB, PAYLOAD, SCENARIO);
 
-    let fake = FakeLab::new(|program, _args| {
-        if program.ends_with("crasher.exe") {
-            return ExecBehavior::Bugcheck(0x50);
-        }
-        ExecBehavior::Exit {
-            code: 0,
-            stdout: "All tests passed".into(),
-            files: vec![(
-                r"C:\eBPF\results\api_test.xml".into(),
-                CATCH2_JUNIT.as_bytes().to_vec(),
-            )],
-        }
-    });
+    let fake = windows_guest();
     fake.refuse_after_boot(2);
     fake.stop_hangs("sample_ebpf_ext");
     fake.set_dump(dump());
@@ -159,15 +143,7 @@ async fn runner_drives_hyperv_backend_end_to_end() {
     let results = dir.path().join("results");
     let run_dir = RunDir::create(&results, Utc::now()).unwrap();
     let run_path = run_dir.path().to_path_buf();
-    let reporters = Fanout::standard(
-        &run_dir,
-        TerminalOptions {
-            format: OutputFormat::Human,
-            color: false,
-            progress: false,
-        },
-    )
-    .unwrap();
+    let reporters = support::reporters(&run_dir);
     let (signals, _press) = SignalSource::channel();
     let settings = RunSettings {
         known: Default::default(),
@@ -256,49 +232,11 @@ async fn run_with_debugger(
     tempfile::TempDir,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let build = dir.path().join("build");
-    std::fs::create_dir_all(&build).unwrap();
-    for (f, body) in [
-        ("sample_ebpf_ext.sys", &b"driver image"[..]),
-        ("sample_ebpf_ext.pdb", b"driver symbols"),
-        ("api_test.exe", b"catch2 tests"),
-        ("crasher.exe", b"notmyfault"),
-    ] {
-        std::fs::write(build.join(f), body).unwrap();
-    }
-    let (lab, payload, scenario) = (
-        dir.path().join("lab.yaml"),
-        dir.path().join("payload.yaml"),
-        dir.path().join("scenario.yaml"),
-    );
-    std::fs::write(&lab, format!("{LAB}{DEBUGGER}")).unwrap();
-    let build_dir = format!("'{}'", build.display());
-    std::fs::write(&payload, PAYLOAD.replace("BUILD", &build_dir)).unwrap();
-    std::fs::write(&scenario, SCENARIO).unwrap();
-    let validated = validate(&ValidateRequest {
-        labs: vec![lab.clone()],
-        payloads: vec![payload],
-        scenarios: vec![scenario],
-        lab: Some(lab),
-        default_lab: None,
-        explicit_scenarios: true,
-        payload: None,
-    })
-    .unwrap_or_else(|d| panic!("{d}"));
-    let plan = validated.plans.into_iter().next().unwrap();
-    let fake = FakeLab::new(|program, _args| {
-        if program.ends_with("crasher.exe") {
-            return ExecBehavior::Bugcheck(0x50);
-        }
-        ExecBehavior::Exit {
-            code: 0,
-            stdout: "All tests passed".into(),
-            files: vec![(
-                r"C:\eBPF\results\api_test.xml".into(),
-                CATCH2_JUNIT.as_bytes().to_vec(),
-            )],
-        }
-    });
+    let pdb: &[(&str, &[u8])] = &[("sample_ebpf_ext.pdb", b"driver symbols")];
+    let build = [BUILD, pdb].concat();
+    let lab = format!("{LAB}{DEBUGGER}");
+    let plan = support::plan(dir.path(), &build, &lab, PAYLOAD, SCENARIO);
+    let fake = windows_guest();
     fake.stop_hangs("sample_ebpf_ext");
     fake.set_dump(dump());
     if let Some(out) = debugger {
@@ -309,12 +247,7 @@ async fn run_with_debugger(
     let hv = fixture::backend(fixture::config(&["hv1"]), vec![host]);
     let run_dir = RunDir::create(&dir.path().join("results"), Utc::now()).unwrap();
     let run_path = run_dir.path().to_path_buf();
-    let terminal = TerminalOptions {
-        format: OutputFormat::Human,
-        color: false,
-        progress: false,
-    };
-    let reporters = Fanout::standard(&run_dir, terminal).unwrap();
+    let reporters = support::reporters(&run_dir);
     let (signals, _press) = SignalSource::channel();
     let settings = RunSettings {
         known: Default::default(),
