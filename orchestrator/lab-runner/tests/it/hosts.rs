@@ -3,13 +3,9 @@
 //! errors its unit and the rest of the run goes on elsewhere, and with no healthy host the
 //! run is an infrastructure error naming each host's reason.
 
-use chrono::Utc;
-use lab_backends::AnyHypervisor;
 use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
 use lab_backends::hyperv::{ScriptedHost, fixture};
-use lab_runner::results::RunDir;
-use lab_runner::run::{RunOutcome, RunSettings, run};
-use lab_runner::signals::SignalSource;
+use lab_runner::run::RunOutcome;
 
 use crate::support;
 
@@ -80,22 +76,7 @@ async fn run_fleet(setup: impl Fn(&[FakeLab])) -> (RunOutcome, String, serde_jso
         .map(|(h, l)| ScriptedHost::new(*h, l.responder()))
         .collect();
     let hv = fixture::backend(fixture::config(&HOSTS), hosts);
-    let run_dir = RunDir::create(&dir.path().join("results"), Utc::now()).unwrap();
-    let path = run_dir.path().to_path_buf();
-    let reporters = support::reporters(&run_dir);
-    let (signals, _press) = SignalSource::channel();
-    let settings = RunSettings {
-        plan,
-        hypervisor: AnyHypervisor::HyperV(hv),
-        iterations: None,
-        seed: 7,
-        max_vms: None,
-        only: None,
-        keep_dumps: Default::default(),
-        policy: Default::default(),
-        known: Default::default(),
-    };
-    let outcome = run(settings, run_dir, reporters, signals).await.unwrap();
+    let (outcome, path) = support::run_on(dir.path(), plan, hv, None).await;
     let events = std::fs::read_to_string(path.join("events.jsonl")).unwrap();
     let summary =
         serde_json::from_str(&std::fs::read_to_string(path.join("summary.json")).unwrap()).unwrap();

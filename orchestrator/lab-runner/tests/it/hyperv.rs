@@ -3,13 +3,8 @@
 //! one archive, a driver stop that stays STOP_PENDING, a tool that bugchecks the guest
 //! (noticed by the boot id), the event-41 bugcheck and the dump collected and triaged.
 
-use chrono::Utc;
-use lab_backends::AnyHypervisor;
 use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
 use lab_backends::hyperv::{ScriptedHost, fixture};
-use lab_runner::results::RunDir;
-use lab_runner::run::{RunSettings, run};
-use lab_runner::signals::SignalSource;
 
 use crate::support;
 
@@ -140,23 +135,7 @@ async fn runner_drives_hyperv_backend_end_to_end() {
     let log = host.log();
     let hv = fixture::backend(fixture::config(&["hv1"]), vec![host]);
 
-    let results = dir.path().join("results");
-    let run_dir = RunDir::create(&results, Utc::now()).unwrap();
-    let run_path = run_dir.path().to_path_buf();
-    let reporters = support::reporters(&run_dir);
-    let (signals, _press) = SignalSource::channel();
-    let settings = RunSettings {
-        known: Default::default(),
-        plan,
-        hypervisor: AnyHypervisor::HyperV(hv),
-        iterations: None,
-        seed: 7,
-        max_vms: Some(1),
-        only: None,
-        keep_dumps: Default::default(),
-        policy: Default::default(),
-    };
-    let outcome = run(settings, run_dir, reporters, signals).await.unwrap();
+    let (outcome, run_path) = support::run_on(dir.path(), plan, hv, Some(1)).await;
     let events = std::fs::read_to_string(run_path.join("events.jsonl")).unwrap();
     if std::env::var_os("HVLAB_E2E_SHOW").is_some() {
         eprintln!("{events}");
@@ -245,22 +224,7 @@ async fn run_with_debugger(
     let host = ScriptedHost::new("hv1", fake.responder());
     let (log, files) = (host.log(), host.files());
     let hv = fixture::backend(fixture::config(&["hv1"]), vec![host]);
-    let run_dir = RunDir::create(&dir.path().join("results"), Utc::now()).unwrap();
-    let run_path = run_dir.path().to_path_buf();
-    let reporters = support::reporters(&run_dir);
-    let (signals, _press) = SignalSource::channel();
-    let settings = RunSettings {
-        known: Default::default(),
-        plan,
-        hypervisor: AnyHypervisor::HyperV(hv),
-        iterations: None,
-        seed: 7,
-        max_vms: Some(1),
-        only: None,
-        keep_dumps: Default::default(),
-        policy: Default::default(),
-    };
-    let outcome = run(settings, run_dir, reporters, signals).await.unwrap();
+    let (outcome, run_path) = support::run_on(dir.path(), plan, hv, Some(1)).await;
     let events = std::fs::read_to_string(run_path.join("events.jsonl")).unwrap();
     // Every file the run put on the host (dump copies, symbol folders) is gone again.
     let left: Vec<String> = files.lock().unwrap().keys().cloned().collect();

@@ -1,11 +1,16 @@
 //! What the runner tests share: a validated plan from lab, payload and scenario text, and
-//! the standard reporters with a plain terminal.
+//! a run of it on a Hyper-V backend with the standard reporters.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use chrono::Utc;
+use lab_backends::AnyHypervisor;
+use lab_backends::hyperv::HyperV;
 use lab_config::{ValidateRequest, validate};
 use lab_runner::report::{Fanout, OutputFormat, TerminalOptions};
 use lab_runner::results::RunDir;
+use lab_runner::run::{RunOutcome, RunSettings, run};
+use lab_runner::signals::SignalSource;
 
 /// Writes `build` (file name, content) into `dir/build`, the three files into `dir` (the
 /// payload's `BUILD` replaced by that folder) and validates them: the one plan.
@@ -44,12 +49,39 @@ pub fn plan(
     .remove(0)
 }
 
-/// The standard reporters, the terminal without colour or progress bars.
-pub fn reporters(run_dir: &RunDir) -> Fanout {
+/// Runs `plan` on `hv` (seed 7, at most `max_vms` VMs) into `dir/results` with the
+/// standard reporters, the terminal without colour or progress bars: the outcome and the
+/// run folder.
+pub async fn run_on(
+    dir: &Path,
+    plan: lab_config::Plan,
+    hv: HyperV,
+    max_vms: Option<usize>,
+) -> (RunOutcome, PathBuf) {
+    let run_dir = RunDir::create(&dir.join("results"), Utc::now()).unwrap();
+    let path = run_dir.path().to_path_buf();
     let terminal = TerminalOptions {
         format: OutputFormat::Human,
         color: false,
         progress: false,
     };
-    Fanout::standard(run_dir, terminal).unwrap()
+    let reporters = Fanout::standard(&run_dir, terminal).unwrap();
+    let (signals, _press) = SignalSource::channel();
+    let settings = RunSettings {
+        known: Default::default(),
+        plan,
+        hypervisor: AnyHypervisor::HyperV(hv),
+        iterations: None,
+        seed: 7,
+        max_vms,
+        only: None,
+        keep_dumps: Default::default(),
+        policy: Default::default(),
+    };
+    // Boxed: the run's future is deep enough that nesting it in the tests' own futures
+    // overflows the compiler's layout query depth.
+    let outcome = Box::pin(run(settings, run_dir, reporters, signals))
+        .await
+        .unwrap();
+    (outcome, path)
 }
