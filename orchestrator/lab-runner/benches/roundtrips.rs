@@ -9,15 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lab_backends::AnyHypervisor;
 use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
-use lab_backends::hyperv::{
-    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
-    ScriptedHost, TemplateConfig, Timing,
-};
+use lab_backends::hyperv::{ScriptedHost, fixture};
 use lab_config::{ValidateRequest, validate};
 use lab_runner::events::{Envelope, Event};
 use lab_runner::report::{Fanout, ReportError, Reporter};
@@ -103,37 +99,6 @@ impl Reporter for Capture {
     }
 }
 
-fn backend_config() -> HyperVConfig {
-    HyperVConfig {
-        hosts: vec![HostConfig {
-            name: "hv1".into(),
-            capacity: 1,
-            vm_dir: r"D:\hvlab\vms".into(),
-            switch: None,
-        }],
-        templates: vec![TemplateConfig {
-            name: "ws2022".into(),
-            base_vhdx: r"D:\hvlab\base\ws2022.vhdx".into(),
-            generation: 2,
-            secure_boot: false,
-            checkpoint: CheckpointKind::Standard,
-            guest: GuestAccess {
-                kind: GuestAccessKind::PowerShellDirect,
-                port: None,
-                user: "Administrator".into(),
-                password: None,
-                private_key: None,
-            },
-        }],
-        timing: Timing {
-            op_timeout: Duration::from_secs(10),
-            transfer_timeout: Duration::from_secs(10),
-            poll: Duration::from_millis(2),
-        },
-        read_secrets: false,
-    }
-}
-
 /// Where a round trip belongs: the phase open when it was sent.
 fn phase_of(at: DateTime<Utc>, marks: &[(DateTime<Utc>, String)]) -> String {
     marks
@@ -181,7 +146,7 @@ fn main() {
     });
     let host = ScriptedHost::new("hv1", fake.responder());
     let log = host.log();
-    let hv = HyperV::new(backend_config(), vec![Arc::new(AnyPsHost::Scripted(host))]);
+    let hv = fixture::backend(fixture::config(&["hv1"]), vec![host]);
     let run_dir = RunDir::create(&dir.path().join("results"), Utc::now()).expect("run dir");
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut reporters = Fanout::new();

@@ -506,23 +506,28 @@ fn debugger_symbol_path(ctx: &UnitCtx<'_>, lab: Option<&str>) -> Option<String> 
 /// a small dump's cut names cannot tell apart.
 fn symbol_path(ctx: &UnitCtx<'_>) -> crash_triage::SymbolPath {
     let mut path = crash_triage::SymbolPath::default();
-    for f in ctx.files {
-        let is_driver = ctx
-            .payload
-            .drivers
-            .iter()
-            .any(|d| d.binary.eq_ignore_ascii_case(&f.destination));
-        if !is_driver {
-            continue;
-        }
-        path.images.push(f.source.clone());
-        if let Some(dir) = f.source.parent()
+    for image in driver_images(ctx) {
+        path.images.push(image.to_owned());
+        if let Some(dir) = image.parent()
             && !path.dirs.iter().any(|d| d == dir)
         {
             path.dirs.push(dir.to_owned());
         }
     }
     path
+}
+
+/// The local files deployed as one of the payload's drivers, in deploy order.
+pub(crate) fn driver_images<'a>(ctx: &'a UnitCtx<'_>) -> impl Iterator<Item = &'a Path> {
+    ctx.files
+        .iter()
+        .filter(|f| {
+            ctx.payload
+                .drivers
+                .iter()
+                .any(|d| d.binary.eq_ignore_ascii_case(&f.destination))
+        })
+        .map(|f| f.source.as_path())
 }
 
 /// Triage on a blocking thread: the dump parser is synchronous and not `Send`.

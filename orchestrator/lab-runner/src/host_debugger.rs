@@ -49,17 +49,9 @@ pub(crate) async fn analyze(
 /// debugger needs to name functions of a driver that is no longer loaded.
 fn driver_files(ctx: &UnitCtx<'_>) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for f in ctx.files {
-        let is_driver = ctx
-            .payload
-            .drivers
-            .iter()
-            .any(|d| d.binary.eq_ignore_ascii_case(&f.destination));
-        if !is_driver {
-            continue;
-        }
-        out.push(f.source.clone());
-        let pdb = f.source.with_extension("pdb");
+    for image in crate::crash::driver_images(ctx) {
+        out.push(image.to_owned());
+        let pdb = image.with_extension("pdb");
         if pdb.is_file() {
             out.push(pdb);
         }

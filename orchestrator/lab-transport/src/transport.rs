@@ -32,6 +32,18 @@ pub struct PsOutput {
     pub truncated: bool,
 }
 
+impl From<ExecOutput> for PsOutput {
+    /// A PowerShell process's output: stdout as text, the CLIXML error stream decoded.
+    fn from(out: ExecOutput) -> Self {
+        PsOutput {
+            exit_code: out.exit_code,
+            stdout: out.stdout_text(),
+            stderr: crate::command::decode_clixml(&out.stderr_text()),
+            truncated: out.truncated,
+        }
+    }
+}
+
 impl PsOutput {
     /// Parses stdout as JSON; empty output is `null`. Fails if the script exited non-zero.
     pub fn json<T: DeserializeOwned>(&self, target: &str) -> Result<T, TransportError> {

@@ -192,6 +192,19 @@ pub struct FaultingModule {
     pub unloaded: bool,
 }
 
+impl FaultingModule {
+    /// The image at `base` of `size` bytes, which holds `rip`.
+    fn at(rip: u64, name: &str, base: u64, size: u64, unloaded: bool) -> Self {
+        FaultingModule {
+            name: name.to_owned(),
+            base,
+            size,
+            offset: rip - base,
+            unloaded,
+        }
+    }
+}
+
 /// Build and machine facts from the header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemInfo {
@@ -334,25 +347,13 @@ fn run(path: &Path, src: &Source) -> Result<Triage, Fail> {
     let faulting_module = modules
         .iter()
         .find(|m| m.contains(rip))
-        .map(|m| FaultingModule {
-            name: m.name.clone(),
-            base: m.base,
-            size: m.size,
-            offset: rip - m.base,
-            unloaded: false,
-        })
+        .map(|m| FaultingModule::at(rip, &m.name, m.base, m.size, false))
         .or_else(|| {
             unloaded_modules
                 .iter()
                 .rev()
                 .find(|u| u.contains(rip))
-                .map(|u| FaultingModule {
-                    name: u.name.clone(),
-                    base: u.base,
-                    size: u.size,
-                    offset: rip - u.base,
-                    unloaded: true,
-                })
+                .map(|u| FaultingModule::at(rip, &u.name, u.base, u.size, true))
         });
     let stack = stack_words.unwrap_or_else(|| {
         kernel_data::frame(None, &modules, &unloaded_modules, rip)

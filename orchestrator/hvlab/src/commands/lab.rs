@@ -237,15 +237,10 @@ mod tests {
     }
 
     mod scripted {
-        use std::sync::Arc;
-
         use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
         use lab_backends::hyperv::lease::{self, Lease};
         use lab_backends::hyperv::parse::VmTag;
-        use lab_backends::hyperv::{
-            AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV,
-            HyperVConfig, ScriptedHost, TemplateConfig, Timing,
-        };
+        use lab_backends::hyperv::{HyperV, ScriptedHost, fixture};
 
         use super::super::on_hosts;
         use crate::cli::LabCommand;
@@ -278,42 +273,12 @@ mod tests {
             fake.add_vm("hvlab-expired", &notes("r-dead", Some(now - 60)));
             let down = FakeLab::new(|_, _| ExecBehavior::Bugcheck(0));
             down.go_offline();
-            let host = |name: &str| HostConfig {
-                name: name.into(),
-                capacity: 1,
-                vm_dir: r"D:\hvlab\vms".into(),
-                switch: None,
-            };
-            let config = HyperVConfig {
-                hosts: vec![host("hv1"), host("hv2")],
-                templates: vec![TemplateConfig {
-                    name: "ws2022".into(),
-                    base_vhdx: r"D:\base.vhdx".into(),
-                    generation: 2,
-                    secure_boot: false,
-                    checkpoint: CheckpointKind::Standard,
-                    guest: GuestAccess {
-                        kind: GuestAccessKind::PowerShellDirect,
-                        port: None,
-                        user: "Administrator".into(),
-                        password: None,
-                        private_key: None,
-                    },
-                }],
-                timing: Timing::default(),
-                read_secrets: false,
-            };
+            let config = fixture::config(&["hv1", "hv2"]);
             let hosts = vec![
-                Arc::new(AnyPsHost::Scripted(ScriptedHost::new(
-                    "hv1",
-                    fake.responder(),
-                ))),
-                Arc::new(AnyPsHost::Scripted(ScriptedHost::new(
-                    "hv2",
-                    down.responder(),
-                ))),
+                ScriptedHost::new("hv1", fake.responder()),
+                ScriptedHost::new("hv2", down.responder()),
             ];
-            (HyperV::new(config, hosts), fake)
+            (fixture::backend(config, hosts), fake)
         }
 
         #[tokio::test]

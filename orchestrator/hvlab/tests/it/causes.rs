@@ -8,6 +8,28 @@ use crate::support::{Sandbox, text};
 /// A Hyper-V lab with one host reached over SSH on `127.0.0.1:port` and the two templates
 /// the shipped Windows scenarios use.
 fn hyperv_lab(port: u16) -> String {
+    // The two templates differ only in name.
+    let templates: String = ["ws2022", "ws2022-verifier"]
+        .iter()
+        .map(|name| {
+            format!(
+                r#"  - name: {name}
+    base_vhdx: 'D:\hvlab\base\ws2022.vhdx'
+    generation: 2
+    vcpus: 2
+    memory: 4GiB
+    boot_timeout: 5m
+    test_signing: true
+    crash_dump: kernel
+    guest:
+      transport: powershell_direct
+      credentials:
+        user: Administrator
+        password: {{env: HVLAB_TEST_GUEST_PASSWORD}}
+"#
+            )
+        })
+        .collect();
     format!(
         r#"name: unreachable
 kind: hyperv
@@ -23,33 +45,7 @@ hosts:
     capacity: 1
     vm_dir: 'D:\hvlab\vms'
 templates:
-  - name: ws2022
-    base_vhdx: 'D:\hvlab\base\ws2022.vhdx'
-    generation: 2
-    vcpus: 2
-    memory: 4GiB
-    boot_timeout: 5m
-    test_signing: true
-    crash_dump: kernel
-    guest:
-      transport: powershell_direct
-      credentials:
-        user: Administrator
-        password: {{env: HVLAB_TEST_GUEST_PASSWORD}}
-  - name: ws2022-verifier
-    base_vhdx: 'D:\hvlab\base\ws2022.vhdx'
-    generation: 2
-    vcpus: 2
-    memory: 4GiB
-    boot_timeout: 5m
-    test_signing: true
-    crash_dump: kernel
-    guest:
-      transport: powershell_direct
-      credentials:
-        user: Administrator
-        password: {{env: HVLAB_TEST_GUEST_PASSWORD}}
-"#
+{templates}"#
     )
 }
 

@@ -69,17 +69,6 @@ fn summary(run_dir: &Path) -> serde_json::Value {
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("summary.json does not parse: {e}\n{s}"))
 }
 
-fn run_dirs(results: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(results)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_full_results_disk_is_an_infra_error_naming_the_file_and_leaves_whole_documents() {
     let sb = Sandbox::new();
@@ -210,7 +199,7 @@ fn two_runs_at_once_on_one_results_root_both_record_their_buckets() {
     for o in &outs {
         assert_eq!(o.status.code(), Some(1), "{}", text(o));
     }
-    let runs = run_dirs(&sb.results());
+    let runs = sb.run_dirs();
     assert_eq!(runs.len(), 2, "{runs:?}");
     for r in &runs {
         junit(r);
@@ -276,7 +265,7 @@ fn keep_dumps_trims_only_earlier_runs_and_says_what_it_removed() {
         dumps.is_empty(),
         "{first_id}'s dumps were not removed: {dumps:?}"
     );
-    let second = run_dirs(&sb.results()).pop().unwrap();
+    let second = sb.run_dirs().pop().unwrap();
     let kept: Vec<PathBuf> = walk(&second)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "DMP"))

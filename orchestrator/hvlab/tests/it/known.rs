@@ -16,17 +16,6 @@ known_issues:
     expires: 2020-01-31
 ";
 
-fn run_dirs(sb: &Sandbox) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(sb.results())
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_known_crash_is_marked_and_warn_exits_0_and_a_new_bucket_is_new_once() {
     let _race = timing_sensitive();
@@ -53,7 +42,7 @@ fn a_known_crash_is_marked_and_warn_exits_0_and_a_new_bucket_is_new_once() {
         stderr.contains("known issue https://github.com/microsoft/ebpf-for-windows/issues/9999"),
         "{stderr}"
     );
-    let run = run_dirs(&sb).pop().unwrap();
+    let run = sb.run_dirs().pop().unwrap();
     let evs = events(&run);
     let crashes: Vec<_> = evs
         .iter()
@@ -109,7 +98,7 @@ fn a_known_crash_is_marked_and_warn_exits_0_and_a_new_bucket_is_new_once() {
     // Same results root, default policy: the crash fails the run and is no longer new.
     // Run ids have a one-second resolution and a random tail, so two runs in one second
     // do not sort by start: the second run is the folder that was not there before.
-    let before = run_dirs(&sb);
+    let before = sb.run_dirs();
     let out = sb
         .run(&["fault-free-without-epoch", "--seed", "2"])
         .arg("--known-issues-file")
@@ -117,7 +106,8 @@ fn a_known_crash_is_marked_and_warn_exits_0_and_a_new_bucket_is_new_once() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let mut added: Vec<_> = run_dirs(&sb)
+    let mut added: Vec<_> = sb
+        .run_dirs()
         .into_iter()
         .filter(|d| !before.contains(d))
         .collect();
@@ -191,7 +181,7 @@ fn repro_marks_a_known_bucket_in_its_rates_and_warn_exits_0() {
         stderr.contains("known issue https://x.invalid/9"),
         "{stderr}"
     );
-    let run = run_dirs(&sb).pop().unwrap();
+    let run = sb.run_dirs().pop().unwrap();
     let rec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("repro.json")).unwrap()).unwrap();
     let buckets = rec["buckets"].as_array().unwrap();
@@ -287,17 +277,21 @@ fn triage_with_a_debugger_merges_its_analysis_and_survives_its_failure() {
     let kd = sb.dir.path().join("kd");
     std::fs::write(&kd, format!("#!/bin/sh\ncat '{}'\n", recorded.display())).unwrap();
     std::fs::set_permissions(&kd, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = sb
-        .hvlab()
-        .arg("triage")
-        .arg(&dump)
-        .arg("--debugger")
-        .arg(&kd)
-        .args(["--symbols", "srv*C:\\symbols"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    // `hvlab triage DUMP --debugger kd ARGS`: it succeeds either way; its stdout.
+    let triage = |args: &[&str]| {
+        let out = sb
+            .hvlab()
+            .arg("triage")
+            .arg(&dump)
+            .arg("--debugger")
+            .arg(&kd)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stdout = triage(&["--symbols", "srv*C:\\symbols"]);
     assert!(
         stdout.contains("FAILURE_BUCKET_ID AV_R_(null)_sample_ebpf_ext!sample_find_element"),
         "{stdout}"
@@ -315,16 +309,7 @@ fn triage_with_a_debugger_merges_its_analysis_and_survives_its_failure() {
     );
 
     std::fs::write(&kd, "#!/bin/sh\necho 'symbol server unreachable'\nexit 1\n").unwrap();
-    let out = sb
-        .hvlab()
-        .arg("triage")
-        .arg(&dump)
-        .arg("--debugger")
-        .arg(&kd)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = triage(&[]);
     assert!(
         stdout.contains("analyze:   failed: run debugger"),
         "{stdout}"

@@ -31,20 +31,9 @@ fn json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
-fn run_dirs(sb: &Sandbox) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(sb.results())
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 /// The run of the shared search (the replay test adds another run beside it).
 fn search_dir(sb: &Sandbox) -> PathBuf {
-    run_dirs(sb)
+    sb.run_dirs()
         .into_iter()
         .find(|d| {
             std::fs::read_to_string(d.join("repro.json"))
@@ -184,7 +173,8 @@ fn a_replayed_seed_reproduces_its_failure() {
     let out = repro(sb, &["--replay", reference, "--times", "10", "--vms", "2"])
         .output()
         .unwrap();
-    let replay_dir = run_dirs(sb)
+    let replay_dir = sb
+        .run_dirs()
         .into_iter()
         .find(|d| d != &run && d.join("repro.json").is_file())
         .unwrap_or_else(|| panic!("no replay run: {}", text(&out)));
@@ -270,7 +260,7 @@ fn the_fault_free_twin_runs_the_same_budget_without_a_failure() {
     .output()
     .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let run = run_dirs(&sb).pop().unwrap();
+    let run = sb.run_dirs().pop().unwrap();
     let rec = json(&run.join("repro.json"));
     assert_eq!(rec["completed"].as_u64(), Some(BUDGET.parse().unwrap()));
     assert_eq!(rec["failed"].as_u64(), Some(0));
@@ -332,7 +322,7 @@ fn ctrl_c_during_repro_leaves_valid_results() {
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    let run = run_dirs(&sb).pop().unwrap();
+    let run = sb.run_dirs().pop().unwrap();
     let report = junit(&run);
     let name = format!("{:?}", report.name);
     assert!(name.contains("interrupted"), "{name}");

@@ -55,14 +55,21 @@ impl Sandbox {
 
     /// The single run folder under the results root.
     pub fn run_dir(&self) -> PathBuf {
+        let mut dirs = self.run_dirs();
+        assert_eq!(dirs.len(), 1, "expected one run folder, got {dirs:?}");
+        dirs.pop().unwrap()
+    }
+
+    /// The run folders under the results root, oldest first (run ids sort by time).
+    pub fn run_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.results())
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.is_dir())
             .collect();
-        assert_eq!(dirs.len(), 1, "expected one run folder, got {dirs:?}");
-        dirs.pop().unwrap()
+        dirs.sort();
+        dirs
     }
 
     /// VM folders left in the simulated lab.

@@ -21,7 +21,7 @@ use super::parse::{self, List};
 use super::script::{PsDirect, Script};
 use super::scripts::files::FileHash;
 use super::scripts::{guest as gs, host as hs};
-use super::{GuestAccess, GuestAccessKind, HyperV};
+use super::{GuestAccess, GuestAccessKind, HyperV, TemplateConfig};
 use crate::error::{BackendError, Result};
 use crate::guest::Guest;
 use crate::model::{
@@ -54,15 +54,19 @@ impl HyperVGuest {
         }
     }
 
-    fn direct(&self) -> Result<PsDirect> {
-        let t = self
-            .hv
+    /// This guest's template; a guest whose template left the lab cannot be reached.
+    fn template(&self) -> Result<&TemplateConfig> {
+        self.hv
             .template(&self.template)
             .ok_or_else(|| BackendError::VmState {
                 vm: self.vm.clone(),
                 operation: "connect to guest".into(),
                 message: format!("template {} is not in the lab", self.template),
-            })?;
+            })
+    }
+
+    fn direct(&self) -> Result<PsDirect> {
+        let t = self.template()?;
         Ok(PsDirect {
             vm: self.vm.clone(),
             user: t.guest.user.clone(),
@@ -159,16 +163,7 @@ impl HyperVGuest {
         {
             return Ok(t.clone());
         }
-        let t = self
-            .hv
-            .template(&self.template)
-            .ok_or_else(|| BackendError::VmState {
-                vm: self.vm.clone(),
-                operation: "connect to guest".into(),
-                message: format!("template {} is not in the lab", self.template),
-            })?
-            .guest
-            .clone();
+        let t = self.template()?.guest.clone();
         let address = self.hv.address(&self.vm).await?.ok_or_else(|| {
             BackendError::connection(&self.vm, "the guest reports no routable address yet")
         })?;

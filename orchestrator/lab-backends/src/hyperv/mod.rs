@@ -19,6 +19,8 @@ pub mod dry_run;
 pub mod error;
 #[cfg(feature = "test-support")]
 pub mod fake;
+#[cfg(feature = "test-support")]
+pub mod fixture;
 mod guest;
 pub mod health;
 pub mod host;

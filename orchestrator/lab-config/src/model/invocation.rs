@@ -304,6 +304,16 @@ mod tests {
     use crate::model::Origin;
     use crate::model::payload::{ResultContract, ToolArg};
 
+    /// Iteration `iteration` of scenario `s` on VM `vm`, run with `seed`.
+    fn ctx(seed: u64, iteration: u32) -> InvocationContext<'static> {
+        InvocationContext {
+            seed,
+            iteration,
+            vm: "vm",
+            scenario: "s",
+        }
+    }
+
     fn tool() -> Tool {
         let arg =
             |name: &str, kind: ArgKind, default: Option<ArgValue>, flag: Option<&str>| ToolArg {
@@ -382,12 +392,7 @@ mod tests {
 
     #[test]
     fn renders_defaults_flags_and_builtins() {
-        let ctx = InvocationContext {
-            seed: 7,
-            iteration: 0,
-            vm: "vm",
-            scenario: "s",
-        };
+        let ctx = ctx(7, 0);
         let mut args = BTreeMap::new();
         args.insert("helpers".to_owned(), ArgValue::Bool(true));
         let argv = tool().render(&args, &ctx).unwrap();
@@ -407,12 +412,7 @@ mod tests {
 
     #[test]
     fn rejects_fractional_minutes() {
-        let ctx = InvocationContext {
-            seed: 7,
-            iteration: 0,
-            vm: "vm",
-            scenario: "s",
-        };
+        let ctx = ctx(7, 0);
         let mut args = BTreeMap::new();
         args.insert("td".to_owned(), ArgValue::Duration(Duration::from_secs(90)));
         let err = tool().render(&args, &ctx).unwrap_err();
@@ -424,12 +424,7 @@ mod tests {
 
     #[test]
     fn exec_expands_builtins_only() {
-        let ctx = InvocationContext {
-            seed: 42,
-            iteration: 3,
-            vm: "vm",
-            scenario: "s",
-        };
+        let ctx = ctx(42, 3);
         assert_eq!(
             expand_builtins("--seed={seed}/{iteration}{{x}}", &ctx).unwrap(),
             "--seed=42/3{x}"

@@ -12,7 +12,7 @@ use crate::model::{
 };
 use crate::values::{ByteSize, SecretRefWire, Sp};
 use crate::wire::lab::{
-    CheckpointType, ConnectionKind, ConnectionWire, CrashDumpKind, CredentialsWire,
+    CheckpointType, ConnectionKind, ConnectionWire, CrashDumpKind, CredentialsWire, DebuggerWire,
     GuestTransportKind, HostWire, HyperVLabWire, HyperVTemplateWire, SimLabWire, SimTemplateWire,
     VerifierWire,
 };
@@ -121,7 +121,7 @@ fn default_payload(cx: &mut Cx<'_>, w: Option<&Sp<String>>) -> Option<(String, O
 
 /// `debugger:`: a program path and an optional symbol path, each one non-empty line (they
 /// end up on a command line, locally or in a host script).
-fn debugger(cx: &mut Cx<'_>, w: Option<&Sp<crate::wire::lab::DebuggerWire>>) -> Option<Debugger> {
+fn debugger(cx: &mut Cx<'_>, w: Option<&Sp<DebuggerWire>>) -> Option<Debugger> {
     let w = w?;
     let line = |cx: &mut Cx<'_>, v: &Sp<String>, path: &str| {
         if v.trim().is_empty() || v.chars().any(char::is_control) {
@@ -140,6 +140,30 @@ fn debugger(cx: &mut Cx<'_>, w: Option<&Sp<crate::wire::lab::DebuggerWire>>) -> 
     Some(Debugger {
         path: w.path.value.clone(),
         symbol_path: w.symbol_path.as_ref().map(|s| s.value.clone()),
+    })
+}
+
+/// The sections every kind of lab has after its own (so diagnostics stay in file order):
+/// the default payload and the debugger; then the lab, if nothing in the file was wrong.
+fn lab(
+    cx: &mut Cx<'_>,
+    name: Sp<String>,
+    description: Option<String>,
+    infra_retries: u32,
+    payload: Option<&Sp<String>>,
+    debugger_wire: Option<&Sp<DebuggerWire>>,
+    backend: LabBackend,
+) -> Option<Lab> {
+    let payload = default_payload(cx, payload);
+    let debugger = debugger(cx, debugger_wire);
+    cx.clean().then(|| Lab {
+        name: name.value,
+        description,
+        file: cx.file.clone(),
+        infra_retries,
+        payload,
+        debugger,
+        backend,
     })
 }
 
@@ -204,20 +228,20 @@ pub(crate) fn sim(cx: &mut Cx<'_>, w: SimLabWire) -> Option<Lab> {
         "template",
         sim_template,
     );
-    let payload = default_payload(cx, w.payload.as_ref());
-    let debugger = debugger(cx, w.debugger.as_ref());
-    cx.clean().then(|| Lab {
-        name: w.name.value,
-        description: w.description,
-        file: cx.file.clone(),
+    let backend = LabBackend::Sim(SimLab {
+        capacity,
+        templates,
+    });
+    let (payload, debugger) = (w.payload.as_ref(), w.debugger.as_ref());
+    lab(
+        cx,
+        w.name,
+        w.description,
         infra_retries,
         payload,
         debugger,
-        backend: LabBackend::Sim(SimLab {
-            capacity,
-            templates,
-        }),
-    })
+        backend,
+    )
 }
 
 /// One sim template: its VM shape, boot timing and guest settings.
@@ -322,17 +346,17 @@ pub(crate) fn hyperv(cx: &mut Cx<'_>, w: HyperVLabWire) -> Option<Lab> {
         "template",
         hyperv_template,
     );
-    let payload = default_payload(cx, w.payload.as_ref());
-    let debugger = debugger(cx, w.debugger.as_ref());
-    cx.clean().then(|| Lab {
-        name: w.name.value,
-        description: w.description,
-        file: cx.file.clone(),
+    let backend = LabBackend::HyperV(HyperVLab { hosts, templates });
+    let (payload, debugger) = (w.payload.as_ref(), w.debugger.as_ref());
+    lab(
+        cx,
+        w.name,
+        w.description,
         infra_retries,
         payload,
         debugger,
-        backend: LabBackend::HyperV(HyperVLab { hosts, templates }),
-    })
+        backend,
+    )
 }
 
 /// One Hyper-V host: capacity, how it is reached, and where its VMs live.

@@ -353,16 +353,7 @@ fn step_log(steps: &[StepRecord]) -> String {
 }
 
 fn failures(m: &RunModel) -> Markup {
-    let failed: Vec<&UnitRecord> = m
-        .units
-        .iter()
-        .filter(|u| {
-            matches!(
-                u.outcome,
-                Some(UnitOutcome::Failed { .. } | UnitOutcome::Errored { .. })
-            )
-        })
-        .collect();
+    let failed: Vec<&UnitRecord> = m.failed().collect();
     html! {
         @if !failed.is_empty() {
             h2 { "Failures" }

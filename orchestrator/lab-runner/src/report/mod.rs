@@ -28,7 +28,7 @@ mod steplog;
 mod summary;
 mod summary_text;
 mod terminal;
-mod text;
+pub(crate) mod text;
 
 use std::fmt;
 use std::fs::OpenOptions;

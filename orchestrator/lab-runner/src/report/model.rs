@@ -407,6 +407,16 @@ impl RunModel {
         self.units.iter().filter(|u| u.outcome.is_none())
     }
 
+    /// Units that failed or errored, in unit order.
+    pub fn failed(&self) -> impl Iterator<Item = &UnitRecord> {
+        self.units.iter().filter(|u| {
+            matches!(
+                u.outcome,
+                Some(UnitOutcome::Failed { .. } | UnitOutcome::Errored { .. })
+            )
+        })
+    }
+
     /// Crash buckets in order of first appearance; crashes without a bucket are left out.
     pub fn buckets(&self) -> Vec<BucketSeen> {
         let mut out: Vec<BucketSeen> = Vec::new();

@@ -76,16 +76,7 @@ pub fn render_summary(m: &RunModel, paint: Paint) -> String {
         if st.crashes == 1 { "" } else { "es" },
     );
 
-    let failed: Vec<_> = m
-        .units
-        .iter()
-        .filter(|u| {
-            matches!(
-                u.outcome,
-                Some(UnitOutcome::Failed { .. } | UnitOutcome::Errored { .. })
-            )
-        })
-        .collect();
+    let failed: Vec<_> = m.failed().collect();
     if !failed.is_empty() {
         let _ = writeln!(s, "\nFailures:");
         for u in failed.iter().take(MAX_FAILURES_SHOWN) {

@@ -232,9 +232,8 @@ impl Human {
                 message,
                 causes,
             } => {
-                let vm = vm.as_deref().map(|v| format!("{v}: ")).unwrap_or_default();
-                let message = UnitOutcome::error_text(message, causes);
-                self.line(&format!("{} {vm}{message}", p.status("ERROR")))?;
+                let line = text::infra_error(vm.as_deref(), message, causes);
+                self.line(&format!("{} {line}", p.status("ERROR")))?;
             }
             Event::Warning { message } => {
                 self.line(&format!("{} {message}", p.status("WARN")))?;

@@ -5,6 +5,13 @@ use std::time::Duration;
 
 use crate::events::{Bucket, BugcheckInfo, Crash, CrashKind, StepOutcome, UnitOutcome};
 
+/// An infrastructure error as one line: `vm: message: cause: …`, the VM left out when none
+/// is named.
+pub fn infra_error(vm: Option<&str>, message: &str, causes: &[String]) -> String {
+    let vm = vm.map(|v| format!("{v}: ")).unwrap_or_default();
+    format!("{vm}{}", UnitOutcome::error_text(message, causes))
+}
+
 /// `0x00000050`: the form WinDbg and the event log's hex fields use.
 pub fn bugcheck_code(code: u32) -> String {
     format!("0x{code:08X}")

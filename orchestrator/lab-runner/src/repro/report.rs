@@ -17,7 +17,7 @@ use super::record::{self, REPRO_FILE};
 use super::state::{Evidence, State};
 use super::stats::pct;
 use crate::events::{Envelope, Event, StepOutcome, UnitId, UnitOutcome};
-use crate::report::{Paint, ReportError, Reporter, RunModel, build_summary};
+use crate::report::{Paint, ReportError, Reporter, RunModel, build_summary, text};
 use crate::results::{RunDir, atomic_write};
 
 /// Shared repro state.
@@ -311,9 +311,8 @@ impl ReproTerminal {
                 message,
                 causes,
             } => {
-                let vm = vm.as_deref().map(|v| format!("{v}: ")).unwrap_or_default();
-                let message = UnitOutcome::error_text(message, causes);
-                writeln!(self.out, "{} {vm}{message}", p.status("ERROR"))?;
+                let line = text::infra_error(vm.as_deref(), message, causes);
+                writeln!(self.out, "{} {line}", p.status("ERROR"))?;
             }
             Event::Warning { message } => writeln!(self.out, "{} {message}", p.status("WARN"))?,
             Event::DumpsRemoved {

@@ -3,21 +3,11 @@
 //! errors its unit and the rest of the run goes on elsewhere, and with no healthy host the
 //! run is an infrastructure error naming each host's reason.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use chrono::Utc;
-use lab_backends::AnyHypervisor;
 use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
-use lab_backends::hyperv::{
-    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
-    ScriptedHost, TemplateConfig, Timing,
-};
-use lab_config::{ValidateRequest, validate};
-use lab_runner::report::{Fanout, OutputFormat, TerminalOptions};
-use lab_runner::results::RunDir;
-use lab_runner::run::{RunOutcome, RunSettings, run};
-use lab_runner::signals::SignalSource;
+use lab_backends::hyperv::{ScriptedHost, fixture};
+use lab_runner::run::RunOutcome;
+
+use crate::support;
 
 const HOSTS: [&str; 3] = ["hv1", "hv2", "hv3"];
 
@@ -62,65 +52,11 @@ steps:
   - run: {tool: api_test}
 "#;
 
-fn config() -> HyperVConfig {
-    HyperVConfig {
-        hosts: HOSTS
-            .iter()
-            .map(|h| HostConfig {
-                name: (*h).into(),
-                capacity: 1,
-                vm_dir: r"D:\hvlab\vms".into(),
-                switch: None,
-            })
-            .collect(),
-        templates: vec![TemplateConfig {
-            name: "ws2022".into(),
-            base_vhdx: r"D:\hvlab\base\ws2022.vhdx".into(),
-            generation: 2,
-            secure_boot: false,
-            checkpoint: CheckpointKind::Standard,
-            guest: GuestAccess {
-                kind: GuestAccessKind::PowerShellDirect,
-                port: None,
-                user: "Administrator".into(),
-                password: None,
-                private_key: None,
-            },
-        }],
-        timing: Timing {
-            op_timeout: Duration::from_secs(10),
-            transfer_timeout: Duration::from_secs(10),
-            poll: Duration::from_millis(2),
-        },
-        read_secrets: false,
-    }
-}
-
 /// Runs the scenario on three fake hosts, `setup` breaking some of them first.
 async fn run_fleet(setup: impl Fn(&[FakeLab])) -> (RunOutcome, String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
-    let build = dir.path().join("build");
-    std::fs::create_dir_all(&build).unwrap();
-    std::fs::write(build.join("api_test.exe"), b"tests").unwrap();
-    let lab = dir.path().join("lab.yaml");
-    let payload = dir.path().join("payload.yaml");
-    let scenario = dir.path().join("scenario.yaml");
-    std::fs::write(&lab, lab_yaml()).unwrap();
-    let build_dir = format!("'{}'", build.display());
-    std::fs::write(&payload, PAYLOAD.replace("BUILD", &build_dir)).unwrap();
-    std::fs::write(&scenario, SCENARIO).unwrap();
-    let plan = validate(&ValidateRequest {
-        labs: vec![lab.clone()],
-        payloads: vec![payload],
-        scenarios: vec![scenario],
-        lab: Some(lab),
-        default_lab: None,
-        explicit_scenarios: true,
-        payload: None,
-    })
-    .unwrap_or_else(|d| panic!("{d}"))
-    .plans
-    .remove(0);
+    let build: &[(&str, &[u8])] = &[("api_test.exe", b"tests")];
+    let plan = support::plan(dir.path(), build, &lab_yaml(), PAYLOAD, SCENARIO);
     let labs: Vec<FakeLab> = HOSTS
         .iter()
         .map(|_| {
@@ -137,33 +73,10 @@ async fn run_fleet(setup: impl Fn(&[FakeLab])) -> (RunOutcome, String, serde_jso
     let hosts = HOSTS
         .iter()
         .zip(&labs)
-        .map(|(h, l)| Arc::new(AnyPsHost::Scripted(ScriptedHost::new(*h, l.responder()))))
+        .map(|(h, l)| ScriptedHost::new(*h, l.responder()))
         .collect();
-    let hv = HyperV::new(config(), hosts);
-    let run_dir = RunDir::create(&dir.path().join("results"), Utc::now()).unwrap();
-    let path = run_dir.path().to_path_buf();
-    let reporters = Fanout::standard(
-        &run_dir,
-        TerminalOptions {
-            format: OutputFormat::Human,
-            color: false,
-            progress: false,
-        },
-    )
-    .unwrap();
-    let (signals, _press) = SignalSource::channel();
-    let settings = RunSettings {
-        plan,
-        hypervisor: AnyHypervisor::HyperV(hv),
-        iterations: None,
-        seed: 7,
-        max_vms: None,
-        only: None,
-        keep_dumps: Default::default(),
-        policy: Default::default(),
-        known: Default::default(),
-    };
-    let outcome = run(settings, run_dir, reporters, signals).await.unwrap();
+    let hv = fixture::backend(fixture::config(&HOSTS), hosts);
+    let (outcome, path) = support::run_on(dir.path(), plan, hv, None).await;
     let events = std::fs::read_to_string(path.join("events.jsonl")).unwrap();
     let summary =
         serde_json::from_str(&std::fs::read_to_string(path.join("summary.json")).unwrap()).unwrap();

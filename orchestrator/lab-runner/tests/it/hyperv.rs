@@ -3,21 +3,10 @@
 //! one archive, a driver stop that stays STOP_PENDING, a tool that bugchecks the guest
 //! (noticed by the boot id), the event-41 bugcheck and the dump collected and triaged.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use chrono::Utc;
-use lab_backends::AnyHypervisor;
 use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
-use lab_backends::hyperv::{
-    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
-    ScriptedHost, TemplateConfig, Timing,
-};
-use lab_config::{ValidateRequest, validate};
-use lab_runner::report::{Fanout, OutputFormat, TerminalOptions};
-use lab_runner::results::RunDir;
-use lab_runner::run::{RunSettings, run};
-use lab_runner::signals::SignalSource;
+use lab_backends::hyperv::{ScriptedHost, fixture};
+
+use crate::support;
 
 const LAB: &str = r#"name: fake-hyperv
 kind: hyperv
@@ -91,35 +80,29 @@ const CATCH2_JUNIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 </testsuites>
 "#;
 
-fn backend_config() -> HyperVConfig {
-    HyperVConfig {
-        hosts: vec![HostConfig {
-            name: "hv1".into(),
-            capacity: 1,
-            vm_dir: r"D:\hvlab\vms".into(),
-            switch: None,
-        }],
-        templates: vec![TemplateConfig {
-            name: "ws2022".into(),
-            base_vhdx: r"D:\hvlab\base\ws2022.vhdx".into(),
-            generation: 2,
-            secure_boot: false,
-            checkpoint: CheckpointKind::Standard,
-            guest: GuestAccess {
-                kind: GuestAccessKind::PowerShellDirect,
-                port: None,
-                user: "Administrator".into(),
-                password: None,
-                private_key: None,
-            },
-        }],
-        timing: Timing {
-            op_timeout: Duration::from_secs(10),
-            transfer_timeout: Duration::from_secs(10),
-            poll: Duration::from_millis(2),
-        },
-        read_secrets: false,
-    }
+/// The payload's build outputs (their content does not matter to the fake guest).
+const BUILD: &[(&str, &[u8])] = &[
+    ("sample_ebpf_ext.sys", b"driver image"),
+    ("api_test.exe", b"catch2 tests"),
+    ("crasher.exe", b"notmyfault"),
+];
+
+/// A Windows guest where the crasher bugchecks (0x50) and every other program passes,
+/// leaving the Catch2 JUnit file behind.
+fn windows_guest() -> FakeLab {
+    FakeLab::new(|program, _args| {
+        if program.ends_with("crasher.exe") {
+            return ExecBehavior::Bugcheck(0x50);
+        }
+        ExecBehavior::Exit {
+            code: 0,
+            stdout: "All tests passed".into(),
+            files: vec![(
+                r"C:\eBPF\results\api_test.xml".into(),
+                CATCH2_JUNIT.as_bytes().to_vec(),
+            )],
+        }
+    })
 }
 
 /// A kernel dump of a 0x50 in sample_ebpf_ext.sys, as Windows would write it.
@@ -142,82 +125,17 @@ fn dump() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_drives_hyperv_backend_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let build = dir.path().join("build");
-    std::fs::create_dir_all(&build).unwrap();
-    for (f, body) in [
-        ("sample_ebpf_ext.sys", &b"driver image"[..]),
-        ("api_test.exe", b"catch2 tests"),
-        ("crasher.exe", b"notmyfault"),
-    ] {
-        std::fs::write(build.join(f), body).unwrap();
-    }
-    let lab = dir.path().join("lab.yaml");
-    let payload = dir.path().join("payload.yaml");
-    let scenario = dir.path().join("scenario.yaml");
-    std::fs::write(&lab, LAB).unwrap();
-    std::fs::write(
-        &payload,
-        PAYLOAD.replace("BUILD", &format!("'{}'", build.display())),
-    )
-    .unwrap();
-    std::fs::write(&scenario, SCENARIO).unwrap();
-    let validated = validate(&ValidateRequest {
-        labs: vec![lab.clone()],
-        payloads: vec![payload],
-        scenarios: vec![scenario],
-        lab: Some(lab),
-        default_lab: None,
-        explicit_scenarios: true,
-        payload: None,
-    })
-    .unwrap_or_else(|d| panic!("{d}"));
-    let plan = validated.plans.into_iter().next().unwrap();
+    let plan = support::plan(dir.path(), BUILD, LAB, PAYLOAD, SCENARIO);
 
-    let fake = FakeLab::new(|program, _args| {
-        if program.ends_with("crasher.exe") {
-            return ExecBehavior::Bugcheck(0x50);
-        }
-        ExecBehavior::Exit {
-            code: 0,
-            stdout: "All tests passed".into(),
-            files: vec![(
-                r"C:\eBPF\results\api_test.xml".into(),
-                CATCH2_JUNIT.as_bytes().to_vec(),
-            )],
-        }
-    });
+    let fake = windows_guest();
     fake.refuse_after_boot(2);
     fake.stop_hangs("sample_ebpf_ext");
     fake.set_dump(dump());
     let host = ScriptedHost::new("hv1", fake.responder());
     let log = host.log();
-    let hv = HyperV::new(backend_config(), vec![Arc::new(AnyPsHost::Scripted(host))]);
+    let hv = fixture::backend(fixture::config(&["hv1"]), vec![host]);
 
-    let results = dir.path().join("results");
-    let run_dir = RunDir::create(&results, Utc::now()).unwrap();
-    let run_path = run_dir.path().to_path_buf();
-    let reporters = Fanout::standard(
-        &run_dir,
-        TerminalOptions {
-            format: OutputFormat::Human,
-            color: false,
-            progress: false,
-        },
-    )
-    .unwrap();
-    let (signals, _press) = SignalSource::channel();
-    let settings = RunSettings {
-        known: Default::default(),
-        plan,
-        hypervisor: AnyHypervisor::HyperV(hv),
-        iterations: None,
-        seed: 7,
-        max_vms: Some(1),
-        only: None,
-        keep_dumps: Default::default(),
-        policy: Default::default(),
-    };
-    let outcome = run(settings, run_dir, reporters, signals).await.unwrap();
+    let (outcome, run_path) = support::run_on(dir.path(), plan, hv, Some(1)).await;
     let events = std::fs::read_to_string(run_path.join("events.jsonl")).unwrap();
     if std::env::var_os("HVLAB_E2E_SHOW").is_some() {
         eprintln!("{events}");
@@ -293,49 +211,11 @@ async fn run_with_debugger(
     tempfile::TempDir,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let build = dir.path().join("build");
-    std::fs::create_dir_all(&build).unwrap();
-    for (f, body) in [
-        ("sample_ebpf_ext.sys", &b"driver image"[..]),
-        ("sample_ebpf_ext.pdb", b"driver symbols"),
-        ("api_test.exe", b"catch2 tests"),
-        ("crasher.exe", b"notmyfault"),
-    ] {
-        std::fs::write(build.join(f), body).unwrap();
-    }
-    let (lab, payload, scenario) = (
-        dir.path().join("lab.yaml"),
-        dir.path().join("payload.yaml"),
-        dir.path().join("scenario.yaml"),
-    );
-    std::fs::write(&lab, format!("{LAB}{DEBUGGER}")).unwrap();
-    let build_dir = format!("'{}'", build.display());
-    std::fs::write(&payload, PAYLOAD.replace("BUILD", &build_dir)).unwrap();
-    std::fs::write(&scenario, SCENARIO).unwrap();
-    let validated = validate(&ValidateRequest {
-        labs: vec![lab.clone()],
-        payloads: vec![payload],
-        scenarios: vec![scenario],
-        lab: Some(lab),
-        default_lab: None,
-        explicit_scenarios: true,
-        payload: None,
-    })
-    .unwrap_or_else(|d| panic!("{d}"));
-    let plan = validated.plans.into_iter().next().unwrap();
-    let fake = FakeLab::new(|program, _args| {
-        if program.ends_with("crasher.exe") {
-            return ExecBehavior::Bugcheck(0x50);
-        }
-        ExecBehavior::Exit {
-            code: 0,
-            stdout: "All tests passed".into(),
-            files: vec![(
-                r"C:\eBPF\results\api_test.xml".into(),
-                CATCH2_JUNIT.as_bytes().to_vec(),
-            )],
-        }
-    });
+    let pdb: &[(&str, &[u8])] = &[("sample_ebpf_ext.pdb", b"driver symbols")];
+    let build = [BUILD, pdb].concat();
+    let lab = format!("{LAB}{DEBUGGER}");
+    let plan = support::plan(dir.path(), &build, &lab, PAYLOAD, SCENARIO);
+    let fake = windows_guest();
     fake.stop_hangs("sample_ebpf_ext");
     fake.set_dump(dump());
     if let Some(out) = debugger {
@@ -343,28 +223,8 @@ async fn run_with_debugger(
     }
     let host = ScriptedHost::new("hv1", fake.responder());
     let (log, files) = (host.log(), host.files());
-    let hv = HyperV::new(backend_config(), vec![Arc::new(AnyPsHost::Scripted(host))]);
-    let run_dir = RunDir::create(&dir.path().join("results"), Utc::now()).unwrap();
-    let run_path = run_dir.path().to_path_buf();
-    let terminal = TerminalOptions {
-        format: OutputFormat::Human,
-        color: false,
-        progress: false,
-    };
-    let reporters = Fanout::standard(&run_dir, terminal).unwrap();
-    let (signals, _press) = SignalSource::channel();
-    let settings = RunSettings {
-        known: Default::default(),
-        plan,
-        hypervisor: AnyHypervisor::HyperV(hv),
-        iterations: None,
-        seed: 7,
-        max_vms: Some(1),
-        only: None,
-        keep_dumps: Default::default(),
-        policy: Default::default(),
-    };
-    let outcome = run(settings, run_dir, reporters, signals).await.unwrap();
+    let hv = fixture::backend(fixture::config(&["hv1"]), vec![host]);
+    let (outcome, run_path) = support::run_on(dir.path(), plan, hv, Some(1)).await;
     let events = std::fs::read_to_string(run_path.join("events.jsonl")).unwrap();
     // Every file the run put on the host (dump copies, symbol folders) is gone again.
     let left: Vec<String> = files.lock().unwrap().keys().cloned().collect();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::command::{
     Command, CommandLine, ExecOutput, MAX_ENCODED_COMMAND_LINE, PS_FLAGS, PS_PRELUDE,
-    PS_STDIN_BOOTSTRAP, decode_clixml, encode_powershell, posix_quote, ps_quote,
+    PS_STDIN_BOOTSTRAP, encode_powershell, posix_quote, ps_quote,
 };
 use crate::error::TransportError;
 use crate::secret::SecretRef;
@@ -302,12 +302,7 @@ impl Transport for SshTransport {
         let out = self
             .run_line(line, stdin, timeout, crate::command::DEFAULT_OUTPUT_CAP)
             .await?;
-        Ok(PsOutput {
-            exit_code: out.exit_code,
-            stdout: out.stdout_text(),
-            stderr: decode_clixml(&out.stderr_text()),
-            truncated: out.truncated,
-        })
+        Ok(out.into())
     }
 
     async fn upload(&self, local: &Path, remote: &str) -> Result<TransferReport, TransportError> {

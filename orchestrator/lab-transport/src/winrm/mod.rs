@@ -13,8 +13,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest, Sha256};
 
 use crate::command::{
-    Command, CommandLine, ExecOutput, PS_FLAGS, PS_PRELUDE, PS_STDIN_BOOTSTRAP, decode_clixml,
-    encode_powershell, ps_quote,
+    Command, CommandLine, ExecOutput, PS_FLAGS, PS_PRELUDE, PS_STDIN_BOOTSTRAP, encode_powershell,
+    ps_quote,
 };
 use crate::error::TransportError;
 use crate::secret::SecretRef;
@@ -261,12 +261,7 @@ impl Transport for WinrmTransport {
             .sessions
             .run(&inv, timeout, crate::command::DEFAULT_OUTPUT_CAP)
             .await?;
-        Ok(PsOutput {
-            exit_code: out.exit_code,
-            stdout: out.stdout_text(),
-            stderr: decode_clixml(&out.stderr_text()),
-            truncated: out.truncated,
-        })
+        Ok(out.into())
     }
 
     async fn upload(&self, local: &Path, remote: &str) -> Result<TransferReport, TransportError> {

@@ -39,6 +39,14 @@ struct State {
     shell_id: Option<String>,
 }
 
+impl State {
+    /// The client and host of the connection; callers connect first.
+    fn connected(&self) -> (Arc<WinrmClient>, String) {
+        let c = self.conn.as_ref().expect("connected above");
+        (c.client.clone(), c.host.clone())
+    }
+}
+
 pub(crate) struct WinrmSessions {
     settings: WinrmSettings,
     target: String,
@@ -292,10 +300,7 @@ impl WinrmSessions {
         timeout: Duration,
         cap: usize,
     ) -> Result<ExecOutput, TransportError> {
-        let (client, host) = {
-            let c = st.conn.as_ref().expect("connected above");
-            (c.client.clone(), c.host.clone())
-        };
+        let (client, host) = st.connected();
         let args: Vec<&str> = inv.args.iter().map(String::as_str).collect();
         let mut attempt = 0;
         let (shell_id, command_id) = loop {
@@ -387,10 +392,7 @@ impl WinrmSessions {
         timeout: Duration,
         cap: usize,
     ) -> Result<ExecOutput, TransportError> {
-        let (client, host) = {
-            let c = st.conn.as_ref().expect("connected above");
-            (c.client.clone(), c.host.clone())
-        };
+        let (client, host) = st.connected();
         let args: Vec<&str> = inv.args.iter().map(String::as_str).collect();
         let shell = self
             .bounded(

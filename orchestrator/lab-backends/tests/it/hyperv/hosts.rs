@@ -2,13 +2,11 @@
 //! fails it (with the reason) and VMs go to the healthy ones within their capacity; a host
 //! lost mid-run is drained; leases in the Notes tell live runs' VMs from dead ones.
 
-use std::sync::Arc;
-
 use lab_backends::Hypervisor;
 use lab_backends::hyperv::fake::{ExecBehavior, FakeLab};
 use lab_backends::hyperv::lease::{self, Lease};
 use lab_backends::hyperv::parse::VmTag;
-use lab_backends::hyperv::{AnyPsHost, HealthNeeds, HostConfig, HyperV, ScriptedHost};
+use lab_backends::hyperv::{HealthNeeds, HostConfig, HyperV, ScriptedHost, fixture};
 
 use super::support::{config, spec};
 
@@ -35,14 +33,9 @@ fn fleet(n: usize, cap: u32) -> (HyperV, Vec<FakeLab>) {
     let hosts = labs
         .iter()
         .enumerate()
-        .map(|(i, l)| {
-            Arc::new(AnyPsHost::Scripted(ScriptedHost::new(
-                format!("hv{}", i + 1),
-                l.responder(),
-            )))
-        })
+        .map(|(i, l)| ScriptedHost::new(format!("hv{}", i + 1), l.responder()))
         .collect();
-    (HyperV::new(cfg, hosts), labs)
+    (fixture::backend(cfg, hosts), labs)
 }
 
 fn needs(sha: Option<&str>) -> HealthNeeds {

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lab_backends::hyperv::{
-    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
-    LocalPowerShell, RemotePowerShell, TemplateConfig, Timing,
+    AnyPsHost, HostConfig, HyperV, HyperVConfig, LocalPowerShell, RemotePowerShell, Timing, fixture,
 };
 use lab_backends::{Guest, Hypervisor, StopMode};
 use lab_transport::{
@@ -49,6 +48,9 @@ fn setup() -> Option<HyperV> {
             WinrmTransport::new(settings).expect("winrm settings"),
         )))
     };
+    let mut template = fixture::template("real", &base);
+    template.guest.user = env("HVLAB_GUEST_USER").unwrap_or_else(|| "Administrator".into());
+    template.guest.password = Some(SecretRef::Env("HVLAB_GUEST_PASSWORD".into()));
     let config = HyperVConfig {
         hosts: vec![HostConfig {
             name: host,
@@ -56,20 +58,7 @@ fn setup() -> Option<HyperV> {
             vm_dir: env("HVLAB_HYPERV_VM_DIR").unwrap_or_else(|| r"C:\hvlab\vms".into()),
             switch: env("HVLAB_HYPERV_SWITCH"),
         }],
-        templates: vec![TemplateConfig {
-            name: "real".into(),
-            base_vhdx: base,
-            generation: 2,
-            secure_boot: false,
-            checkpoint: CheckpointKind::Standard,
-            guest: GuestAccess {
-                kind: GuestAccessKind::PowerShellDirect,
-                port: None,
-                user: env("HVLAB_GUEST_USER").unwrap_or_else(|| "Administrator".into()),
-                password: Some(SecretRef::Env("HVLAB_GUEST_PASSWORD".into())),
-                private_key: None,
-            },
-        }],
+        templates: vec![template],
         timing: Timing::default(),
         read_secrets: true,
     };

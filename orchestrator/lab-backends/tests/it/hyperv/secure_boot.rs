@@ -2,10 +2,8 @@
 //! under Secure Boot while `bcdedit` may still exit 0, so the backend must refuse instead of
 //! trusting the exit code (test-signed drivers would then fail to load much later).
 
-use std::sync::Arc;
-
 use lab_backends::hyperv::host::scripted::Reply;
-use lab_backends::hyperv::{AnyPsHost, HyperV, ScriptedHost};
+use lab_backends::hyperv::{HyperV, ScriptedHost, fixture};
 use lab_backends::{Guest, Hypervisor};
 
 use super::support::{Log, config, ops, spec};
@@ -28,7 +26,7 @@ fn lab(secure_boot: bool) -> (HyperV, Log) {
         _ => Reply::ok(),
     });
     let log = host.log();
-    let hv = HyperV::new(cfg, vec![Arc::new(AnyPsHost::Scripted(host))]);
+    let hv = fixture::backend(cfg, vec![host]);
     (hv, log)
 }
 

@@ -5,44 +5,23 @@ use std::time::Duration;
 
 use lab_backends::hyperv::host::scripted::{HostFiles, ReceivedScript, Reply};
 use lab_backends::hyperv::script::Script;
-use lab_backends::hyperv::{
-    AnyPsHost, CheckpointKind, GuestAccess, GuestAccessKind, HostConfig, HyperV, HyperVConfig,
-    ScriptedHost, TemplateConfig, Timing,
-};
+use lab_backends::hyperv::{HyperV, HyperVConfig, ScriptedHost, Timing, fixture};
 use lab_backends::{CrashControl, GuestSettings, Verifier, VmSpec};
 
 pub fn config() -> HyperVConfig {
-    HyperVConfig {
-        hosts: vec![HostConfig {
-            name: "hv1".into(),
-            capacity: 2,
-            vm_dir: r"D:\hvlab\vms".into(),
-            switch: Some("hvlab-internal".into()),
-        }],
-        templates: vec![TemplateConfig {
-            name: "ws2022".into(),
-            base_vhdx: r"D:\hvlab\base\ws2022.vhdx".into(),
-            generation: 2,
-            secure_boot: false,
-            checkpoint: CheckpointKind::Standard,
-            guest: GuestAccess {
-                kind: GuestAccessKind::PowerShellDirect,
-                port: None,
-                user: "Administrator".into(),
-                password: Some(lab_transport::SecretRef::Env(
-                    "HVLAB_TEST_GUEST_PASSWORD".into(),
-                )),
-                private_key: None,
-            },
-        }],
-        timing: Timing {
-            op_timeout: Duration::from_secs(5),
-            transfer_timeout: Duration::from_secs(5),
-            poll: Duration::from_millis(1),
-        },
-        // Scripts show a placeholder instead of the password: stable snapshots, no env.
-        read_secrets: false,
-    }
+    let mut config = fixture::config(&["hv1"]);
+    config.hosts[0].capacity = 2;
+    config.hosts[0].switch = Some("hvlab-internal".into());
+    // Scripts show a placeholder instead of the password: stable snapshots, no env.
+    config.templates[0].guest.password = Some(lab_transport::SecretRef::Env(
+        "HVLAB_TEST_GUEST_PASSWORD".into(),
+    ));
+    config.timing = Timing {
+        op_timeout: Duration::from_secs(5),
+        transfer_timeout: Duration::from_secs(5),
+        poll: Duration::from_millis(1),
+    };
+    config
 }
 
 pub fn spec(name: &str) -> VmSpec {
@@ -72,7 +51,7 @@ pub fn backend(
 ) -> (HyperV, Log, HostFiles) {
     let host = ScriptedHost::new("hv1", responder);
     let (log, files) = (host.log(), host.files());
-    let hv = HyperV::new(config(), vec![Arc::new(AnyPsHost::Scripted(host))]);
+    let hv = fixture::backend(config(), vec![host]);
     (hv, log, files)
 }
 
