@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) const USAGE: &str = "usage: map_stress [--threads N] [--duration D] [--keys N] \
 [--mix find:50,update:30,delete:20] [--map-type sample|hash] [--maps N] [--map-lifetime D] \
-[--helpers] [--program-lookups N] [--max-entries N] [--ops N] [--seed S]";
+[--helpers] [--program-lookups N] [--program-work-us N] [--max-entries N] [--ops N] [--seed S]";
 
 /// How long workers stuck inside the kernel are waited for after the run ends.
 const STUCK_GRACE: Duration = Duration::from_secs(1);
@@ -75,6 +75,8 @@ struct Config {
     helpers: bool,
     /// Helper finds run as one program doing this many lookups (0: one lookup per call).
     program_lookups: u32,
+    /// Such a program's own work between its lookups and its reads.
+    program_work: Duration,
     /// The maps' capacity (default: `keys`); updates of new keys into a full map fail.
     max_entries: u32,
     /// Stop after this many operations (0: only `duration` ends the run). A count bounds
@@ -95,6 +97,7 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "maps",
             "map-lifetime",
             "program-lookups",
+            "program-work-us",
             "max-entries",
             "ops",
             "seed",
@@ -123,6 +126,7 @@ fn parse(args: &[String]) -> Result<Config, String> {
         lifetime,
         helpers: a.flag("helpers"),
         program_lookups: a.int("program-lookups", 0, 0, 64)? as u32,
+        program_work: Duration::from_micros(a.int("program-work-us", 0, 0, 10_000)?),
         max_entries: a.int("max-entries", u64::from(keys), 1, 1 << 20)? as u32,
         ops: a.int("ops", 0, 0, u64::MAX)?,
         seed: a.int("seed", 0, 0, u64::MAX)?,
@@ -249,7 +253,7 @@ impl Run {
                         let keys: Vec<u32> = (0..self.cfg.program_lookups)
                             .map(|_| rng.random_range(0..self.cfg.keys))
                             .collect();
-                        h.run_lookup_program(&keys)
+                        h.run_lookup_program(&keys, self.cfg.program_work)
                     } else if via_helper {
                         h.get_value_helper(key)
                     } else {

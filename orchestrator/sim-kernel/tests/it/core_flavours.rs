@@ -27,7 +27,7 @@ fn boot_core(core: &[Fault], ext: Option<&[Fault]>) -> Kernel {
 /// The #4920 scenario's workload: programs that look up a few hot keys and read the values
 /// at their end, while other CPUs replace those keys.
 const SKEW_WORKLOAD: &str = "--map-type hash --threads 6 --keys 4 --mix find:50,update:50 \
-                             --helpers --program-lookups 8";
+                             --helpers --program-lookups 8 --program-work-us 20";
 
 fn stress(k: &Kernel, argv: &str, budget: Duration) -> ToolOutput {
     let cancel = CancelFlag::with_deadline(Instant::now() + budget);
