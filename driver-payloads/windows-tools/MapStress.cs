@@ -18,7 +18,7 @@ namespace Hvlab
     {
         public const string Usage = "usage: map_stress [--threads N] [--duration D] [--keys N] [--mix find:50,update:30,delete:20] " +
             "[--map-type sample|hash] [--map-type-id N] [--key-size N] [--value-size N] [--max-entries N] [--maps N] " +
-            "[--map-lifetime D] [--helpers --program FILE --program-name NAME [--program-map NAME] [--program-config map:key=value,...]] [--seed S]";
+            "[--map-lifetime D] [--ops N] [--helpers --program FILE --program-name NAME [--program-map NAME] [--program-config map:key=value,...]] [--seed S]";
 
         // BPF_MAP_TYPE_HASH = 1 and BPF_MAP_TYPE_SAMPLE_HASH_MAP = 15 (include/ebpf_structs.h).
         const uint HashType = 1;
@@ -37,6 +37,8 @@ namespace Hvlab
             public TimeSpan? Lifetime;
             public bool Helpers;
             public ulong Seed;
+            // Stop after this many operations (0: only Duration ends the run).
+            public long Ops;
             public string Program, ProgramName, ProgramMap, ProgramConfig;
         }
 
@@ -79,7 +81,7 @@ namespace Hvlab
         {
             var a = new Args(argv,
                 new[] { "threads", "duration", "keys", "mix", "map-type", "map-type-id", "key-size", "value-size", "max-entries",
-                        "maps", "map-lifetime", "seed", "program", "program-name", "program-map", "program-config" },
+                        "maps", "map-lifetime", "ops", "seed", "program", "program-name", "program-map", "program-config" },
                 new[] { "helpers" });
             if (a.Positional.Count > 0) throw new UsageException("unexpected argument `" + a.Positional[0] + "`");
             var c = new Config();
@@ -101,6 +103,7 @@ namespace Hvlab
             c.Lifetime = a.Duration("map-lifetime", null);
             if (c.Lifetime.HasValue && c.Lifetime.Value <= TimeSpan.Zero)
                 throw new UsageException("--map-lifetime must be more than 0");
+            c.Ops = (long)a.Int("ops", 0, 0, long.MaxValue);
             c.Helpers = a.Flag("helpers");
             string seed = a.Get("seed", "0");
             if (!ulong.TryParse(seed, NumberStyles.Integer, CultureInfo.InvariantCulture, out c.Seed))
@@ -359,7 +362,14 @@ namespace Hvlab
                             ulong k = (ulong)rng.Next(cfg.Keys);
                             int pick = rng.Next(total);
                             bool viaHelper = cfg.Helpers && rng.Next(2) == 0;
-                            Interlocked.Increment(ref ops);
+                            // A count bounds what the run allocates, whatever the machine's speed.
+                            if (cfg.Ops > 0 && Interlocked.Increment(ref ops) > cfg.Ops)
+                            {
+                                Interlocked.Decrement(ref ops);
+                                stop = true;
+                                break;
+                            }
+                            if (cfg.Ops == 0) Interlocked.Increment(ref ops);
                             if (viaHelper && HelperOp(pick, rng, ref opts)) continue;
                             byte[] kb = Bytes.Of(k, (int)cfg.KeySize);
                             if (pick < cfg.Find)

@@ -6,7 +6,9 @@
 //
 // While the extension restarts, the device is gone or the request is refused: those runs are
 // counted as extension_away (clean failures), and the device is opened again. Any other
-// failure is an error. The IOCTL does not say how many links ran, so invocations counts
+// failure is an error. A tool started while the extension is away (a restart loop beside it
+// got there first) retries the load and the attaches, counted as extension_away, until the
+// extension is back or the duration ends. The IOCTL does not say how many links ran, so invocations counts
 // successful runs of the hook.
 //
 // C# 5 only (see HvlabEbpf.cs).
@@ -134,14 +136,25 @@ namespace Hvlab
             string path = a.Get("program", @"C:\eBPF\test_sample_ebpf.sys");
             string name = a.Get("program-name", "test_program_entry");
 
-            IntPtr obj = Native.bpf_object__open(path);
-            if (obj == IntPtr.Zero) { Console.Error.WriteLine("prog_invoke: failed to open " + path); return 1; }
-            int rc = Native.bpf_object__load(obj);
-            if (rc < 0)
+            var start = DateTime.UtcNow;
+            var end = start + duration;
+            IntPtr obj;
+            while (true)
             {
+                obj = Native.bpf_object__open(path);
+                if (obj == IntPtr.Zero) { Console.Error.WriteLine("prog_invoke: failed to open " + path); return 1; }
+                int rc = Native.bpf_object__load(obj);
+                if (rc >= 0) break;
+                // A failed load leaves the object unusable: close it and open it again.
                 Native.bpf_object__close(obj);
-                Console.Error.WriteLine("prog_invoke: failed to load " + path + ": " + Errno.Name(-rc));
-                return 1;
+                Interlocked.Increment(ref t.away);
+                if (DateTime.UtcNow >= end)
+                {
+                    Console.Error.WriteLine("prog_invoke: failed to load " + path + ": " + Errno.Name(-rc) +
+                        " (retried for the whole duration: the extension was away)");
+                    return 1;
+                }
+                Thread.Sleep(10);
             }
             IntPtr prog = Native.bpf_object__find_program_by_name(obj, name);
             if (prog == IntPtr.Zero)
@@ -150,19 +163,13 @@ namespace Hvlab
                 Console.Error.WriteLine("prog_invoke: no program " + name + " in " + path);
                 return 1;
             }
+            // Links that cannot attach now (the extension is away) are retried every tick below.
             var attached = new IntPtr[links];
             for (int i = 0; i < links; i++)
             {
                 attached[i] = bpf_program__attach(prog);
-                if (attached[i] == IntPtr.Zero)
-                {
-                    for (int j = 0; j < i; j++) bpf_link__destroy(attached[j]);
-                    Native.bpf_object__close(obj);
-                    Console.Error.WriteLine("prog_invoke: failed to attach " + name + " to the sample hook");
-                    return 1;
-                }
+                if (attached[i] == IntPtr.Zero) Interlocked.Increment(ref t.away);
             }
-            var start = DateTime.UtcNow;
             var workers = new Thread[threads];
             for (int i = 0; i < threads; i++)
             {
@@ -170,18 +177,20 @@ namespace Hvlab
                 workers[i].Start();
             }
             long relinks = 0;
-            var end = start + duration;
+            var tick = TimeSpan.FromMilliseconds(10);
+            var relinked = DateTime.UtcNow;
             while (DateTime.UtcNow < end)
             {
                 TimeSpan left = end - DateTime.UtcNow;
-                if (!lifetime.HasValue) { if (left > TimeSpan.Zero) Thread.Sleep(left); break; }
-                Thread.Sleep(left < lifetime.Value ? left : lifetime.Value);
+                if (left > TimeSpan.Zero) Thread.Sleep(left < tick ? left : tick);
                 if (DateTime.UtcNow >= end) break;
+                bool relink = lifetime.HasValue && DateTime.UtcNow - relinked >= lifetime.Value;
                 // Detach every link and attach new ones while the workers keep running the hook.
-                relinks++;
+                if (relink) { relinks++; relinked = DateTime.UtcNow; }
                 for (int i = 0; i < links; i++)
                 {
-                    if (attached[i] != IntPtr.Zero) bpf_link__destroy(attached[i]);
+                    if (relink && attached[i] != IntPtr.Zero) { bpf_link__destroy(attached[i]); attached[i] = IntPtr.Zero; }
+                    if (attached[i] != IntPtr.Zero) continue;
                     attached[i] = bpf_program__attach(prog);
                     if (attached[i] == IntPtr.Zero) Interlocked.Increment(ref t.away);
                 }

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// Pool tag of the core's map objects.
 pub(crate) const MAP_TAG: [u8; 4] = *b"eMap";
@@ -222,10 +223,11 @@ impl MapHandle {
 
     /// A program invocation that looks up `keys` and reads the values through the pointers
     /// the lookups returned at its end (inside one epoch, as `_ebpf_link_instance_invoke`
-    /// runs a program); returns the sum of the values found.
-    pub fn run_lookup_program(&self, keys: &[u32]) -> Result<u32, EbpfError> {
+    /// runs a program); returns the sum of the values found. `work` is the program's own
+    /// computation between its lookups and its reads (built-in hash maps).
+    pub fn run_lookup_program(&self, keys: &[u32], work: Duration) -> Result<u32, EbpfError> {
         let _e = self.k.epoch_enter();
-        ops::lookup_program(&self.k, &self.map, keys)
+        ops::lookup_program(&self.k, &self.map, keys, work)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::modules::{
 use crate::pool::PoolHandle;
 use crate::provider::{OP_HELPER, OP_MAP_CLEANUP, OP_UPDATE, Slot};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// Size of a built-in hash table entry (key, value, links; cache aligned).
 const HASH_ENTRY_SIZE: u32 = 64;
@@ -218,7 +219,12 @@ pub(crate) fn delete(k: &MapContext, map: &Map, key: u32, flags: u32) -> Result<
 /// A program that looks up `keys` with `bpf_map_lookup_elem` and reads the values through
 /// the returned pointers at its end (caller is inside the invocation's epoch). Returns the
 /// sum of the values found. Custom maps go through the extension's value helper.
-pub(crate) fn lookup_program(k: &MapContext, map: &Map, keys: &[u32]) -> Result<u32, EbpfError> {
+pub(crate) fn lookup_program(
+    k: &MapContext,
+    map: &Map,
+    keys: &[u32],
+    work: Duration,
+) -> Result<u32, EbpfError> {
     k.check()?;
     let _core = k.core_frame(CORE_PROGRAM_INVOKE);
     if map.binding.is_some() {
@@ -235,6 +241,13 @@ pub(crate) fn lookup_program(k: &MapContext, map: &Map, keys: &[u32]) -> Result<
         .iter()
         .filter_map(|key| map.find_stored(*key))
         .collect();
+    // The program's own work while it holds the pointers (parsing, computing): a real
+    // program runs for microseconds, and the epoch is what keeps the values alive meanwhile.
+    // Busy, not asleep: a program runs at DISPATCH and cannot block.
+    let t = Instant::now();
+    while t.elapsed() < work {
+        std::hint::spin_loop();
+    }
     pointers.into_iter().try_fold(0u32, |sum, p| {
         Ok(sum.wrapping_add(k.read(PoolHandle::from_raw(p))? as u32))
     })

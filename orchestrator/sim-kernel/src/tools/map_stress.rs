@@ -1,6 +1,7 @@
 //! `map_stress`: worker threads (bound to CPUs round robin) hammer custom or hash maps with a
 //! find/update/delete mix, optionally through program helpers, optionally recreating their
-//! maps every `--map-lifetime`; prints one JSON line of counters.
+//! maps every `--map-lifetime`; runs for `--duration` or until `--ops` operations were
+//! started; prints one JSON line of counters.
 
 use super::args::Args;
 use crate::error::EbpfError;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) const USAGE: &str = "usage: map_stress [--threads N] [--duration D] [--keys N] \
 [--mix find:50,update:30,delete:20] [--map-type sample|hash] [--maps N] [--map-lifetime D] \
-[--helpers] [--program-lookups N] [--max-entries N] [--seed S]";
+[--helpers] [--program-lookups N] [--program-work-us N] [--max-entries N] [--ops N] [--seed S]";
 
 /// How long workers stuck inside the kernel are waited for after the run ends.
 const STUCK_GRACE: Duration = Duration::from_secs(1);
@@ -72,8 +73,13 @@ struct Config {
     helpers: bool,
     /// Helper finds run as one program doing this many lookups (0: one lookup per call).
     program_lookups: u32,
+    /// Such a program's own work between its lookups and its reads.
+    program_work: Duration,
     /// The maps' capacity (default: `keys`); updates of new keys into a full map fail.
     max_entries: u32,
+    /// Stop after this many operations (0: only `duration` ends the run). A count bounds
+    /// what the run can allocate, so a pool check names a leak at any machine speed.
+    ops: u64,
     seed: u64,
 }
 
@@ -89,7 +95,9 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "maps",
             "map-lifetime",
             "program-lookups",
+            "program-work-us",
             "max-entries",
+            "ops",
             "seed",
         ],
         &["helpers"],
@@ -116,7 +124,9 @@ fn parse(args: &[String]) -> Result<Config, String> {
         lifetime,
         helpers: a.flag("helpers"),
         program_lookups: a.int("program-lookups", 0, 0, 64)? as u32,
+        program_work: Duration::from_micros(a.int("program-work-us", 0, 0, 10_000)?),
         max_entries: a.int("max-entries", u64::from(keys), 1, 1 << 20)? as u32,
+        ops: a.int("ops", 0, 0, u64::MAX)?,
         seed: a.int("seed", 0, 0, u64::MAX)?,
     })
 }
@@ -159,6 +169,17 @@ impl Run {
         if f.is_none() {
             *f = Some(format!("failed to {what}: {e}"));
         }
+    }
+
+    /// Counts one operation; false (and the run stops) once `--ops` were started.
+    fn start_op(&self) -> bool {
+        let n = self.c.ops.fetch_add(1, Ordering::Relaxed);
+        if self.cfg.ops > 0 && n >= self.cfg.ops {
+            self.c.ops.fetch_sub(1, Ordering::Relaxed);
+            self.stop.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Creates the slot's map; creation failures while the provider is away are counted.
@@ -218,7 +239,9 @@ impl Run {
                 let key = rng.random_range(0..self.cfg.keys);
                 let pick = rng.random_range(0..total);
                 let via_helper = self.cfg.helpers && rng.random_bool(0.5);
-                self.c.ops.fetch_add(1, Ordering::Relaxed);
+                if !self.start_op() {
+                    return;
+                }
                 if via_helper {
                     self.c.helper_calls.fetch_add(1, Ordering::Relaxed);
                 }
@@ -228,7 +251,7 @@ impl Run {
                         let keys: Vec<u32> = (0..self.cfg.program_lookups)
                             .map(|_| rng.random_range(0..self.cfg.keys))
                             .collect();
-                        h.run_lookup_program(&keys)
+                        h.run_lookup_program(&keys, self.cfg.program_work)
                     } else if via_helper {
                         h.get_value_helper(key)
                     } else {

@@ -1,8 +1,10 @@
 //! `prog_invoke`: loads a sample program, attaches links to the sample hook and runs the
 //! hook from several threads at a given rate (the extension's run IOCTL); prints one JSON
 //! line of counters. While the extension restarts, runs fail cleanly (`extension_away`)
-//! and the links bind again when it is back; anything else is an error. With
-//! `--link-lifetime` the links are detached and attached again during the run.
+//! and the links bind again when it is back; anything else is an error. A tool started while
+//! the extension is away retries loading and attaching (counted as `extension_away`) until
+//! it is back or the duration ends. With `--link-lifetime` the links are detached and
+//! attached again during the run.
 
 use super::args::Args;
 use crate::error::EbpfError;
@@ -138,11 +140,40 @@ fn relink(run: &Run, program: &ProgramHandle, links: &mut Vec<LinkHandle>) {
     }
 }
 
-fn fail(msg: String) -> ToolOutput {
-    ToolOutput {
-        exit_code: 1,
-        stdout: String::new(),
-        stderr: format!("prog_invoke: {msg}\n"),
+/// Loads the program if it is not yet and tops the links up to `--links`. The extension
+/// may be away when the tool starts (a restart loop beside it): that is a clean, counted
+/// failure retried at the next tick, as a real tool would, not a reason to give up.
+fn ensure_attached(run: &Run, program: &mut Option<ProgramHandle>, links: &mut Vec<LinkHandle>) {
+    let p = match program {
+        Some(p) => p,
+        None => match run.k.load_program() {
+            Ok(p) => program.insert(p),
+            Err(EbpfError::ExtensionFailedToLoad) => {
+                run.c.extension_away.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(EbpfError::Halted(_)) => return,
+            Err(e) => {
+                run.error(format!("failed to load the program: {e}"));
+                run.stop.store(true, Ordering::Relaxed);
+                return;
+            }
+        },
+    };
+    while links.len() < run.cfg.links {
+        match p.attach() {
+            Ok(l) => links.push(l),
+            Err(EbpfError::ExtensionFailedToLoad) => {
+                run.c.extension_away.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(EbpfError::Halted(_)) => return,
+            Err(e) => {
+                run.error(format!("failed to attach a link: {e}"));
+                run.stop.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
     }
 }
 
@@ -151,17 +182,6 @@ pub(crate) fn run(k: &Kernel, args: &[String], cancel: &CancelFlag) -> ToolOutpu
         Ok(c) => c,
         Err(e) => return super::usage_error("prog_invoke", &e, USAGE),
     };
-    let program = match k.load_program() {
-        Ok(p) => p,
-        Err(e) => return fail(format!("failed to load the program: {e}")),
-    };
-    let mut links = Vec::new();
-    for _ in 0..cfg.links {
-        match program.attach() {
-            Ok(l) => links.push(l),
-            Err(e) => return fail(format!("failed to attach a link: {e}")),
-        }
-    }
     let run = Arc::new(Run {
         k: k.clone(),
         cfg,
@@ -169,6 +189,9 @@ pub(crate) fn run(k: &Kernel, args: &[String], cancel: &CancelFlag) -> ToolOutpu
         first_error: parking_lot::Mutex::new(None),
         stop: AtomicBool::new(false),
     });
+    let mut program = None;
+    let mut links = Vec::new();
+    ensure_attached(&run, &mut program, &mut links);
     let workers: Vec<_> = (0..run.cfg.threads)
         .map(|i| {
             let run = run.clone();
@@ -189,15 +212,17 @@ pub(crate) fn run(k: &Kernel, args: &[String], cancel: &CancelFlag) -> ToolOutpu
         if k.is_halted() {
             break;
         }
-        if run
-            .cfg
-            .link_lifetime
-            .is_some_and(|l| relinked.elapsed() >= l)
+        if let Some(p) = &program
+            && run
+                .cfg
+                .link_lifetime
+                .is_some_and(|l| relinked.elapsed() >= l)
         {
             relinked = Instant::now();
             relinks += 1;
-            relink(&run, &program, &mut links);
+            relink(&run, p, &mut links);
         }
+        ensure_attached(&run, &mut program, &mut links);
         std::thread::sleep(
             Duration::from_millis(5).min(run.cfg.duration.saturating_sub(start.elapsed())),
         );
@@ -220,8 +245,12 @@ pub(crate) fn run(k: &Kernel, args: &[String], cancel: &CancelFlag) -> ToolOutpu
             run.error(format!("failed to detach a link: {e}"));
         }
     }
-    let runs = program.runs();
+    let runs = program.as_ref().map_or(0, ProgramHandle::runs);
     drop(links);
+    if program.is_none() && !k.is_halted() && !cancelled {
+        // Nothing was ever invoked: the run tested nothing, so it cannot pass.
+        run.error("failed to load the program: the extension was away for the whole run".into());
+    }
     drop(program);
     let c = &run.c;
     let errors = c.errors.load(Ordering::Relaxed) + spawn_errors;

@@ -27,7 +27,7 @@ fn boot_core(core: &[Fault], ext: Option<&[Fault]>) -> Kernel {
 /// The #4920 scenario's workload: programs that look up a few hot keys and read the values
 /// at their end, while other CPUs replace those keys.
 const SKEW_WORKLOAD: &str = "--map-type hash --threads 6 --keys 4 --mix find:50,update:50 \
-                             --helpers --program-lookups 8";
+                             --helpers --program-lookups 8 --program-work-us 20";
 
 fn stress(k: &Kernel, argv: &str, budget: Duration) -> ToolOutput {
     let cancel = CancelFlag::with_deadline(Instant::now() + budget);
@@ -79,6 +79,11 @@ fn published_epoch_stamp_survives_the_skew_workload() {
     k.shutdown();
 }
 
+fn counter(stdout: &str, name: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    v[name].as_u64().unwrap()
+}
+
 /// Smpl bytes still allocated after `argv` ran and its maps were deleted.
 fn leaked_after(core: &[Fault], ext: &[Fault], argv: &str) -> i64 {
     let k = boot_core(core, Some(ext));
@@ -94,8 +99,10 @@ fn leaked_after(core: &[Fault], ext: &[Fault], argv: &str) -> i64 {
     leaked
 }
 
-const FULL_MAP_WORKLOAD: &str =
-    "--threads 4 --duration 300ms --keys 64 --max-entries 16 --mix update:80,delete:20";
+/// The #5054 scenario's workload: bounded by an operation count (as the scenario is), so
+/// what it allocates cannot exhaust the pool however slowly the epoch frees it.
+const FULL_MAP_WORKLOAD: &str = "--threads 4 --duration 5s --ops 20000 --keys 64 \
+                                 --max-entries 16 --mix update:80,delete:20";
 
 /// Issue #5054: an update the full table refuses after the provider prepared its value is
 /// not undone, so the value leaks; the correct build undoes it with `UPDATE`.
@@ -105,7 +112,48 @@ fn update_failure_not_undone_leaks_the_prepared_value() {
     assert_eq!(leaked_after(&[], &[], FULL_MAP_WORKLOAD), 0);
 }
 
-const REPLACE_WORKLOAD: &str = "--threads 4 --duration 300ms --keys 16 --mix find:30,update:70";
+/// Issue #5054's clean twin failed under load: every refused update's prepared value is
+/// epoch-freed, and a duration-bound run at release speed (over a million refusals a
+/// second) fills the pool with pending frees whenever the epoch timer is starved. A held
+/// reader stands in for the starved timer: the duration-bound workload runs out of pool,
+/// the count-bound one (at most `--ops` allocations) does not.
+#[test]
+fn a_stalled_epoch_cannot_exhaust_the_pool_under_the_bounded_workload() {
+    let run = |argv: &str| {
+        let k = Kernel::boot(KernelConfig {
+            cpus: 2,
+            test_signing: true,
+            // 4096 sample entries: a few thousand refused updates fill it.
+            pool_capacity: 1 << 18,
+            ..KernelConfig::default()
+        })
+        .unwrap();
+        k.load_driver("ebpfcore", &image(ImageKind::EbpfCore, &[]))
+            .unwrap();
+        k.load_driver("sample_ebpf_ext", &image(ImageKind::SampleExt, &[]))
+            .unwrap();
+        let reader = k.enter_epoch();
+        let out = stress(&k, argv, Duration::from_secs(10));
+        drop(reader);
+        k.shutdown();
+        out
+    };
+    let shape = "--threads 4 --keys 64 --max-entries 16 --mix update:80,delete:20";
+    let unbounded = run(&format!("{shape} --duration 2s"));
+    assert_eq!(unbounded.exit_code, 1, "{}", unbounded.stdout);
+    assert!(
+        unbounded.stderr.contains("EBPF_NO_MEMORY"),
+        "{}",
+        unbounded.stderr
+    );
+    let bounded = run(&format!("{shape} --duration 10s --ops 2000"));
+    assert_eq!(bounded.exit_code, 0, "{}", bounded.stderr);
+    let ops = counter(&bounded.stdout, "ops");
+    assert_eq!(ops, 2000, "{}", bounded.stdout);
+}
+
+const REPLACE_WORKLOAD: &str =
+    "--threads 4 --duration 5s --ops 20000 --keys 16 --mix find:30,update:70";
 
 /// PR #5224: in PRE_FREE mode (a provider with the deprecated pre-delete callback) a replace
 /// skips the displaced value's delete callback; providers with the post-delete callback are

@@ -172,3 +172,63 @@ fn relinking_during_invocation_is_clean() {
     assert!(k.bugcheck().is_none());
     k.shutdown();
 }
+
+/// A `prog_invoke` started while the extension is away (its restart loop got there first)
+/// retries loading and attaching, counted, and invokes once the extension is back; one
+/// that never sees it back fails with that reason instead of passing having run nothing.
+#[test]
+fn prog_invoke_started_while_the_extension_is_away_waits_for_it() {
+    let (k, svc) = boot_with(&[], false);
+    k.stop_driver(&svc).unwrap();
+    assert!(wait_state(
+        &k,
+        &svc,
+        ServiceState::Stopped,
+        Duration::from_secs(3)
+    ));
+    let restarter = {
+        let (k, svc) = (k.clone(), svc.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            k.load_driver(&svc, &image(ImageKind::SampleExt, &[]))
+                .unwrap();
+        })
+    };
+    // Long enough that the extension is back well before the end on a loaded machine.
+    let out = k
+        .run_tool(
+            "prog_invoke",
+            &args("--threads 2 --links 2 --duration 3s"),
+            &CancelFlag::with_deadline(Instant::now() + Duration::from_secs(20)),
+        )
+        .unwrap();
+    restarter.join().unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let v = counters(&out);
+    assert!(v["extension_away"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["program_runs"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+
+    k.stop_driver(&svc).unwrap();
+    assert!(wait_state(
+        &k,
+        &svc,
+        ServiceState::Stopped,
+        Duration::from_secs(3)
+    ));
+    let out = k
+        .run_tool(
+            "prog_invoke",
+            &args("--threads 1 --duration 100ms"),
+            &CancelFlag::with_deadline(Instant::now() + Duration::from_secs(10)),
+        )
+        .unwrap();
+    assert_eq!(out.exit_code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("the extension was away for the whole run"),
+        "{}",
+        out.stderr
+    );
+    k.shutdown();
+}
