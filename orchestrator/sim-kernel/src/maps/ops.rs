@@ -9,7 +9,8 @@ use super::Map;
 use crate::error::EbpfError;
 use crate::maps::{MapContext, UpdateOption};
 use crate::modules::{
-    CORE_MAP_DELETE, CORE_MAP_DESTROY, CORE_MAP_FIND, CORE_MAP_UPDATE, CORE_PROGRAM_INVOKE,
+    CORE_EXTENSION_UNLOAD, CORE_MAP_DELETE, CORE_MAP_DESTROY, CORE_MAP_FIND, CORE_MAP_UPDATE,
+    CORE_PROGRAM_INVOKE, NMR_WAIT_CLIENT_DEREGISTER,
 };
 use crate::pool::PoolHandle;
 use crate::provider::{OP_HELPER, OP_MAP_CLEANUP, OP_UPDATE, Slot};
@@ -318,6 +319,11 @@ pub(crate) fn destroy(k: &MapContext, map: &Map) -> Result<(), EbpfError> {
                 p.symbol(Slot::PostprocessMapDelete),
                 || p.postprocess_map_delete(k, b.map_ctx),
             )?;
+            // `ebpf_extension_unload`: the map, an NMR client of its provider, deregisters
+            // and waits for the deregistration (a passive-only wait: upstream #2191 when
+            // this runs at DISPATCH_LEVEL). The wait ends once the rundown is released.
+            let _unload = k.core_frame(CORE_EXTENSION_UNLOAD);
+            k.passive_only(NMR_WAIT_CLIENT_DEREGISTER)?;
             b.reg.rundown.release();
         }
         if let Some(obj) = map.object {
