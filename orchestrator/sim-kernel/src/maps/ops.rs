@@ -163,8 +163,7 @@ pub(crate) fn update(
 /// A built-in hash map's entry holding `value` (`ebpf_epoch_allocate_with_tag`, charged to
 /// ebpfcore).
 fn hash_entry(k: &MapContext, value: u32) -> Result<u64, EbpfError> {
-    let core = k.core_running().ok_or(EbpfError::CoreNotRunning)?;
-    let h = k.epoch_allocate(k.maps.entry_tag, core, HASH_ENTRY_SIZE, u64::from(value))?;
+    let h = k.epoch_allocate(k.maps.entry_tag, HASH_ENTRY_SIZE, u64::from(value))?;
     Ok(h.raw())
 }
 
