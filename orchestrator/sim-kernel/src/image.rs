@@ -80,11 +80,15 @@ pub enum Fault {
     /// the initialization zeroes a count an invocation holds, the invocation's release
     /// underflows it, and the detach waits for the rundown for ever.
     RundownInitAfterAttach,
+    /// ebpfcore before PR #2309 (issue #2191): epoch work items run in the epoch timer's
+    /// DPC at DISPATCH_LEVEL, so a map's teardown calls `ebpf_extension_unload`, which
+    /// waits in the passive-only `NmrWaitForClientDeregisterComplete`, at DISPATCH.
+    WorkItemsAtDispatch,
 }
 
 impl Fault {
     /// Every fault switch, in contract order.
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::FreeWithoutEpoch,
         Fault::DetachWithoutRundown,
         Fault::DoubleFreeOnReplace,
@@ -98,6 +102,7 @@ impl Fault {
         Fault::CloseWithoutEpoch,
         Fault::InvokeWithoutRundown,
         Fault::RundownInitAfterAttach,
+        Fault::WorkItemsAtDispatch,
     ];
 
     /// The image whose code the switch changes.
@@ -106,7 +111,8 @@ impl Fault {
             Fault::PerCpuEpochStamp
             | Fault::UpdateFailureNotUndone
             | Fault::PreFreeSkipsReplaced
-            | Fault::CloseWithoutEpoch => ImageKind::EbpfCore,
+            | Fault::CloseWithoutEpoch
+            | Fault::WorkItemsAtDispatch => ImageKind::EbpfCore,
             _ => ImageKind::SampleExt,
         }
     }
@@ -127,6 +133,7 @@ impl Fault {
             Fault::CloseWithoutEpoch => "close_without_epoch",
             Fault::InvokeWithoutRundown => "invoke_without_rundown",
             Fault::RundownInitAfterAttach => "rundown_init_after_attach",
+            Fault::WorkItemsAtDispatch => "work_items_at_dispatch",
         }
     }
 
@@ -170,7 +177,7 @@ pub enum ImageError {
          detach_without_rundown, double_free_on_replace, leak_on_replace, stuck_reader, \
          hang_on_unload, legacy_preprocess_delete, per_cpu_epoch_stamp, update_failure_not_undone, \
          pre_free_skips_replaced, close_without_epoch, \
-         invoke_without_rundown, rundown_init_after_attach)"
+         invoke_without_rundown, rundown_init_after_attach, work_items_at_dispatch)"
     )]
     UnknownFault(String),
     /// A fault switch of the other image.

@@ -59,7 +59,11 @@ pub(crate) const NT_FUNCTIONS: &[&str] = &[
     "IopLoadDriver",
     "IopUnloadDriver",
     "NtDeviceIoControlFile",
+    // NMR lives in NETIO.SYS; the model has one kernel image for every system routine.
+    NMR_WAIT_CLIENT_DEREGISTER,
 ];
+/// The passive-only NMR routine `ebpf_extension_unload` waits in (upstream #2191).
+pub(crate) const NMR_WAIT_CLIENT_DEREGISTER: &str = "NmrWaitForClientDeregisterComplete";
 /// Caller-side (core) functions of the map path; see `maps::ops`.
 pub(crate) const CORE_MAP_FIND: &str = "ebpf_map_find_entry";
 pub(crate) const CORE_MAP_UPDATE: &str = "ebpf_map_update_entry";
@@ -67,6 +71,8 @@ pub(crate) const CORE_MAP_DELETE: &str = "ebpf_map_delete_entry";
 pub(crate) const CORE_MAP_CREATE: &str = "ebpf_map_create";
 pub(crate) const CORE_MAP_DESTROY: &str = "_ebpf_map_delete";
 pub(crate) const CORE_PROGRAM_INVOKE: &str = "ebpf_program_invoke";
+/// ebpfcore's NMR client teardown (`ebpf_extension_unload`), the caller of #2191.
+pub(crate) const CORE_EXTENSION_UNLOAD: &str = "ebpf_extension_unload";
 /// ebpfcore's link invoke routine (the hook provider's `invoke_program` dispatch entry).
 pub(crate) const CORE_LINK_INVOKE: &str = "_ebpf_link_instance_invoke";
 /// The sample extension's device routine that runs the hook (`IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`).
@@ -87,6 +93,7 @@ pub(crate) const CORE_FUNCTIONS: &[&str] = &[
     CORE_MAP_DESTROY,
     CORE_PROGRAM_INVOKE,
     CORE_LINK_INVOKE,
+    CORE_EXTENSION_UNLOAD,
 ];
 /// The sample extension's functions (its provider callbacks, entry and unload).
 pub(crate) const SAMPLE_FUNCTIONS: &[&str] = &[

@@ -72,6 +72,9 @@ pub(crate) fn instance_invoke(k: &KernelInner, link: &Link, ctx: u32) -> Result<
     let _core = k
         .core_module()
         .map(|m| modules::push_frame(m, CORE_LINK_INVOKE));
+    // Programs of this type run at DISPATCH_LEVEL (the `required_irql` XDP's and the WFP
+    // hooks' program data declare), so do the helpers they call.
+    let _irql = crate::irql::raise(crate::irql::DISPATCH_LEVEL);
     let _epoch = k.epoch_enter();
     link.program.invoke(k, ctx)
 }

@@ -160,9 +160,7 @@ fn epoch_free_twice_fails_fast_with_0x139() {
     let k = boot();
     let inner = &k.inner;
     let tag = inner.pool.tag(*b"Test");
-    let h = inner
-        .epoch_allocate(tag, crate::pool::OwnerId(0), 32, 0)
-        .unwrap();
+    let h = inner.epoch_allocate(tag, 32, 0).unwrap();
     inner.epoch_free(h).unwrap();
     let e = inner.epoch_free(h).unwrap_err();
     assert_eq!(e, crate::EbpfError::Halted(Some(0x139)));

@@ -1,6 +1,7 @@
 //! The sample extension (after `undocked/tests/sample/ext/drv/sample_ext.c`): provider of
 //! the object map type `BPF_MAP_TYPE_SAMPLE_HASH_MAP`, entries allocated with
-//! `epoch_allocate` and freed with `epoch_free`, plus its fault switches.
+//! `epoch_allocate` (ebpfcore's, through the client dispatch table: charged to ebpfcore)
+//! and freed with `epoch_free`, plus its fault switches.
 //!
 //! Each fault is a change to the driver's code, not a verdict: what goes wrong, and when,
 //! follows from the model's concurrency.
@@ -8,7 +9,8 @@
 //!   fetched the pointer just before reads freed memory (0x50).
 //! - `detach_without_rundown`: unload does not wait for the maps' rundown and frees their
 //!   contexts; in-flight callbacks touch freed memory (0x50), later ones run unloaded code
-//!   (0xCE); under Driver Verifier the entries still held leak (0xC4/0x62).
+//!   (0xCE). The entries still held are ebpfcore's allocations, so Driver Verifier does not
+//!   charge them to the extension's unload.
 //! - `double_free_on_replace`: update frees the entry it *peeked* in the map and ignores the
 //!   displaced-value callback; two replacers that peek the same entry free it twice (0x139,
 //!   or 0xC2 if the first free was already released).
@@ -260,12 +262,7 @@ impl MapProvider for SampleExt {
         if def.key_size != 4 || def.value_size != 4 {
             return Err(EbpfError::InvalidArgument);
         }
-        let ctx = k.epoch_allocate(
-            self.tag,
-            self.owner,
-            MAP_CONTEXT_SIZE,
-            u64::from(def.max_entries),
-        )?;
+        let ctx = k.epoch_allocate(self.tag, MAP_CONTEXT_SIZE, u64::from(def.max_entries))?;
         self.map_contexts.lock().push(ctx);
         // The stored value is a pointer to the entry.
         Ok((8, ctx.raw()))
@@ -314,7 +311,7 @@ impl MapProvider for SampleExt {
                 k.epoch_free(Self::entry(old))?;
             }
         }
-        let entry = k.epoch_allocate(self.tag, self.owner, ENTRY_SIZE, u64::from(value))?;
+        let entry = k.epoch_allocate(self.tag, ENTRY_SIZE, u64::from(value))?;
         Ok(entry.raw())
     }
 

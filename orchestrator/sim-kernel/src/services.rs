@@ -145,6 +145,10 @@ pub(crate) fn load(
                         .core
                         .set_per_cpu_stamp(image.has_fault(Fault::PerCpuEpochStamp));
                     k.maps.set_flavour(image);
+                    k.work_items_at_dispatch.store(
+                        image.has_fault(Fault::WorkItemsAtDispatch),
+                        Ordering::Relaxed,
+                    );
                     Ok(Instance::Core)
                 }
             }

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// `IRQL_NOT_LESS_OR_EQUAL`: kernel code touched pageable memory (or waited) above
+/// PASSIVE/APC level.
+pub const IRQL_NOT_LESS_OR_EQUAL: u32 = 0x0A;
 /// `PAGE_FAULT_IN_NONPAGED_AREA`: a read or write through a stale pool handle.
 pub const PAGE_FAULT_IN_NONPAGED_AREA: u32 = 0x50;
 /// `NMI_HARDWARE_FAILURE`: an NMI was injected (used to dump a hung guest).
@@ -14,6 +17,8 @@ pub const BAD_POOL_CALLER: u32 = 0xC2;
 pub const DRIVER_VERIFIER_DETECTED_VIOLATION: u32 = 0xC4;
 /// `DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS`: code of an unloaded driver ran.
 pub const DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS: u32 = 0xCE;
+/// `DRIVER_IRQL_NOT_LESS_OR_EQUAL`: as `IRQL_NOT_LESS_OR_EQUAL`, from a driver's code.
+pub const DRIVER_IRQL_NOT_LESS_OR_EQUAL: u32 = 0xD1;
 /// `KERNEL_SECURITY_CHECK_FAILURE`: a `__fastfail`, e.g. the epoch double-free check.
 pub const KERNEL_SECURITY_CHECK_FAILURE: u32 = 0x139;
 

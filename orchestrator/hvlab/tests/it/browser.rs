@@ -85,7 +85,9 @@ fn the_report_of_a_fault_run_reads_right_in_a_browser() {
     let sb = Sandbox::new();
     let out = {
         let _timing = crate::support::timing_sensitive();
-        sb.run(&["fault-detach-without-rundown", "--seed", "3"])
+        // A deterministic crash (0xD1 at the first map teardown), so the page has a crash
+        // folder and a dump to link.
+        sb.run(&["upstream-2191-work-item-at-dispatch", "--seed", "3"])
             .output()
             .unwrap()
     };
@@ -147,7 +149,7 @@ fn the_report_of_a_fault_run_reads_right_in_a_browser() {
         logs.iter().any(|l| l
             .as_str()
             .unwrap()
-            .contains("driver_stop sample_ext_detach_without_rundown")),
+            .contains("steps[0] run map_stress: crashed")),
         "the failing unit's step log is not displayed: {seen}"
     );
 

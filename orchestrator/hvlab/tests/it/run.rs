@@ -165,16 +165,13 @@ fn each_fault_switch_fails_with_its_own_evidence() {
             }
         }
     }
-    // Without Driver Verifier the pool check catches the leak; with it, the unload does.
+    // The leaked values are ebpfcore's allocations (epoch_allocate_with_tag), so Driver
+    // Verifier on the extension does not see them at its unload: the pool check catches the
+    // leak on both templates.
     let leak = failure_text(&report, "fault-leak-on-replace");
+    assert_eq!(leak.len(), 2, "{leak:?}");
     assert!(
-        leak.iter().any(|m| m.contains("smpl_pool_bytes")),
-        "{leak:?}"
-    );
-    assert!(
-        leak.iter()
-            .any(|m| m.contains("DRIVER_VERIFIER_DETECTED_VIOLATION")
-                && m.contains("sample_ext_leak_on_replace.sys")),
+        leak.iter().all(|m| m.contains("smpl_pool_bytes")),
         "{leak:?}"
     );
     for msg in failure_text(&report, "fault-double-free-on-replace") {

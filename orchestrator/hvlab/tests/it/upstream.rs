@@ -27,8 +27,8 @@ fn every_upstream_bug_fails_by_its_own_mechanism() {
     let out = sb.run(&["--tag", "upstream-bug"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let s = summary(&sb);
-    // Four core bugs and #2010 on one template each, #254 on two.
-    assert_eq!(s["stats"]["failed"], 7, "{s:#}");
+    // Five core bugs and #2010 on one template each, #254 on two.
+    assert_eq!(s["stats"]["failed"], 8, "{s:#}");
     assert_eq!(
         s["stats"]["retried"], 0,
         "a unit needed a retry (a VM redeployed with another payload?): {s:#}"
@@ -42,6 +42,11 @@ fn every_upstream_bug_fails_by_its_own_mechanism() {
     assert_eq!(
         hang["crash"]["bucket"]["title"], "NMI_HARDWARE_FAILURE (0x80) in sample_ebpf_ext.sys",
         "the stop hangs, and the NMI blames the unload waiting for the rundown: {hang:#}"
+    );
+    let irql = unit(&s, "upstream-2191-work-item-at-dispatch");
+    assert_eq!(
+        irql["crash"]["bucket"]["title"], "DRIVER_IRQL_NOT_LESS_OR_EQUAL (0xd1) in ebpfcore.sys",
+        "a map's teardown waits for its NMR deregistration at DISPATCH_LEVEL: {irql:#}"
     );
     // The underflowed count either never drains (the detach hangs; the NMI blames it) or,
     // with as many invocations in flight at the detach as the underflow took, drains one
@@ -93,6 +98,6 @@ fn every_clean_twin_passes() {
     let out = sb.run(&["--tag", "upstream-bug-clean"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let s = summary(&sb);
-    // Four core twins and the #2010 twin on one template each, the #254 twin on two.
-    assert_eq!(s["stats"]["passed"], 7, "{s:#}");
+    // Five core twins and the #2010 twin on one template each, the #254 twin on two.
+    assert_eq!(s["stats"]["passed"], 8, "{s:#}");
 }

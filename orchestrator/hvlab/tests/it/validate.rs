@@ -31,7 +31,7 @@ fn validate_accepts_everything_shipped_with_a_one_line_summary() {
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(stdout.starts_with("ok: 2 labs, 7 payloads, "), "{stdout}");
+    assert!(stdout.starts_with("ok: 2 labs, 8 payloads, "), "{stdout}");
 }
 
 #[test]

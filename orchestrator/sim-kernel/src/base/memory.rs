@@ -54,14 +54,18 @@ impl KernelBase {
     }
 
     /// `ebpf_epoch_allocate_with_tag`: same pool, freed through [`KernelBase::epoch_free`].
+    /// ebpfcore's code makes the pool call (an extension reaches it through the client
+    /// dispatch table), so the allocation is charged to ebpfcore, as Driver Verifier's pool
+    /// tracking charges it upstream: what an extension leaks this way is found at
+    /// ebpfcore's unload, not the extension's. The tag stays the caller's.
     pub(crate) fn epoch_allocate(
         &self,
         tag: TagId,
-        owner: OwnerId,
         size: u32,
         data: u64,
     ) -> Result<PoolHandle, EbpfError> {
-        self.allocate(tag, owner, size, data)
+        let core = self.core_running().ok_or(EbpfError::CoreNotRunning)?;
+        self.allocate(tag, core, size, data)
     }
 
     /// Immediate pool free (`ExFreePool`).

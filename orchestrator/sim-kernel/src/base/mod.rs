@@ -25,7 +25,7 @@ use crate::pool::{OwnerId, Pool, PoolFault};
 use parking_lot::{Mutex, RwLock};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::thread::JoinHandle;
 
 /// Something above the lower context whose blocked waits must end when the kernel halts
@@ -49,6 +49,9 @@ pub(crate) struct KernelBase {
     /// timer and the core's caller frames read it; `services` sets it from DriverEntry
     /// and clears it at unload.
     pub(crate) core_image: RwLock<Option<(ModuleId, OwnerId)>>,
+    /// ebpfcore flavour `work_items_at_dispatch` (issue #2191): the timer runs epoch work
+    /// items inside its DPC.
+    pub(crate) work_items_at_dispatch: AtomicBool,
     /// What to wake on halt, registered by the layers above.
     halt_wakes: Mutex<Vec<Arc<dyn HaltWake>>>,
     /// Driver code currently blocked (for the NMI's attribution), oldest first.
@@ -71,6 +74,7 @@ impl KernelBase {
             epoch: EpochManager::new(cpus),
             timer: Mutex::new(None),
             core_image: RwLock::new(None),
+            work_items_at_dispatch: AtomicBool::new(false),
             halt_wakes: Mutex::new(Vec::new()),
             stuck: Mutex::new(Vec::new()),
             stuck_ids: AtomicU64::new(0),
@@ -144,6 +148,12 @@ impl KernelBase {
             || code == bugcheck::DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS
         {
             params[2] = rip;
+        }
+        // ... and for the IRQL codes, parameter 4 is.
+        if code == bugcheck::IRQL_NOT_LESS_OR_EQUAL
+            || code == bugcheck::DRIVER_IRQL_NOT_LESS_OR_EQUAL
+        {
+            params[3] = rip;
         }
         let bc = Bugcheck {
             code,

@@ -2,12 +2,12 @@
 //! items, complete waiting `synchronize` calls.
 
 use std::sync::Arc;
-#[cfg(test)]
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::KernelBase;
 use crate::epoch::{self, Retired};
+use crate::irql;
 use crate::modules;
 
 impl KernelBase {
@@ -37,6 +37,8 @@ impl KernelBase {
             let _frame = self
                 .core_module()
                 .map(|f| modules::push_frame(f, "_ebpf_epoch_release_free_list"));
+            // The timer's DPC: the frees run at DISPATCH_LEVEL.
+            let mut dpc = Some(irql::raise(irql::DISPATCH_LEVEL));
             let mut slots: Vec<Vec<u32>> = vec![Vec::new(); self.cpus];
             for it in std::mem::take(&mut release.items) {
                 if self.release_item(&it) {
@@ -49,12 +51,18 @@ impl KernelBase {
                 }
             }
             // Work items (map teardown) run after the frees, before a waiting synchronize
-            // may return.
+            // may return; at PASSIVE_LEVEL (upstream queues them to a system worker since
+            // PR #2309), except in the core flavour of issue #2191, which runs them inside
+            // the DPC.
+            if !self.work_items_at_dispatch.load(Ordering::Relaxed) {
+                dpc = None;
+            }
             for w in std::mem::take(&mut release.work) {
                 w.run();
             }
             // Only now may a waiting synchronize return: its items are freed.
             release.complete();
+            drop(dpc);
             if self.epoch.core.has_pending() {
                 self.epoch.arm();
             }

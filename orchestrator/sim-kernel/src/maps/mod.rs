@@ -12,6 +12,7 @@ pub use def::{
 use crate::base::KernelBase;
 use crate::error::EbpfError;
 use crate::image::{DriverImage, Fault};
+use crate::irql::SpinLock;
 use crate::nmr::Nmr;
 use crate::pool::{Pool, PoolHandle, TagId};
 use crate::provider::Slot;
@@ -28,8 +29,9 @@ pub(crate) const MAP_TAG: [u8; 4] = *b"eMap";
 /// Pool tag of the built-in hash table's entries.
 pub(crate) const ENTRY_TAG: [u8; 4] = *b"eHsh";
 
-/// One hash bucket: (key, stored value) pairs under the bucket lock.
-type Bucket = Mutex<Vec<(u32, u64)>>;
+/// One hash bucket: (key, stored value) pairs under the bucket lock (a spin lock: its
+/// holder, and a PRE_FREE delete callback under it, runs at DISPATCH_LEVEL).
+type Bucket = SpinLock<Vec<(u32, u64)>>;
 
 /// The binding of a custom map to its provider.
 #[derive(Debug)]
@@ -226,6 +228,8 @@ impl MapHandle {
     /// runs a program); returns the sum of the values found. `work` is the program's own
     /// computation between its lookups and its reads (built-in hash maps).
     pub fn run_lookup_program(&self, keys: &[u32], work: Duration) -> Result<u32, EbpfError> {
+        // A program and its helpers run at DISPATCH_LEVEL.
+        let _irql = crate::irql::raise(crate::irql::DISPATCH_LEVEL);
         let _e = self.k.epoch_enter();
         ops::lookup_program(&self.k, &self.map, keys, work)
     }
@@ -283,7 +287,7 @@ pub(crate) fn create(k: &Arc<MapContext>, def: MapDefinition) -> Result<MapHandl
     let nb = (def.max_entries as usize)
         .next_power_of_two()
         .clamp(16, 1 << 14);
-    let buckets: Box<[Bucket]> = (0..nb).map(|_| Mutex::new(Vec::new())).collect();
+    let buckets: Box<[Bucket]> = (0..nb).map(|_| SpinLock::new(Vec::new())).collect();
     let obj_size = 256 + (nb as u32) * 16;
     let object = match k.allocate(k.maps.tag, core, obj_size, 0) {
         Ok(h) => Some(h),
@@ -389,7 +393,7 @@ mod tests {
             id: 1,
             def: MapDefinition::new(BPF_MAP_TYPE_HASH, 64),
             binding: None,
-            buckets: (0..nb).map(|_| Mutex::new(Vec::new())).collect(),
+            buckets: (0..nb).map(|_| SpinLock::new(Vec::new())).collect(),
             mask: nb - 1,
             count: AtomicU32::new(0),
             object: None,

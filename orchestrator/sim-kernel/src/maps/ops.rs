@@ -9,7 +9,8 @@ use super::Map;
 use crate::error::EbpfError;
 use crate::maps::{MapContext, UpdateOption};
 use crate::modules::{
-    CORE_MAP_DELETE, CORE_MAP_DESTROY, CORE_MAP_FIND, CORE_MAP_UPDATE, CORE_PROGRAM_INVOKE,
+    CORE_EXTENSION_UNLOAD, CORE_MAP_DELETE, CORE_MAP_DESTROY, CORE_MAP_FIND, CORE_MAP_UPDATE,
+    CORE_PROGRAM_INVOKE, NMR_WAIT_CLIENT_DEREGISTER,
 };
 use crate::pool::PoolHandle;
 use crate::provider::{OP_HELPER, OP_MAP_CLEANUP, OP_UPDATE, Slot};
@@ -163,8 +164,7 @@ pub(crate) fn update(
 /// A built-in hash map's entry holding `value` (`ebpf_epoch_allocate_with_tag`, charged to
 /// ebpfcore).
 fn hash_entry(k: &MapContext, value: u32) -> Result<u64, EbpfError> {
-    let core = k.core_running().ok_or(EbpfError::CoreNotRunning)?;
-    let h = k.epoch_allocate(k.maps.entry_tag, core, HASH_ENTRY_SIZE, u64::from(value))?;
+    let h = k.epoch_allocate(k.maps.entry_tag, HASH_ENTRY_SIZE, u64::from(value))?;
     Ok(h.raw())
 }
 
@@ -331,6 +331,11 @@ pub(crate) fn destroy(k: &MapContext, map: &Map) -> Result<(), EbpfError> {
                 p.symbol(Slot::PostprocessMapDelete),
                 || p.postprocess_map_delete(k, b.map_ctx),
             )?;
+            // `ebpf_extension_unload`: the map, an NMR client of its provider, deregisters
+            // and waits for the deregistration (a passive-only wait: upstream #2191 when
+            // this runs at DISPATCH_LEVEL). The wait ends once the rundown is released.
+            let _unload = k.core_frame(CORE_EXTENSION_UNLOAD);
+            k.passive_only(NMR_WAIT_CLIENT_DEREGISTER)?;
             b.reg.rundown.release();
         }
         if let Some(obj) = map.object {

@@ -175,6 +175,7 @@ fn core_flavours_belong_to_the_core_image() {
         Fault::UpdateFailureNotUndone,
         Fault::PreFreeSkipsReplaced,
         Fault::CloseWithoutEpoch,
+        Fault::WorkItemsAtDispatch,
     ] {
         assert_eq!(f.image(), ImageKind::EbpfCore, "{f:?}");
         let bytes = format!(
@@ -246,5 +247,57 @@ fn a_reader_inside_an_epoch_keeps_the_extension_stop_pending() {
         ServiceState::Stopped,
         Duration::from_secs(10)
     ));
+    k.shutdown();
+}
+
+/// Issue #2191 (fixed by PR #2309): epoch work items run in the timer's DPC at
+/// DISPATCH_LEVEL, so a custom map's teardown calls `ebpf_extension_unload`, which waits in
+/// the passive-only `NmrWaitForClientDeregisterComplete`, at DISPATCH: 0xD1 blaming
+/// ebpfcore, as soon as the first custom map is deleted. The correct build runs work items
+/// at PASSIVE_LEVEL and the extension stops.
+#[test]
+fn work_items_at_dispatch_is_an_irql_bugcheck_at_the_first_map_teardown() {
+    for core in [&[Fault::WorkItemsAtDispatch][..], &[][..]] {
+        let k = boot_core(core, Some(&[]));
+        let map = k
+            .create_map(MapDefinition::new(BPF_MAP_TYPE_SAMPLE_HASH_MAP, 8))
+            .unwrap();
+        map.update(1, 1, UpdateOption::Any).unwrap();
+        drop(map);
+        if core.is_empty() {
+            k.stop_driver("sample_ebpf_ext").unwrap();
+            assert!(wait_state(
+                &k,
+                "sample_ebpf_ext",
+                ServiceState::Stopped,
+                Duration::from_secs(10)
+            ));
+            assert!(k.bugcheck().is_none(), "{:?}", k.bugcheck());
+        } else {
+            let bc = k.wait_bugcheck(Duration::from_secs(10)).expect("bugcheck");
+            assert_eq!(bc.code, DRIVER_IRQL_NOT_LESS_OR_EQUAL, "{bc:?}");
+            assert_eq!(
+                (bc.module.as_str(), bc.function.as_str()),
+                ("ebpfcore.sys", "ebpf_extension_unload"),
+                "{bc:?}"
+            );
+            assert_eq!(bc.params[1], 2, "IRQL: DISPATCH_LEVEL");
+        }
+        k.shutdown();
+    }
+}
+
+/// Built-in hash maps have no provider to deregister from: their teardown at DISPATCH is
+/// not the bug, and the flavour stays quiet without custom maps.
+#[test]
+fn work_items_at_dispatch_is_quiet_without_custom_maps() {
+    let k = boot_core(&[Fault::WorkItemsAtDispatch], None);
+    let map = k
+        .create_map(MapDefinition::new(BPF_MAP_TYPE_HASH, 8))
+        .unwrap();
+    map.update(1, 1, UpdateOption::Any).unwrap();
+    drop(map);
+    k.synchronize().unwrap();
+    assert!(k.bugcheck().is_none(), "{:?}", k.bugcheck());
     k.shutdown();
 }

@@ -248,24 +248,75 @@ fn service_control_errors_carry_windows_codes() {
     k.shutdown();
 }
 
+/// Rule: the sample extension allocates its map entries with ebpfcore's
+/// `epoch_allocate_with_tag` (the client dispatch table), so Driver Verifier charges them to
+/// ebpfcore.sys: a leaked entry is not the extension's leak at its unload (it stops), but
+/// ebpfcore's at ebpfcore's unload (0xC4/0x62 blaming ebpfcore.sys).
 #[test]
-fn verifier_turns_a_leak_at_unload_into_0xc4_0x62() {
-    let (k, svc) = boot_with(&[Fault::LeakOnReplace], true);
+fn verifier_charges_leaked_map_entries_to_ebpfcore() {
+    let cfg = KernelConfig {
+        cpus: 2,
+        verifier_drivers: vec![
+            "ebpfcore.sys".into(),
+            "sample_ext_leak_on_replace.sys".into(),
+        ],
+        test_signing: true,
+        ..KernelConfig::default()
+    };
+    let k = Kernel::boot(cfg).unwrap();
+    k.load_driver("ebpfcore", &image(ImageKind::EbpfCore, &[]))
+        .unwrap();
+    let svc = sample_service(&[Fault::LeakOnReplace]);
+    k.load_driver(&svc, &image(ImageKind::SampleExt, &[Fault::LeakOnReplace]))
+        .unwrap();
     let m = k.create_map(MapDefinition::new(SAMPLE, 8)).unwrap();
     m.update(1, 1, UpdateOption::Any).unwrap();
     m.update(1, 2, UpdateOption::Any).unwrap(); // the displaced entry leaks
     drop(m);
     k.stop_driver(&svc).unwrap();
+    assert!(
+        wait_state(&k, &svc, ServiceState::Stopped, Duration::from_secs(5)),
+        "the extension's own allocations are all freed: {:?}",
+        k.bugcheck()
+    );
+    assert!(k.bugcheck().is_none(), "{:?}", k.bugcheck());
+    k.stop_driver("ebpfcore").unwrap();
     let bc = k.wait_bugcheck(Duration::from_secs(5)).expect("bugcheck");
     assert_eq!((bc.code, bc.params[0]), (0xC4, 0x62));
     assert_eq!(bc.params[3], 1, "one allocation leaked");
-    assert_eq!(bc.module, format!("{svc}.sys"));
+    assert_eq!(bc.module, "ebpfcore.sys");
     let m = k
         .modules()
         .into_iter()
         .find(|m| m.name == bc.module)
         .unwrap();
     assert!(m.contains(bc.rip));
+    k.shutdown();
+}
+
+/// Rule: an extension whose detach does not wait for its maps' rundown stops even under
+/// Verifier (the entries its live maps hold are ebpfcore's allocations); the map's next use
+/// runs the unloaded driver's code (0xCE), which is how upstream finds that bug.
+#[test]
+fn verifier_lets_a_detach_without_rundown_stop_and_the_next_map_use_is_0xce() {
+    let (k, svc) = boot_with(&[Fault::DetachWithoutRundown], true);
+    let m = k.create_map(MapDefinition::new(SAMPLE, 8)).unwrap();
+    m.update(1, 1, UpdateOption::Any).unwrap();
+    // Without waiting for the rundown the unload frees the map context under the live map;
+    // the stop completes (nothing of the extension's is left), and the map's next use runs
+    // the unloaded driver's code.
+    k.stop_driver(&svc).unwrap();
+    assert!(wait_state(
+        &k,
+        &svc,
+        ServiceState::Stopped,
+        Duration::from_secs(5)
+    ));
+    assert!(k.bugcheck().is_none(), "{:?}", k.bugcheck());
+    drop(m);
+    let bc = k.wait_bugcheck(Duration::from_secs(5)).expect("bugcheck");
+    assert_eq!(bc.code, 0xCE, "{bc:?}");
+    assert_eq!(bc.module, format!("{svc}.sys"));
     k.shutdown();
 }
 
