@@ -219,9 +219,9 @@ fn matrix_and_fault_selection() {
     assert_eq!(cells.len(), expected);
     // One per fault switch, plus the hot-unload race that repro mode hunts, plus one per
     // modelled upstream bug (docs/upstream-bugs.md).
-    assert_eq!(plan.with_tag("fault").count(), 13);
-    assert_eq!(plan.with_tag("upstream-bug").count(), 6);
-    assert_eq!(plan.with_tag("upstream-bug-clean").count(), 6);
+    assert_eq!(plan.with_tag("fault").count(), 14);
+    assert_eq!(plan.with_tag("upstream-bug").count(), 7);
+    assert_eq!(plan.with_tag("upstream-bug-clean").count(), 7);
     assert!(
         plan.scenarios
             .iter()

@@ -47,7 +47,7 @@ fn every_shipped_file_validates() {
         || (s.payload.name.starts_with("sim-ebpf-bug-")
             && s.tags.iter().any(|t| t == "upstream-bug"))));
     assert!(
-        v.summary().starts_with("ok: 2 labs, 7 payloads,"),
+        v.summary().starts_with("ok: 2 labs, 8 payloads,"),
         "{}",
         v.summary()
     );
