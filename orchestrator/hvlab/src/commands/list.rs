@@ -222,9 +222,16 @@ fn human(doc: &Value) -> String {
         );
         for t in p["tools"].as_array().into_iter().flatten() {
             let _ = writeln!(s, "  {}", t["name"].as_str().unwrap_or_default());
-            for a in t["arguments"].as_array().into_iter().flatten() {
+            let args = t["arguments"].as_array().into_iter().flatten();
+            // One column for the tool's argument names, however long the longest is.
+            let width = args
+                .clone()
+                .map(|a| a["name"].as_str().map_or(0, str::len))
+                .max()
+                .unwrap_or(0);
+            for a in args {
                 let mut line = format!(
-                    "    {:<14} {}",
+                    "    {:<width$} {}",
                     a["name"].as_str().unwrap_or_default(),
                     a["type"].as_str().unwrap_or_default()
                 );
