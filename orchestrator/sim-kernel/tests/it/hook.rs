@@ -6,22 +6,23 @@
 use crate::support::*;
 use sim_kernel::*;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Stops and starts the extension `cycles` times while `prog_invoke` runs; returns the
-/// tool's output and how many restarts completed.
+/// tool's output (its runs' counters summed, the first failing run's exit code) and how
+/// many restarts completed. The tool runs again until every restart is done, so a loaded
+/// machine that slows the restarts cannot end the invocations before them.
 fn restart_during_invocation(faults: &[Fault], cycles: u32) -> (Kernel, String, ToolOutput, u32) {
     let (k, svc) = boot_with(faults, false);
-    let done = Arc::new(AtomicBool::new(false));
     let restarts = Arc::new(AtomicU32::new(0));
     let controller = {
-        let (k, svc, done, restarts) = (k.clone(), svc.clone(), done.clone(), restarts.clone());
+        let (k, svc, restarts) = (k.clone(), svc.clone(), restarts.clone());
         let faults = faults.to_vec();
         std::thread::spawn(move || {
             for _ in 0..cycles {
                 std::thread::sleep(Duration::from_millis(60));
-                if done.load(Ordering::Relaxed) || k.stop_driver(&svc).is_err() {
+                if k.stop_driver(&svc).is_err() {
                     return;
                 }
                 if !wait_state(&k, &svc, ServiceState::Stopped, Duration::from_secs(3)) {
@@ -36,17 +37,37 @@ fn restart_during_invocation(faults: &[Fault], cycles: u32) -> (Kernel, String, 
             }
         })
     };
-    let out = k
-        .run_tool(
-            "prog_invoke",
-            &args(&format!(
-                "--threads 4 --links 2 --duration {}ms",
-                120 * cycles + 200
-            )),
-            &CancelFlag::with_deadline(Instant::now() + Duration::from_secs(10)),
-        )
-        .unwrap();
-    done.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut out = ToolOutput {
+        exit_code: 0,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    let mut sum = serde_json::Map::new();
+    loop {
+        let run = k
+            .run_tool(
+                "prog_invoke",
+                &args("--threads 4 --links 2 --duration 300ms"),
+                &CancelFlag::with_deadline(deadline),
+            )
+            .unwrap();
+        // A run ended by a bugcheck may print no counters; its exit code tells.
+        let counted: Option<serde_json::Value> = serde_json::from_str(run.stdout.trim()).ok();
+        for (name, v) in counted.iter().filter_map(|c| c.as_object()).flatten() {
+            let total = sum.get(name).and_then(|t| t.as_u64()).unwrap_or(0);
+            sum.insert(name.clone(), (total + v.as_u64().unwrap_or(0)).into());
+        }
+        out.stderr.push_str(&run.stderr);
+        if run.exit_code != 0 {
+            out.exit_code = run.exit_code;
+            break;
+        }
+        if controller.is_finished() || k.bugcheck().is_some() || Instant::now() >= deadline {
+            break;
+        }
+    }
+    out.stdout = serde_json::Value::Object(sum).to_string();
     controller.join().unwrap();
     let n = restarts.load(Ordering::Relaxed);
     (k, svc, out, n)
