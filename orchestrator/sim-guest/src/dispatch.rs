@@ -25,6 +25,10 @@ impl Handler for GuestCore {
         }
     }
 
+    fn down(&self) -> bool {
+        self.power.halting.load(Ordering::SeqCst) || self.kernel.bugcheck().is_some()
+    }
+
     fn after_response(&self, req: &Request) {
         match req {
             Request::Reboot => self.power.request(PowerEvent::Reboot),

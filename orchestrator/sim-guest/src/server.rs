@@ -34,6 +34,11 @@ pub trait Handler: Send + Sync + 'static {
     /// Called after the response to a `Reboot` or `Shutdown` was written (power transitions
     /// happen here, so the client gets its `Ok` before the guest goes away).
     fn after_response(&self, _req: &Request) {}
+    /// Whether the machine went down while the request ran (a bugcheck): a crashed machine
+    /// sends nothing more, so its reply is dropped with the connection.
+    fn down(&self) -> bool {
+        false
+    }
 }
 
 /// A running server.
@@ -148,6 +153,12 @@ fn serve_connection<H: Handler>(mut stream: TcpStream, handler: &H, shared: &Sha
                     let power =
                         matches!(req, Request::Reboot | Request::Shutdown).then(|| req.clone());
                     let resp = handler.handle(req);
+                    // A tool that saw the kernel stop under it would otherwise report that
+                    // as its own failure; on Windows the bugcheck ends it and the
+                    // connection before any answer, and the client sees the guest vanish.
+                    if handler.down() {
+                        return;
+                    }
                     if write_response(&mut stream, &resp).is_err() {
                         return;
                     }

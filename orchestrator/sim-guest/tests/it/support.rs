@@ -106,8 +106,13 @@ impl Client {
     }
 
     pub fn call(&mut self, req: &Request) -> Response {
-        write_request(&mut self.stream, req).unwrap();
-        read_response(&mut self.stream).unwrap()
+        self.try_call(req).unwrap()
+    }
+
+    /// The reply, or how reading it failed (a crashed guest closes without one).
+    pub fn try_call(&mut self, req: &Request) -> Result<Response, String> {
+        write_request(&mut self.stream, req).map_err(|e| format!("{e:?}"))?;
+        read_response(&mut self.stream).map_err(|e| format!("{e:?}"))
     }
 
     /// Expects a success and returns it.
