@@ -290,8 +290,14 @@ impl HyperV {
 
     /// The host with the most room left, if any has room.
     fn pick_host(&self) -> Option<usize> {
-        let drained = self.inner.drained.lock().expect("drained lock").clone();
         let table = self.inner.vms.lock().expect("vm table lock");
+        self.pick_host_in(&table)
+    }
+
+    /// `pick_host` over a VM table the caller holds locked, so that picking a host and
+    /// taking its slot are one step: two creates at once cannot both take a host's last slot.
+    fn pick_host_in(&self, table: &HashMap<String, (usize, String)>) -> Option<usize> {
+        let drained = self.inner.drained.lock().expect("drained lock").clone();
         let mut used = vec![0u32; self.inner.hosts.len()];
         for (i, _) in table.values() {
             used[*i] += 1;
@@ -367,7 +373,24 @@ impl Hypervisor for HyperV {
                 message: format!("the lab has no Hyper-V template {:?}", spec.template),
             })?
             .clone();
-        let i = self.pick_host().ok_or_else(|| BackendError::VmState {
+        // Pick the host and reserve its slot under one lock, before the slow create, so
+        // concurrent creates spread out and never exceed a host's capacity.
+        let i = {
+            let mut table = self.inner.vms.lock().expect("vm table lock");
+            if table.contains_key(&spec.name) {
+                return Err(BackendError::VmState {
+                    vm: spec.name.clone(),
+                    operation: "create".into(),
+                    message: "a VM of that name already exists in this lab session".into(),
+                });
+            }
+            let picked = self.pick_host_in(&table);
+            if let Some(i) = picked {
+                table.insert(spec.name.clone(), (i, spec.template.clone()));
+            }
+            picked
+        };
+        let i = i.ok_or_else(|| BackendError::VmState {
             vm: spec.name.clone(),
             operation: "create".into(),
             message: self.no_room(),
@@ -391,18 +414,6 @@ impl Hypervisor for HyperV {
             switch: host.switch.clone(),
             notes: tag.notes(),
         };
-        // Reserve the slot before the slow create so concurrent creates spread out.
-        {
-            let mut table = self.inner.vms.lock().expect("vm table lock");
-            if table.contains_key(&spec.name) {
-                return Err(BackendError::VmState {
-                    vm: spec.name.clone(),
-                    operation: "create".into(),
-                    message: "a VM of that name already exists in this lab session".into(),
-                });
-            }
-            table.insert(spec.name.clone(), (i, spec.template.clone()));
-        }
         let created: Result<serde_json::Value> =
             self.host_call(i, &spec.name, &hs::create(&new)).await;
         if let Err(e) = created {
