@@ -125,3 +125,43 @@ fn hvlab_triage_text_for_the_race_shows_the_unloaded_driver_and_the_stack() {
     let text = report::render_text(&rep).replace(&dir.path().display().to_string(), "<tmp>");
     insta::assert_snapshot!(text);
 }
+
+/// A small dump's unloaded-driver list that cannot be right (too many entries, an odd or
+/// overlong name, a range that ends before it starts, an offset past the file) is a
+/// malformed dump whose message says what is wrong, never a panic or a made-up driver.
+#[test]
+fn a_broken_small_dump_unloaded_list_is_a_clear_error() {
+    // TRIAGE_DUMP64 follows the 0x2000-byte header; UnloadedDriversOffset is at +0x18; the
+    // list is a count, padding to 8, then 0x38-byte entries (name length +0, start +0x28,
+    // end +0x30).
+    let spec = common::unloaded_race(DumpKind::Small, 0xCE, 0x1_9C40, "ebpf_map_update_entry");
+    let good = dump_bytes(&spec).unwrap();
+    let at_field = 0x2000 + 0x18;
+    let at = u32::from_le_bytes(good[at_field..at_field + 4].try_into().unwrap()) as usize;
+    assert_ne!(at, 0, "the sim writes the list");
+    let entry = at + 8;
+    let put = |b: &mut Vec<u8>, off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+    let mut b = good.clone();
+    put(&mut b, at, &51u32.to_le_bytes());
+    cases.push(("count", b, "51 entries (at most 50)"));
+    let mut b = good.clone();
+    put(&mut b, entry, &25u16.to_le_bytes());
+    cases.push(("odd name", b, "unloaded driver 0: name length 25"));
+    let mut b = good.clone();
+    put(&mut b, entry, &26u16.to_le_bytes());
+    cases.push(("long name", b, "unloaded driver 0: name length 26"));
+    let mut b = good.clone();
+    put(&mut b, entry + 0x30, &1u64.to_le_bytes());
+    cases.push(("range", b, "range"));
+    let mut b = good.clone();
+    let past = u32::try_from(good.len() + 16).unwrap();
+    put(&mut b, at_field, &past.to_le_bytes());
+    cases.push(("offset", b, "unloaded-driver list of the small dump"));
+    for (what, bytes, want) in cases {
+        let e = triage_bytes(Path::new("Minidump/x.dmp"), bytes)
+            .expect_err(what)
+            .to_string();
+        assert!(e.contains(want), "{what}: {e}");
+    }
+}
