@@ -45,13 +45,7 @@ fn restart_during_invocation(faults: &[Fault], cycles: u32) -> (Kernel, String, 
     };
     let mut sum = serde_json::Map::new();
     loop {
-        let run = k
-            .run_tool(
-                "prog_invoke",
-                &args("--threads 4 --links 2 --duration 300ms"),
-                &CancelFlag::with_deadline(deadline),
-            )
-            .unwrap();
+        let run = prog_invoke(&k, "--threads 4 --links 2 --duration 300ms", deadline);
         // A run ended by a bugcheck may print no counters; its exit code tells.
         let counted: Option<serde_json::Value> = serde_json::from_str(run.stdout.trim()).ok();
         for (name, v) in counted.iter().filter_map(|c| c.as_object()).flatten() {
@@ -71,6 +65,16 @@ fn restart_during_invocation(faults: &[Fault], cycles: u32) -> (Kernel, String, 
     controller.join().unwrap();
     let n = restarts.load(Ordering::Relaxed);
     (k, svc, out, n)
+}
+
+/// Runs `prog_invoke` with `argv`, cancelled at `deadline`.
+fn prog_invoke(k: &Kernel, argv: &str, deadline: Instant) -> ToolOutput {
+    k.run_tool(
+        "prog_invoke",
+        &args(argv),
+        &CancelFlag::with_deadline(deadline),
+    )
+    .unwrap()
 }
 
 fn counters(out: &ToolOutput) -> serde_json::Value {
@@ -178,13 +182,11 @@ fn invoke_without_rundown_is_a_use_after_free_in_the_extension() {
 #[test]
 fn relinking_during_invocation_is_clean() {
     let (k, _svc) = boot();
-    let out = k
-        .run_tool(
-            "prog_invoke",
-            &args("--threads 4 --links 2 --duration 400ms --link-lifetime 20ms"),
-            &CancelFlag::with_deadline(Instant::now() + Duration::from_secs(10)),
-        )
-        .unwrap();
+    let out = prog_invoke(
+        &k,
+        "--threads 4 --links 2 --duration 400ms --link-lifetime 20ms",
+        Instant::now() + Duration::from_secs(10),
+    );
     assert_eq!(out.exit_code, 0, "{out:?}");
     let v = counters(&out);
     assert!(v["relinks"].as_u64().unwrap() >= 3, "{v}");
@@ -216,13 +218,11 @@ fn prog_invoke_started_while_the_extension_is_away_waits_for_it() {
         })
     };
     // Long enough that the extension is back well before the end on a loaded machine.
-    let out = k
-        .run_tool(
-            "prog_invoke",
-            &args("--threads 2 --links 2 --duration 3s"),
-            &CancelFlag::with_deadline(Instant::now() + Duration::from_secs(20)),
-        )
-        .unwrap();
+    let out = prog_invoke(
+        &k,
+        "--threads 2 --links 2 --duration 3s",
+        Instant::now() + Duration::from_secs(20),
+    );
     restarter.join().unwrap();
     assert_eq!(out.exit_code, 0, "{out:?}");
     let v = counters(&out);
@@ -237,13 +237,11 @@ fn prog_invoke_started_while_the_extension_is_away_waits_for_it() {
         ServiceState::Stopped,
         Duration::from_secs(3)
     ));
-    let out = k
-        .run_tool(
-            "prog_invoke",
-            &args("--threads 1 --duration 100ms"),
-            &CancelFlag::with_deadline(Instant::now() + Duration::from_secs(10)),
-        )
-        .unwrap();
+    let out = prog_invoke(
+        &k,
+        "--threads 1 --duration 100ms",
+        Instant::now() + Duration::from_secs(10),
+    );
     assert_eq!(out.exit_code, 1, "{out:?}");
     assert!(
         out.stderr
