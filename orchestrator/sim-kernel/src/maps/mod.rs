@@ -182,7 +182,10 @@ impl Clone for MapHandle {
 
 impl Drop for MapHandle {
     fn drop(&mut self) {
-        if self.map.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let before = self.map.handles.fetch_sub(1, Ordering::AcqRel);
+        // Object maps release their entries once no user reference is left.
+        object::handle_closed(&self.k, &self.map, before - 1);
+        if before == 1 {
             // As upstream, the teardown (entry cleanup, postprocess_map_delete, rundown
             // release) is an epoch work item: a reader that found the map inside an epoch may
             // still use it. So a reader stuck in an epoch keeps the provider's rundown, and

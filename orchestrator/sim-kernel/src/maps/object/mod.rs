@@ -8,9 +8,10 @@
 //! its epoch can still use it. Destroying the map releases every reference. User-mode
 //! lookups return the object's id.
 //!
-//! Upstream releases an object map's entries when its last *user* reference closes; the sim
-//! has one handle count per map, so they are released when the map is destroyed (an object
-//! map stored in itself would keep itself alive here, where upstream breaks the cycle).
+//! An object map releases its entries once only other object maps hold it (upstream: when
+//! its last *user* reference closes, `_ebpf_map_object_map_zero_user_reference`), which is
+//! what breaks a cycle such as a map of maps stored in itself. The sim has one handle count
+//! per map, so each object map also counts the entries of object maps that hold it.
 
 use super::{Map, MapContext, MapDefinition, MapHandle, UpdateOption};
 use crate::error::EbpfError;
@@ -98,6 +99,8 @@ pub(crate) struct ObjectTable {
     template: Option<MapDefinition>,
     /// Map-in-map: the inner template's id (`inner_map_id`), 0 otherwise.
     pub(crate) inner_map_id: u32,
+    /// Entries of object maps holding this map (handles that are not user references).
+    held: AtomicUsize,
     state: SpinLock<State>,
 }
 
@@ -161,6 +164,7 @@ pub(crate) fn create(
             array: def.map_type != BPF_MAP_TYPE_HASH_OF_MAPS,
             template,
             inner_map_id,
+            held: AtomicUsize::new(0),
             state: SpinLock::new(State::default()),
         }),
     });
@@ -176,15 +180,44 @@ fn reference(k: &Arc<MapContext>, map: &Map, value: ObjectRef<'_>) -> Result<Hel
             p.map_refs.fetch_add(1, Ordering::AcqRel);
             Ok(Held::Program(p.clone()))
         }
-        ObjectRef::Map(m) if !programs && Arc::ptr_eq(&m.k, k) => Ok(Held::Map(m.clone())),
+        ObjectRef::Map(m) if !programs && Arc::ptr_eq(&m.k, k) => {
+            // The handle first: a close never sees more holders than handles.
+            let h = m.clone();
+            if let Some(t) = &m.map.objects {
+                t.held.fetch_add(1, Ordering::AcqRel);
+            }
+            Ok(Held::Map(h))
+        }
         _ => Err(EbpfError::InvalidObject),
     }
 }
 
 /// Drops a reference that was never published (no reader can hold it).
 fn unpublished(held: Held) {
-    if let Held::Program(p) = &held {
-        p.map_refs.fetch_sub(1, Ordering::AcqRel);
+    match held {
+        Held::Program(p) => {
+            p.map_refs.fetch_sub(1, Ordering::AcqRel);
+        }
+        Held::Map(h) => drop_held_map(h),
+    }
+}
+
+/// Drops an object map's handle on a map: the holder count first, so the handle's close
+/// sees the user references left (none ⇒ the held map releases its own entries).
+fn drop_held_map(h: MapHandle) {
+    if let Some(t) = &h.map.objects {
+        t.held.fetch_sub(1, Ordering::AcqRel);
+    }
+    drop(h);
+}
+
+/// A handle of `map` closed, `remaining` left: when every one left is held by an object
+/// map, no user reference remains and an object map releases its entries.
+pub(crate) fn handle_closed(k: &MapContext, map: &Map, remaining: usize) {
+    if let Some(t) = &map.objects
+        && t.held.load(Ordering::Acquire) == remaining
+    {
+        release_all(k, map);
     }
 }
 
@@ -193,7 +226,7 @@ fn unpublished(held: Held) {
 /// reference (and with it, its registration) goes in a work item here.
 fn release(k: &MapContext, held: Held) {
     match held {
-        Held::Map(h) => drop(h),
+        Held::Map(h) => drop_held_map(h),
         Held::Program(p) => {
             let _epoch = k.epoch_enter();
             k.epoch_schedule_work(move || {

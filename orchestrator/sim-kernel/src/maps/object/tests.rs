@@ -380,3 +380,64 @@ fn an_array_of_prog_arrays_checks_the_inner_arrays_program_type() {
     );
     k.shutdown();
 }
+
+/// Rule (`_ebpf_map_object_map_zero_user_reference`): once only object maps hold an object
+/// map, it releases its entries, so a map of maps stored in itself is not leaked.
+#[test]
+fn a_map_of_maps_stored_in_itself_is_torn_down_when_its_handles_close() {
+    let k = boot();
+    let hash = k.create_map(def(BPF_MAP_TYPE_HASH, 8)).unwrap();
+    let aom = def(BPF_MAP_TYPE_ARRAY_OF_MAPS, 2);
+    let template = k
+        .create_map_with_inner(aom, ObjectHandle::Map(&hash))
+        .unwrap();
+    let me = k
+        .create_map_with_inner(aom, ObjectHandle::Map(&template))
+        .unwrap();
+    me.update_with_handle(0, ObjectHandle::Map(&me), UpdateOption::Any)
+        .unwrap();
+    assert_eq!(me.find(0), Ok(me.id()));
+    let pinned = me.clone();
+    k.pin_map("me", &pinned).unwrap();
+    drop((me, pinned));
+    synchronize(&k);
+    assert_eq!(k.live_maps(), 3, "a pin is a user reference: entries kept");
+    assert_eq!(k.open_pinned("me").unwrap().len(), 1);
+    k.unpin_map("me").unwrap();
+    drop((hash, template));
+    synchronize(&k);
+    synchronize(&k);
+    assert_eq!(k.live_maps(), 0, "the cycle kept the map alive");
+    assert_eq!(k.pool_stats().tag("eMap").bytes, 0);
+    k.shutdown();
+}
+
+/// An inner prog array whose own handles closed releases its programs, though the outer
+/// map still holds (and keeps alive) the array itself.
+#[test]
+fn a_held_prog_array_releases_its_programs_when_its_handles_close() {
+    let k = boot();
+    let template = prog_array(&k);
+    let outer = k
+        .create_map_with_inner(
+            def(BPF_MAP_TYPE_ARRAY_OF_MAPS, 2),
+            ObjectHandle::Map(&template),
+        )
+        .unwrap();
+    let inner = prog_array(&k);
+    let p = k.load_program().unwrap();
+    inner
+        .update_with_handle(0, ObjectHandle::Program(&p), UpdateOption::Any)
+        .unwrap();
+    outer
+        .update_with_handle(0, ObjectHandle::Map(&inner), UpdateOption::Any)
+        .unwrap();
+    drop((p, inner, template));
+    synchronize(&k);
+    assert_eq!(k.live_programs(), 0);
+    assert_eq!(k.live_maps(), 2, "outer and the inner array it holds");
+    outer.delete(0).unwrap();
+    synchronize(&k);
+    assert_eq!(k.live_maps(), 1);
+    k.shutdown();
+}
