@@ -10,6 +10,8 @@ use crate::maps::BPF_MAP_TYPE_HASH;
 use crate::program::BPF_PROG_TYPE_SAMPLE;
 use win_vocab::ServiceState;
 
+mod race;
+
 fn boot() -> Kernel {
     let k = Kernel::boot(KernelConfig::default()).unwrap();
     let img = |image| DriverImage {
