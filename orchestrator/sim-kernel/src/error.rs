@@ -20,6 +20,14 @@ pub enum EbpfError {
     /// `EBPF_NO_MEMORY`: pool allocation failed.
     #[error("allocate pool memory (EBPF_NO_MEMORY)")]
     NoMemory,
+    /// `EBPF_INVALID_FD` (4): e.g. a map-in-map created without an inner map handle, or a
+    /// program whose type differs from the object map's program type.
+    #[error("use the handle (EBPF_INVALID_FD)")]
+    InvalidFd,
+    /// `EBPF_INVALID_OBJECT` (5): a handle that names no object of the expected type, or a
+    /// map that does not match a map-in-map's inner template.
+    #[error("use the object: wrong or unknown object (EBPF_INVALID_OBJECT)")]
+    InvalidObject,
     /// `EBPF_INVALID_ARGUMENT`.
     #[error("validate the arguments (EBPF_INVALID_ARGUMENT)")]
     InvalidArgument,
@@ -58,6 +66,8 @@ impl EbpfError {
             EbpfError::KeyAlreadyExists => "EBPF_KEY_ALREADY_EXISTS",
             EbpfError::OutOfSpace => "EBPF_OUT_OF_SPACE",
             EbpfError::NoMemory => "EBPF_NO_MEMORY",
+            EbpfError::InvalidFd => "EBPF_INVALID_FD",
+            EbpfError::InvalidObject => "EBPF_INVALID_OBJECT",
             EbpfError::InvalidArgument => "EBPF_INVALID_ARGUMENT",
             EbpfError::OperationNotSupported => "EBPF_OPERATION_NOT_SUPPORTED",
             EbpfError::ExtensionFailedToLoad => "EBPF_EXTENSION_FAILED_TO_LOAD",

@@ -15,6 +15,7 @@ use crate::base::HaltWake;
 use crate::error::EbpfError;
 use crate::inner::KernelInner;
 use crate::kernel::Kernel;
+use crate::maps::{MapContext, MapHandle, ObjectRef};
 use crate::nmr::Rundown;
 use crate::program::{Link, Program};
 use crate::sample_hook::SampleHook;
@@ -146,6 +147,37 @@ impl HaltWake for Hooks {
     }
 }
 
+/// What user mode passes where upstream takes an object handle (an fd): an object map's
+/// value ([`MapHandle::update_with_handle`]) or a map-in-map's inner map template
+/// ([`Kernel::create_map_with_inner`]).
+#[derive(Debug, Clone, Copy)]
+pub enum ObjectHandle<'a> {
+    /// A handle to a loaded program.
+    Program(&'a ProgramHandle),
+    /// A handle to a map.
+    Map(&'a MapHandle),
+    /// A handle value that names no eBPF object (closed, or another kernel's): referencing
+    /// it fails with `EBPF_INVALID_OBJECT`.
+    Unknown,
+    /// `ebpf_handle_invalid`: on an array, an update with it erases the entry.
+    Invalid,
+}
+
+impl<'a> ObjectHandle<'a> {
+    /// The object the handle names in kernel `k` (a program handle of another kernel names
+    /// nothing there).
+    pub(crate) fn resolve(self, k: &MapContext) -> ObjectRef<'a> {
+        match self {
+            ObjectHandle::Program(p) if std::ptr::eq(&*p.k.inner.maps_ctx, k) => {
+                ObjectRef::Program(&p.program)
+            }
+            ObjectHandle::Program(_) | ObjectHandle::Unknown => ObjectRef::Unknown,
+            ObjectHandle::Map(m) => ObjectRef::Map(m),
+            ObjectHandle::Invalid => ObjectRef::Invalid,
+        }
+    }
+}
+
 /// A loaded program (`bpf_object__load`); unloaded when dropped.
 #[derive(Debug)]
 pub struct ProgramHandle {
@@ -165,6 +197,15 @@ impl Kernel {
     /// Loads a program of the sample program type; fails with `EXTENSION_FAILED_TO_LOAD`
     /// while no extension provides its program info.
     pub fn load_program(&self) -> Result<ProgramHandle, EbpfError> {
+        self.load_program_of_type(crate::program::BPF_PROG_TYPE_SAMPLE)
+    }
+
+    /// [`Kernel::load_program`] with the program's `bpf_prog_type` given: the sim has one
+    /// program type, so another one exists only to exercise a prog array's type check.
+    pub(crate) fn load_program_of_type(
+        &self,
+        program_type: u32,
+    ) -> Result<ProgramHandle, EbpfError> {
         let k = &self.inner;
         k.check()?;
         if k.core_running().is_none() {
@@ -174,13 +215,28 @@ impl Kernel {
         let Some(reg) = p.as_ref() else {
             return Err(EbpfError::ExtensionFailedToLoad);
         };
-        let program = Arc::new(Program::default());
+        let id = crate::maps::next_object_id(&k.maps_ctx);
+        let program = Arc::new(Program::new(id, program_type));
         program.set_info(reg.provider.info_data());
-        k.hooks.programs.lock().push(Arc::downgrade(&program));
+        let mut programs = k.hooks.programs.lock();
+        // Programs whose last reference (a prog array's) went away are pruned here.
+        programs.retain(|w| w.strong_count() > 0);
+        programs.push(Arc::downgrade(&program));
         Ok(ProgramHandle {
             k: self.clone(),
             program,
         })
+    }
+
+    /// Loaded programs: held by a handle, or by a prog array after their handles closed.
+    pub fn live_programs(&self) -> usize {
+        self.inner
+            .hooks
+            .programs
+            .lock()
+            .iter()
+            .filter(|w| w.strong_count() > 0)
+            .count()
     }
 
     /// Runs the hook once (the extension's `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`): every attached
@@ -230,6 +286,16 @@ impl ProgramHandle {
         })
     }
 
+    /// Kernel object id (what a prog array lookup returns).
+    pub fn id(&self) -> u32 {
+        self.program.id
+    }
+
+    /// The program's `bpf_prog_type`.
+    pub fn program_type(&self) -> u32 {
+        self.program.program_type
+    }
+
     /// How often the program ran.
     pub fn runs(&self) -> u64 {
         self.program.runs.load(Ordering::Relaxed)
@@ -243,13 +309,13 @@ impl ProgramHandle {
 
 impl Drop for ProgramHandle {
     fn drop(&mut self) {
+        // A program a prog array still holds stays registered (its info is NULLed when the
+        // extension detaches); the array's release of it lets it go.
         let me = &self.program;
-        self.k
-            .inner
-            .hooks
-            .programs
-            .lock()
-            .retain(|w| w.upgrade().is_some_and(|p| !Arc::ptr_eq(&p, me)));
+        self.k.inner.hooks.programs.lock().retain(|w| {
+            w.upgrade()
+                .is_some_and(|p| !Arc::ptr_eq(&p, me) || p.map_refs.load(Ordering::Acquire) > 0)
+        });
     }
 }
 

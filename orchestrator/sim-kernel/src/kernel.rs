@@ -13,6 +13,7 @@ use crate::config::KernelConfig;
 
 use crate::epoch::EpochStats;
 
+use crate::hook::ObjectHandle;
 use crate::maps::{MapDefinition, MapInfo, UpdateOption};
 
 use crate::pool::{PoolStats, TagUsage};
@@ -85,10 +86,24 @@ impl Kernel {
 
     // ----- user-mode map API -----
 
-    /// `bpf_map_create`: a hash map (type 1) or a custom map (no provider for the type ⇒
-    /// `ExtensionFailedToLoad`). Needs ebpfcore running.
+    /// `bpf_map_create`: a hash map (type 1), a prog array (3), or a custom map (no provider
+    /// for the type ⇒ `ExtensionFailedToLoad`). A map-in-map needs an inner map
+    /// ([`Kernel::create_map_with_inner`]; here `InvalidFd`). Needs ebpfcore running.
     pub fn create_map(&self, def: MapDefinition) -> Result<MapHandle, EbpfError> {
         maps::create(&self.inner.maps_ctx, def)
+    }
+
+    /// `bpf_map_create` with `inner_map_fd`: a map-in-map (`BPF_MAP_TYPE_ARRAY_OF_MAPS`,
+    /// `_HASH_OF_MAPS`) takes its inner template from `inner` (`ObjectHandle::Invalid` ⇒
+    /// `InvalidFd`; not a map ⇒ `InvalidObject`); a prog array ignores it; other maps refuse
+    /// anything but `Invalid` (`InvalidArgument`). [`Kernel::create_map`] passes `Invalid`.
+    pub fn create_map_with_inner(
+        &self,
+        def: MapDefinition,
+        inner: ObjectHandle<'_>,
+    ) -> Result<MapHandle, EbpfError> {
+        let k = &self.inner.maps_ctx;
+        maps::create_with_inner(k, def, inner.resolve(k))
     }
 
     /// Pins a map under `name`: it then outlives every other handle until unpinned.
@@ -282,6 +297,33 @@ impl MapHandle {
     pub fn delete(&self, key: u32) -> Result<(), EbpfError> {
         let _e = self.k.epoch_enter();
         maps::delete(&self.k, &self.map, key, 0)
+    }
+
+    /// `bpf_map_update_elem` on an object map, whose value is a handle
+    /// (`ebpf_map_update_entry_with_handle`): a program for a prog array (its type must match
+    /// the array's, else `InvalidFd`), a map matching the inner template for a map-in-map
+    /// (else `InvalidObject`); a wrong or unknown object is `InvalidObject`. The map holds a
+    /// reference on the object until the entry is replaced or deleted or the map destroyed;
+    /// the object is freed only after readers' epochs end. Other maps:
+    /// `OperationNotSupported`. Lookups ([`MapHandle::find`]) return the object's id.
+    pub fn update_with_handle(
+        &self,
+        key: u32,
+        value: ObjectHandle<'_>,
+        option: UpdateOption,
+    ) -> Result<(), EbpfError> {
+        let _e = self.k.epoch_enter();
+        maps::update_with_handle(&self.k, &self.map, key, value.resolve(&self.k), option)
+    }
+
+    /// A program invocation tail-calling through this prog array at `index`: runs the
+    /// program stored there inside one epoch at DISPATCH_LEVEL and returns its result, or
+    /// `None` when the slot is empty (the tail call falls through). Not a prog array:
+    /// `InvalidArgument`.
+    pub fn tail_call(&self, index: u32, ctx: u32) -> Result<Option<u32>, EbpfError> {
+        let _irql = crate::irql::raise(crate::irql::DISPATCH_LEVEL);
+        let _e = self.k.epoch_enter();
+        maps::tail_call(&self.k, &self.map, index, ctx)
     }
 
     /// `bpf_map_get_next_key` (`None` for the first key); `KeyNotFound` at the end.

@@ -30,6 +30,9 @@
 //!   a [`Bugcheck`]'s `rip` lies in its module's range.
 //! - User-mode map API: [`Kernel::create_map`] → [`MapHandle`] (find / update / delete /
 //!   next_key, and program-helper variants), pins via [`Kernel::pin_map`].
+//! - Object maps (prog array, array/hash of maps): [`Kernel::create_map_with_inner`],
+//!   [`MapHandle::update_with_handle`] with an [`ObjectHandle`], [`MapHandle::tail_call`];
+//!   the map holds a reference on each stored object ([`Kernel::live_programs`]).
 //! - Programs and links: [`Kernel::load_program`] → [`ProgramHandle::attach`] →
 //!   [`LinkHandle`]; [`Kernel::invoke_hook`] runs the sample hook (a [`HookRun`]).
 //!
@@ -74,16 +77,18 @@ pub use bugcheck::{
 pub use config::KernelConfig;
 pub use epoch::EpochStats;
 pub use error::{EbpfError, KernelError};
-pub use hook::{HookRun, LinkHandle, ProgramHandle};
+pub use hook::{HookRun, LinkHandle, ObjectHandle, ProgramHandle};
 pub use image::{DriverImage, Fault, ImageError, ImageKind, Signing};
 pub use image_file::{TIME_DATE_STAMP, driver_file, image_exports, image_size};
 pub use kernel::Kernel;
 pub use maps::{
-    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, Map, MapDefinition, MapHandle, MapInfo,
+    BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_HASH_OF_MAPS,
+    BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_SAMPLE_HASH_MAP, Map, MapDefinition, MapHandle, MapInfo,
     UpdateOption,
 };
 pub use modules::Module;
 pub use pool::{PoolStats, TagUsage};
+pub use program::BPF_PROG_TYPE_SAMPLE;
 pub use tool_io::{CancelFlag, ToolOutput};
 pub use tools::TOOLS;
 // A driver's state is the service state `sc query` reports, spelled once in win-vocab.

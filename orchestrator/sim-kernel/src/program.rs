@@ -8,22 +8,34 @@
 //! A link is an NMR client of the hook NPI; the hook provider invokes it through
 //! [`instance_invoke`], which enters an epoch and calls [`Program::invoke`].
 
+use crate::base::KernelBase;
 use crate::error::EbpfError;
 use crate::inner::KernelInner;
 use crate::modules::{self, CORE_LINK_INVOKE, CORE_PROGRAM_INVOKE};
 use crate::pool::PoolHandle;
 use parking_lot::RwLock;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// How much "program code" one invocation runs (spin iterations): a few hundred
 /// nanoseconds, like a small filter program, so invocations overlap a detach as they do
 /// under real traffic.
 const PROGRAM_WORK: u32 = 64;
 
+/// `BPF_PROG_TYPE_SAMPLE` (999): the sim's one program type, the sample extension's. A
+/// program's type is what a prog array checks on update (upstream compares type GUIDs).
+pub const BPF_PROG_TYPE_SAMPLE: u32 = 999;
+
 /// A program object of the sample program type.
 #[derive(Debug, Default)]
 pub(crate) struct Program {
+    /// Kernel object id (shared id space with maps, as upstream's object table).
+    pub(crate) id: u32,
+    /// `bpf_prog_type` of the program.
+    pub(crate) program_type: u32,
+    /// References held by object maps (prog arrays): while any is held, closing the user
+    /// handle keeps the program registered with its program-info provider.
+    pub(crate) map_refs: AtomicU32,
     /// `extension_program_data`: the program-info provider's data while bound, else NULL.
     info: RwLock<Option<PoolHandle>>,
     /// Successful invocations (a program's run count, as `bpftool prog show` reports).
@@ -31,6 +43,15 @@ pub(crate) struct Program {
 }
 
 impl Program {
+    /// An unbound program object with kernel object id `id`.
+    pub(crate) fn new(id: u32, program_type: u32) -> Self {
+        Program {
+            id,
+            program_type,
+            ..Program::default()
+        }
+    }
+
     /// Binds to (Some) or detaches from (None) the program-info provider's data.
     pub(crate) fn set_info(&self, data: Option<PoolHandle>) {
         *self.info.write() = data;
@@ -42,7 +63,7 @@ impl Program {
 
     /// `ebpf_program_invoke`; the caller is inside an epoch. Fails cleanly once the
     /// provider's data is NULL; reads it otherwise (freed data is a 0x50 here).
-    pub(crate) fn invoke(&self, k: &KernelInner, ctx: u32) -> Result<u32, EbpfError> {
+    pub(crate) fn invoke(&self, k: &KernelBase, ctx: u32) -> Result<u32, EbpfError> {
         let _core = k.core_frame(CORE_PROGRAM_INVOKE);
         let Some(data) = *self.info.read() else {
             return Err(EbpfError::ExtensionFailedToLoad);

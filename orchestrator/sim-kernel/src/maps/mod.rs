@@ -3,10 +3,15 @@
 //! map handles with last-close deletion, and pins.
 
 mod def;
+mod object;
 mod ops;
 
 pub use def::{
     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition, MapInfo, UpdateOption,
+};
+pub use object::{BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_PROG_ARRAY};
+pub(crate) use object::{
+    ObjectRef, create_with_inner, next_object_id, tail_call, update_with_handle,
 };
 
 use crate::base::KernelBase;
@@ -54,6 +59,8 @@ pub struct Map {
     object: Option<PoolHandle>,
     handles: AtomicUsize,
     deleted: AtomicBool,
+    /// Object maps (prog array, map-in-map): their entries (`object.rs`).
+    objects: Option<object::ObjectTable>,
 }
 
 impl Map {
@@ -175,7 +182,10 @@ impl Clone for MapHandle {
 
 impl Drop for MapHandle {
     fn drop(&mut self) {
-        if self.map.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let before = self.map.handles.fetch_sub(1, Ordering::AcqRel);
+        // Object maps release their entries once no user reference is left.
+        object::handle_closed(&self.k, &self.map, before - 1);
+        if before == 1 {
             // As upstream, the teardown (entry cleanup, postprocess_map_delete, rundown
             // release) is an epoch work item: a reader that found the map inside an epoch may
             // still use it. So a reader stuck in an epoch keeps the provider's rundown, and
@@ -237,6 +247,9 @@ impl MapHandle {
 
 /// Creates a map (user-mode `bpf_map_create`).
 pub(crate) fn create(k: &Arc<MapContext>, def: MapDefinition) -> Result<MapHandle, EbpfError> {
+    if object::is_object_type(def.map_type) {
+        return object::create(k, def, ObjectRef::Invalid);
+    }
     k.check()?;
     let core = k.core_running().ok_or(EbpfError::CoreNotRunning)?;
     if def.max_entries == 0 || def.key_size != 4 {
@@ -315,6 +328,7 @@ pub(crate) fn create(k: &Arc<MapContext>, def: MapDefinition) -> Result<MapHandl
         object,
         handles: AtomicUsize::new(1),
         deleted: AtomicBool::new(false),
+        objects: None,
     });
     k.maps.live.fetch_add(1, Ordering::AcqRel);
     Ok(MapHandle { k: k.clone(), map })
@@ -399,6 +413,7 @@ mod tests {
             object: None,
             handles: AtomicUsize::new(1),
             deleted: AtomicBool::new(false),
+            objects: None,
         };
         let used: std::collections::HashSet<*const Bucket> = (0..64u32)
             .map(|k| std::ptr::from_ref(map.bucket(k)))

@@ -5,7 +5,7 @@
 //! (`eHsh`), freed through the epoch when replaced or deleted; a program's lookup returns a
 //! pointer into one that stays valid until the program's epoch ends.
 
-use super::Map;
+use super::{Map, object};
 use crate::error::EbpfError;
 use crate::maps::{MapContext, UpdateOption};
 use crate::modules::{
@@ -53,6 +53,9 @@ fn notify_delete(
 
 /// Looks a key up (caller is inside an epoch).
 pub(crate) fn find(k: &MapContext, map: &Map, key: u32, flags: u32) -> Result<u32, EbpfError> {
+    if map.objects.is_some() {
+        return object::find(k, map, key, flags);
+    }
     k.check()?;
     let _core = k.core_frame(CORE_MAP_FIND);
     refuse_program_access(map, flags)?;
@@ -90,6 +93,10 @@ pub(crate) fn update(
     flags: u32,
 ) -> Result<(), EbpfError> {
     k.check()?;
+    // Object maps take handles (`update_with_handle`), never plain values.
+    if map.objects.is_some() {
+        return Err(EbpfError::OperationNotSupported);
+    }
     let _core = k.core_frame(CORE_MAP_UPDATE);
     refuse_program_access(map, flags)?;
     let new_stored = match &map.binding {
@@ -194,6 +201,9 @@ fn map_flavour(k: &MapContext) -> (bool, bool) {
 
 /// Deletes a key (caller is inside an epoch).
 pub(crate) fn delete(k: &MapContext, map: &Map, key: u32, flags: u32) -> Result<(), EbpfError> {
+    if map.objects.is_some() {
+        return object::delete(k, map, key);
+    }
     k.check()?;
     let _core = k.core_frame(CORE_MAP_DELETE);
     refuse_program_access(map, flags)?;
@@ -225,6 +235,9 @@ pub(crate) fn lookup_program(
     keys: &[u32],
     work: Duration,
 ) -> Result<u32, EbpfError> {
+    if map.objects.is_some() {
+        return object::lookup_program(k, map, keys);
+    }
     k.check()?;
     let _core = k.core_frame(CORE_PROGRAM_INVOKE);
     if map.binding.is_some() {
@@ -257,6 +270,9 @@ pub(crate) fn lookup_program(
 /// `KeyNotFound` at the end.
 pub(crate) fn next_key(k: &MapContext, map: &Map, prev: Option<u32>) -> Result<u32, EbpfError> {
     k.check()?;
+    if map.objects.is_some() {
+        return object::next_key(map, prev);
+    }
     let start = match prev {
         None => 0,
         Some(p) => {
@@ -338,6 +354,7 @@ pub(crate) fn destroy(k: &MapContext, map: &Map) -> Result<(), EbpfError> {
             k.passive_only(NMR_WAIT_CLIENT_DEREGISTER)?;
             b.reg.rundown.release();
         }
+        object::release_all(k, map);
         if let Some(obj) = map.object {
             k.free(obj)?;
         }
