@@ -228,7 +228,7 @@ impl Kernel {
         })
     }
 
-    /// Loaded programs: held by a handle, or by a prog array after their handles closed.
+    /// Loaded programs: held by a handle, a link or a prog array.
     pub fn live_programs(&self) -> usize {
         self.inner
             .hooks
@@ -309,13 +309,19 @@ impl ProgramHandle {
 
 impl Drop for ProgramHandle {
     fn drop(&mut self) {
-        // A program a prog array still holds stays registered (its info is NULLed when the
-        // extension detaches); the array's release of it lets it go.
+        // A program something else still references stays loaded and registered (its info
+        // follows extension restarts): a link (upstream's link holds a program reference)
+        // or a prog array. Their release lets it go: the list holds it weakly.
         let me = &self.program;
-        self.k.inner.hooks.programs.lock().retain(|w| {
-            w.upgrade()
-                .is_some_and(|p| !Arc::ptr_eq(&p, me) || p.map_refs.load(Ordering::Acquire) > 0)
-        });
+        if Arc::strong_count(me) > 1 || me.map_refs.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        self.k
+            .inner
+            .hooks
+            .programs
+            .lock()
+            .retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(me)));
     }
 }
 

@@ -139,6 +139,35 @@ fn programs_and_links_need_their_providers_and_survive_a_restart() {
     k.shutdown();
 }
 
+/// Upstream's link holds a reference on its program: a program whose handle closed while
+/// its link lives stays a client of the program-info provider, so an extension restart
+/// binds it to the new provider's data instead of leaving it pointing at the old one.
+#[test]
+fn a_linked_program_whose_handle_closed_follows_an_extension_restart() {
+    let (k, svc) = boot_with(&[], false);
+    let prog = k.load_program().unwrap();
+    let link = prog.attach().unwrap();
+    drop(prog);
+    assert_eq!(k.live_programs(), 1, "the link keeps the program loaded");
+    assert_eq!(k.invoke_hook(1), Ok(HookRun { ran: 1, away: 0 }));
+    assert_eq!(k.stop_driver(&svc).unwrap(), ServiceState::Stopped);
+    k.load_driver(&svc, &image(ImageKind::SampleExt, &[]))
+        .unwrap();
+    assert_eq!(
+        k.invoke_hook(2),
+        Ok(HookRun { ran: 1, away: 0 }),
+        "the program is bound to the restarted extension's data"
+    );
+    assert!(k.bugcheck().is_none(), "{:?}", k.bugcheck());
+    drop(link);
+    assert_eq!(
+        k.live_programs(),
+        0,
+        "the link's close releases the program"
+    );
+    k.shutdown();
+}
+
 /// Detach waits for invocations holding the client's rundown, so the correct build
 /// survives restarts under invocation, with clean failures counted.
 #[test]
