@@ -14,23 +14,82 @@ use crate::irql::{SpinGuard, SpinLock};
 use arc_swap::ArcSwapOption;
 use std::sync::Arc;
 
-/// A published bucket's (key, stored value) pairs; immutable once published.
-type Snapshot = Arc<Vec<(u32, u64)>>;
+/// Entries a snapshot keeps inline (one allocation per snapshot, one pointer for a reader
+/// to follow): the table has at least as many buckets as entries, so most hold one or two.
+const INLINE: usize = 4;
+
+/// A snapshot's (key, stored value) pairs; immutable once published.
+#[derive(Debug, Clone)]
+enum Entries {
+    Inline(usize, [(u32, u64); INLINE]),
+    Heap(Vec<(u32, u64)>),
+}
+
+impl Entries {
+    fn as_slice(&self) -> &[(u32, u64)] {
+        match self {
+            Entries::Inline(n, a) => &a[..*n],
+            Entries::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [(u32, u64)] {
+        match self {
+            Entries::Inline(n, a) => &mut a[..*n],
+            Entries::Heap(v) => v,
+        }
+    }
+
+    fn push(&mut self, e: (u32, u64)) {
+        match self {
+            Entries::Inline(n, a) if *n < INLINE => {
+                a[*n] = e;
+                *n += 1;
+            }
+            Entries::Inline(n, a) => {
+                let mut v = a[..*n].to_vec();
+                v.push(e);
+                *self = Entries::Heap(v);
+            }
+            Entries::Heap(v) => v.push(e),
+        }
+    }
+
+    /// Removes entry `i` (the last takes its place); None if there is none.
+    fn swap_remove(&mut self, i: usize) -> Option<(u32, u64)> {
+        match self {
+            Entries::Inline(n, a) if i < *n => {
+                let e = a[i];
+                a[i] = a[*n - 1];
+                *n -= 1;
+                Some(e)
+            }
+            Entries::Inline(..) => None,
+            Entries::Heap(v) => (i < v.len()).then(|| v.swap_remove(i)),
+        }
+    }
+}
+
+const EMPTY: Entries = Entries::Inline(0, [(0, 0); INLINE]);
+
+/// A published bucket.
+type Snapshot = Arc<Entries>;
 
 /// A hash bucket: the published snapshot (None while empty) and the writers' lock.
 #[derive(Debug)]
 pub(crate) struct Bucket {
-    published: ArcSwapOption<Vec<(u32, u64)>>,
-    /// Serialises writers. A spin lock: its holder, and a PRE_FREE delete callback under it,
-    /// runs at DISPATCH_LEVEL.
-    lock: SpinLock<()>,
+    published: ArcSwapOption<Entries>,
+    /// Serialises writers and holds their copy of the current snapshot (so a writer need not
+    /// load it through arc-swap). A spin lock: its holder, and a PRE_FREE delete callback
+    /// under it, runs at DISPATCH_LEVEL.
+    lock: SpinLock<Option<Snapshot>>,
 }
 
 impl Default for Bucket {
     fn default() -> Self {
         Bucket {
             published: ArcSwapOption::empty(),
-            lock: SpinLock::new(()),
+            lock: SpinLock::new(None),
         }
     }
 }
@@ -41,6 +100,7 @@ impl Bucket {
     pub(crate) fn find(&self, key: u32) -> Option<u64> {
         let snap = self.published.load();
         snap.as_deref()?
+            .as_slice()
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| *v)
@@ -48,27 +108,24 @@ impl Bucket {
 
     /// The first key of the published snapshot.
     pub(crate) fn first_key(&self) -> Option<u32> {
-        self.published.load().as_deref()?.first().map(|(k, _)| *k)
+        let snap = self.published.load();
+        snap.as_deref()?.as_slice().first().map(|(k, _)| *k)
     }
 
     /// Where `prev` is in the published snapshot: None if absent, else the key after it in
     /// this bucket (None at the bucket's end).
     pub(crate) fn key_after(&self, prev: u32) -> Option<Option<u32>> {
         let snap = self.published.load();
-        let entries = snap.as_deref()?;
+        let entries = snap.as_deref()?.as_slice();
         let i = entries.iter().position(|(k, _)| *k == prev)?;
         Some(entries.get(i + 1).map(|(k, _)| *k))
     }
 
-    /// Takes the writers' lock (raising to DISPATCH_LEVEL) and the snapshot it now owns.
+    /// Takes the writers' lock (raising to DISPATCH_LEVEL).
     pub(crate) fn lock(&self) -> BucketWriter<'_> {
-        let guard = self.lock.lock();
-        // Under the lock no other writer can publish: this stays the current snapshot.
-        let current = self.published.load_full();
         BucketWriter {
             bucket: self,
-            current,
-            _guard: guard,
+            current: self.lock.lock(),
         }
     }
 }
@@ -78,15 +135,15 @@ impl Bucket {
 #[derive(Debug)]
 pub(crate) struct BucketWriter<'a> {
     bucket: &'a Bucket,
-    current: Option<Snapshot>,
-    // Last field: the lock is released (and the IRQL lowered) after the snapshot is dropped.
-    _guard: SpinGuard<'a, ()>,
+    /// The lock's data: under the lock no other writer can publish, so this is the
+    /// published snapshot.
+    current: SpinGuard<'a, Option<Snapshot>>,
 }
 
 impl BucketWriter<'_> {
     /// The current entries.
     pub(crate) fn entries(&self) -> &[(u32, u64)] {
-        self.current.as_deref().map_or(&[], Vec::as_slice)
+        self.current.as_deref().map_or(&[], Entries::as_slice)
     }
 
     /// The index of `key`, if present.
@@ -94,30 +151,30 @@ impl BucketWriter<'_> {
         self.entries().iter().position(|(k, _)| *k == key)
     }
 
+    fn copy(&self) -> Entries {
+        self.current.as_deref().cloned().unwrap_or(EMPTY)
+    }
+
     /// Publishes a copy whose entry `i` holds `stored`; returns the displaced value.
     /// `None` if there is no entry `i`.
     pub(crate) fn replace(&mut self, i: usize, stored: u64) -> Option<u64> {
-        let mut next = self.entries().to_vec();
-        let old = std::mem::replace(&mut next.get_mut(i)?.1, stored);
+        let mut next = self.copy();
+        let old = std::mem::replace(&mut next.as_mut_slice().get_mut(i)?.1, stored);
         self.publish(next);
         Some(old)
     }
 
     /// Publishes a copy with (`key`, `stored`) added.
     pub(crate) fn insert(&mut self, key: u32, stored: u64) {
-        let mut next = Vec::with_capacity(self.entries().len() + 1);
-        next.extend_from_slice(self.entries());
+        let mut next = self.copy();
         next.push((key, stored));
         self.publish(next);
     }
 
     /// Publishes a copy without entry `i`; returns its stored value (None if absent).
     pub(crate) fn remove(&mut self, i: usize) -> Option<u64> {
-        let mut next = self.entries().to_vec();
-        if i >= next.len() {
-            return None;
-        }
-        let (_, old) = next.swap_remove(i);
+        let mut next = self.copy();
+        let (_, old) = next.swap_remove(i)?;
         self.publish(next);
         Some(old)
     }
@@ -125,14 +182,14 @@ impl BucketWriter<'_> {
     /// Publishes the empty bucket; returns every entry it held (map teardown).
     pub(crate) fn take_all(&mut self) -> Vec<(u32, u64)> {
         let all = self.entries().to_vec();
-        self.publish(Vec::new());
+        self.publish(EMPTY);
         all
     }
 
-    fn publish(&mut self, next: Vec<(u32, u64)>) {
-        let next = (!next.is_empty()).then(|| Arc::new(next));
+    fn publish(&mut self, next: Entries) {
+        let next = (!next.as_slice().is_empty()).then(|| Arc::new(next));
         self.bucket.published.store(next.clone());
-        self.current = next;
+        *self.current = next;
     }
 }
 
@@ -183,6 +240,29 @@ mod tests {
         assert_eq!(w.take_all(), vec![(2, 20)]);
         assert_eq!(b.first_key(), None);
         assert!(w.entries().is_empty());
+    }
+
+    /// Rule: a bucket holding more keys than fit inline keeps every one of them findable
+    /// through inserts and removals.
+    #[test]
+    fn a_crowded_bucket_keeps_every_key() {
+        let b = Bucket::default();
+        let mut w = b.lock();
+        for key in 0..(INLINE as u32 + 3) {
+            w.insert(key, u64::from(key) + 100);
+        }
+        for key in 0..(INLINE as u32 + 3) {
+            assert_eq!(b.find(key), Some(u64::from(key) + 100), "key {key}");
+        }
+        let i = w.position(1).unwrap();
+        assert_eq!(w.remove(i), Some(101));
+        let i = w.position(5).unwrap();
+        assert_eq!(w.replace(i, 7), Some(105));
+        assert_eq!(
+            (b.find(1), b.find(5), b.find(6)),
+            (None, Some(7), Some(106))
+        );
+        assert_eq!(w.entries().len(), INLINE + 2);
     }
 
     /// Rule: concurrent readers see the old value or the new one, never a torn or a removed
