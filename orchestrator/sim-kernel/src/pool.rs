@@ -5,7 +5,7 @@
 //! generation it was given. Reads check the generation before *and* after copying the data
 //! (seqlock style), so any access that overlaps a free is caught, not only later ones.
 
-use crate::sync::CacheLine;
+use crate::sync::{CacheLine, wrap};
 use parking_lot::{Mutex, RwLock};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -156,7 +156,7 @@ impl Pool {
 
     fn take_index(&self, shard: usize) -> Option<u32> {
         let n = self.free.len();
-        if let Some(i) = self.free[shard % n].lock().pop() {
+        if let Some(i) = self.free[wrap(shard, n)].lock().pop() {
             return Some(i);
         }
         let i = self.fresh.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +195,7 @@ impl Pool {
     }
 
     fn account(&self, shard: usize, tag: usize, owner: usize, bytes: i64, allocs: i64) {
-        let shard = shard % self.shards;
+        let shard = wrap(shard, self.shards);
         let t = &self.tag_counters[tag.min(MAX_TAGS - 1) * self.shards + shard];
         t.bytes.fetch_add(bytes, Ordering::Relaxed);
         t.allocs.fetch_add(allocs, Ordering::Relaxed);
@@ -244,14 +244,14 @@ impl Pool {
     pub(crate) fn free(&self, h: PoolHandle, shard: usize) -> Result<u32, PoolFault> {
         let size = self.invalidate(h, shard)?;
         let n = self.free.len();
-        self.free[shard % n].lock().push(h.index);
+        self.free[wrap(shard, n)].lock().push(h.index);
         Ok(size)
     }
 
     /// Returns freed slots (see [`Pool::invalidate`]) to a shard's free list in one lock.
     pub(crate) fn recycle(&self, shard: usize, indices: &mut Vec<u32>) {
         let n = self.free.len();
-        self.free[shard % n].lock().append(indices);
+        self.free[wrap(shard, n)].lock().append(indices);
     }
 
     /// The checked half of a free: ends the allocation (its handles go stale) and its
