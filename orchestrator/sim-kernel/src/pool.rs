@@ -5,7 +5,7 @@
 //! generation it was given. Reads check the generation before *and* after copying the data
 //! (seqlock style), so any access that overlaps a free is caught, not only later ones.
 
-use crate::sync::CacheLine;
+use crate::sync::{CacheLine, wrap};
 use parking_lot::{Mutex, RwLock};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -89,6 +89,25 @@ struct Counters {
     allocs: AtomicI64,
 }
 
+/// Accounting owed by a batch of frees ([`Pool::invalidate_owing`]), per (shard, tag,
+/// owner): bytes and allocations. The epoch timer releases thousands of items a pass;
+/// charging each to the per-shard counters one at a time bounced those cache lines with the
+/// CPU allocating on the same shard, once per item.
+#[derive(Debug, Default)]
+pub(crate) struct Owed(Vec<((usize, usize, usize), i64, i64)>);
+
+impl Owed {
+    fn add(&mut self, key: (usize, usize, usize), bytes: i64) {
+        match self.0.iter_mut().find(|(k, _, _)| *k == key) {
+            Some((_, b, a)) => {
+                *b += bytes;
+                *a += 1;
+            }
+            None => self.0.push((key, bytes, 1)),
+        }
+    }
+}
+
 /// The slab and its per-tag / per-owner accounting.
 #[derive(Debug)]
 pub(crate) struct Pool {
@@ -156,7 +175,7 @@ impl Pool {
 
     fn take_index(&self, shard: usize) -> Option<u32> {
         let n = self.free.len();
-        if let Some(i) = self.free[shard % n].lock().pop() {
+        if let Some(i) = self.free[wrap(shard, n)].lock().pop() {
             return Some(i);
         }
         let i = self.fresh.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +214,7 @@ impl Pool {
     }
 
     fn account(&self, shard: usize, tag: usize, owner: usize, bytes: i64, allocs: i64) {
-        let shard = shard % self.shards;
+        let shard = wrap(shard, self.shards);
         let t = &self.tag_counters[tag.min(MAX_TAGS - 1) * self.shards + shard];
         t.bytes.fetch_add(bytes, Ordering::Relaxed);
         t.allocs.fetch_add(allocs, Ordering::Relaxed);
@@ -244,19 +263,33 @@ impl Pool {
     pub(crate) fn free(&self, h: PoolHandle, shard: usize) -> Result<u32, PoolFault> {
         let size = self.invalidate(h, shard)?;
         let n = self.free.len();
-        self.free[shard % n].lock().push(h.index);
+        self.free[wrap(shard, n)].lock().push(h.index);
         Ok(size)
     }
 
     /// Returns freed slots (see [`Pool::invalidate`]) to a shard's free list in one lock.
     pub(crate) fn recycle(&self, shard: usize, indices: &mut Vec<u32>) {
         let n = self.free.len();
-        self.free[shard % n].lock().append(indices);
+        self.free[wrap(shard, n)].lock().append(indices);
     }
 
     /// The checked half of a free: ends the allocation (its handles go stale) and its
     /// accounting, without returning the slot; the caller passes `h.index` to `recycle`.
     pub(crate) fn invalidate(&self, h: PoolHandle, shard: usize) -> Result<u32, PoolFault> {
+        let mut owed = Owed::default();
+        let size = self.invalidate_owing(h, shard, &mut owed)?;
+        self.settle(&mut owed);
+        Ok(size)
+    }
+
+    /// [`Pool::invalidate`] whose accounting is added to `owed`, to be applied with
+    /// [`Pool::settle`] once for a whole batch.
+    pub(crate) fn invalidate_owing(
+        &self,
+        h: PoolHandle,
+        shard: usize,
+        owed: &mut Owed,
+    ) -> Result<u32, PoolFault> {
         let Some(slot) = self.slot(h.index) else {
             return Err(PoolFault::BadFree {
                 va: h.va(),
@@ -283,14 +316,22 @@ impl Pool {
                 .unwrap_or(*b"????");
             return Err(PoolFault::BadFree { va: h.va(), tag });
         }
-        self.account(
-            shard,
-            (to & 0xFFFF) as usize,
-            (to >> 16) as usize,
-            -i64::from(size),
-            -1,
+        owed.add(
+            (
+                wrap(shard, self.shards),
+                (to & 0xFFFF) as usize,
+                (to >> 16) as usize,
+            ),
+            i64::from(size),
         );
         Ok(size)
+    }
+
+    /// Applies (and clears) the accounting of a batch of frees.
+    pub(crate) fn settle(&self, owed: &mut Owed) {
+        for ((shard, tag, owner), bytes, allocs) in owed.0.drain(..) {
+            self.account(shard, tag, owner, -bytes, -allocs);
+        }
     }
 
     /// Stamps the allocation as retired in `epoch` (the `freed_epoch` header of

@@ -87,7 +87,9 @@ pub(crate) trait MapProvider: Send + Sync + Debug {
     fn updates_original_value(&self) -> bool;
     /// The provider registered the deprecated `preprocess_map_delete_element` instead of
     /// `postprocess_map_delete_element`: the core's table then runs in PRE_FREE mode, calling
-    /// it under the bucket lock before the entry leaves the table (otherwise after, outside).
+    /// it for a delete under the bucket lock before the entry leaves the table (otherwise
+    /// after, outside); a value displaced by an update is reported after the new one is
+    /// published, outside the lock, in both modes (`_ebpf_hash_table_replace_bucket`).
     fn pre_free(&self) -> bool {
         false
     }

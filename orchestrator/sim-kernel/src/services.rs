@@ -140,6 +140,7 @@ pub(crate) fn load(
                     ))
                 } else {
                     *core = Some((module, owner));
+                    k.mirror_core_image(*core);
                     // The build flavour: which of upstream's old core bugs this image has.
                     k.epoch
                         .core
@@ -278,7 +279,11 @@ fn unload_thread(
 /// ebpfcore's unload: close the device (no new maps), drop the pins, wait for every map to
 /// be deleted.
 fn unload_core(k: &Arc<KernelInner>) -> Result<(), EbpfError> {
-    *k.core_image.write() = None;
+    {
+        let mut core = k.core_image.write();
+        *core = None;
+        k.mirror_core_image(None);
+    }
     crate::maps::unpin_all(k);
     let _stuck = k.mark_stuck();
     while k.maps.live.load(Ordering::Acquire) > 0 {

@@ -49,6 +49,11 @@ pub(crate) struct KernelBase {
     /// timer and the core's caller frames read it; `services` sets it from DriverEntry
     /// and clears it at unload.
     pub(crate) core_image: RwLock<Option<(ModuleId, OwnerId)>>,
+    /// `core_image` as one word for the readers on every map call (`core_running`,
+    /// `core_frame`): an atomic load, where the RwLock's read would bump a counter shared by
+    /// every CPU. Written with [`KernelBase::mirror_core_image`] under `core_image`'s write
+    /// lock. 0: not running; else (module + 1) << 32 | owner.
+    core_word: AtomicU64,
     /// ebpfcore flavour `work_items_at_dispatch` (issue #2191): the timer runs epoch work
     /// items inside its DPC.
     pub(crate) work_items_at_dispatch: AtomicBool,
@@ -74,6 +79,7 @@ impl KernelBase {
             epoch: EpochManager::new(cpus),
             timer: Mutex::new(None),
             core_image: RwLock::new(None),
+            core_word: AtomicU64::new(0),
             work_items_at_dispatch: AtomicBool::new(false),
             halt_wakes: Mutex::new(Vec::new()),
             stuck: Mutex::new(Vec::new()),
@@ -89,14 +95,30 @@ impl KernelBase {
         self.halt_wakes.lock().push(w);
     }
 
+    /// Publishes `core` (just stored in `core_image`, whose write lock the caller holds) to
+    /// the readers.
+    pub(crate) fn mirror_core_image(&self, core: Option<(ModuleId, OwnerId)>) {
+        let word = core.map_or(0, |(m, o)| (u64::from(m.0) + 1) << 32 | u64::from(o.0));
+        self.core_word
+            .store(word, std::sync::atomic::Ordering::Release);
+    }
+
+    #[inline]
+    fn core_image_now(&self) -> Option<(ModuleId, OwnerId)> {
+        let word = self.core_word.load(std::sync::atomic::Ordering::Acquire);
+        (word != 0).then(|| (ModuleId((word >> 32) as u32 - 1), OwnerId(word as u16)))
+    }
+
     /// ebpfcore's pool owner, if ebpfcore is running.
+    #[inline]
     pub(crate) fn core_running(&self) -> Option<OwnerId> {
-        self.core_image.read().map(|(_, o)| o)
+        self.core_image_now().map(|(_, o)| o)
     }
 
     /// ebpfcore's module, if it is running.
+    #[inline]
     pub(crate) fn core_module(&self) -> Option<ModuleId> {
-        self.core_image.read().map(|(m, _)| m)
+        self.core_image_now().map(|(m, _)| m)
     }
 
     /// The error every call returns once the kernel stopped.

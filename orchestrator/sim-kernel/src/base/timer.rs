@@ -9,6 +9,7 @@ use super::KernelBase;
 use crate::epoch::{self, Retired};
 use crate::irql;
 use crate::modules;
+use crate::pool::Owed;
 
 impl KernelBase {
     /// The epoch flush timer's DPC loop (runs as CPU 0 until the kernel stops).
@@ -40,9 +41,25 @@ impl KernelBase {
             // The timer's DPC: the frees run at DISPATCH_LEVEL.
             let mut dpc = Some(irql::raise(irql::DISPATCH_LEVEL));
             let mut slots: Vec<Vec<u32>> = vec![Vec::new(); self.cpus];
+            // The pass's accounting is summed here and applied once per CPU after it (not
+            // per item, which bounced the counters with every allocating CPU); all of it
+            // lands before a waiting synchronize is completed below.
+            let mut owed = Owed::default();
+            let mut released = vec![(0i64, 0i64); self.cpus];
             for it in std::mem::take(&mut release.items) {
-                if self.release_item(&it) {
-                    slots[it.cpu % self.cpus].push(it.handle.index());
+                let cpu = crate::sync::wrap(it.cpu, self.cpus);
+                if self.release_item(&it, &mut owed) {
+                    slots[cpu].push(it.handle.index());
+                }
+                released[cpu].0 += i64::from(it.size);
+                released[cpu].1 += 1;
+            }
+            self.pool.settle(&mut owed);
+            for (cpu, (bytes, items)) in released.into_iter().enumerate() {
+                if items > 0 {
+                    self.epoch.pending_bytes.add(cpu, -bytes);
+                    self.epoch.pending_items.add(cpu, -items);
+                    self.epoch.released_count.add(cpu, items);
                 }
             }
             for (cpu, s) in slots.iter_mut().enumerate() {
@@ -72,8 +89,8 @@ impl KernelBase {
     }
 
     /// Releases one retired item; true if its slot can be recycled.
-    fn release_item(&self, it: &Retired) -> bool {
-        let ok = match self.pool.invalidate(it.handle, it.cpu) {
+    fn release_item(&self, it: &Retired, owed: &mut Owed) -> bool {
+        match self.pool.invalidate_owing(it.handle, it.cpu, owed) {
             Ok(_) => true,
             Err(f) => {
                 if !self.halt.stopped() {
@@ -81,11 +98,7 @@ impl KernelBase {
                 }
                 false
             }
-        };
-        self.epoch.pending_bytes.add(it.cpu, -i64::from(it.size));
-        self.epoch.pending_items.add(it.cpu, -1);
-        self.epoch.released_count.add(it.cpu, 1);
-        ok
+        }
     }
 
     /// Shutdown: stop the timer; release what is left on free lists.

@@ -34,7 +34,9 @@ impl PerCpu {
 
     #[inline]
     pub(crate) fn add(&self, cpu: usize, v: i64) {
-        self.0[cpu % self.0.len()].0.fetch_add(v, Ordering::Relaxed);
+        self.0[crate::sync::wrap(cpu, self.0.len())]
+            .0
+            .fetch_add(v, Ordering::Relaxed);
     }
 
     pub(crate) fn sum(&self) -> i64 {
@@ -70,7 +72,7 @@ pub(crate) fn current_cpu(cpus: usize) -> usize {
             v
         }
     });
-    c as usize % cpus.max(1)
+    crate::sync::wrap(c as usize, cpus.max(1))
 }
 
 /// Epoch state, timer arming and counters.

@@ -1,7 +1,9 @@
-//! Maps: the core's hash table (bucket locks) for built-in hash maps and custom maps, the
+//! Maps: the core's hash table (lock-free lookups, bucket locks for writers) for built-in hash
+//! maps and custom maps, the
 //! custom-map paths of `ebpf_maps.c` (provider callbacks, undo rule, object-map refusals),
 //! map handles with last-close deletion, and pins.
 
+mod bucket;
 mod def;
 mod object;
 mod ops;
@@ -17,11 +19,11 @@ pub(crate) use object::{
 use crate::base::KernelBase;
 use crate::error::EbpfError;
 use crate::image::{DriverImage, Fault};
-use crate::irql::SpinLock;
 use crate::nmr::Nmr;
 use crate::pool::{Pool, PoolHandle, TagId};
 use crate::provider::Slot;
 use crate::provider::{MapProvider, Registration};
+use bucket::Bucket;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::ops::Deref;
@@ -33,10 +35,6 @@ use std::time::Duration;
 pub(crate) const MAP_TAG: [u8; 4] = *b"eMap";
 /// Pool tag of the built-in hash table's entries.
 pub(crate) const ENTRY_TAG: [u8; 4] = *b"eHsh";
-
-/// One hash bucket: (key, stored value) pairs under the bucket lock (a spin lock: its
-/// holder, and a PRE_FREE delete callback under it, runs at DISPATCH_LEVEL).
-type Bucket = SpinLock<Vec<(u32, u64)>>;
 
 /// The binding of a custom map to its provider.
 #[derive(Debug)]
@@ -76,13 +74,11 @@ impl Map {
     }
 
     /// `find_element_function` of the client dispatch: the stored value, or not found.
+    /// Lock-free; the caller must be inside an epoch, which keeps the value it returns (a
+    /// pool allocation) valid until the caller leaves it (see [`bucket`]).
     #[inline]
     pub(crate) fn find_stored(&self, key: u32) -> Option<u64> {
-        self.bucket(key)
-            .lock()
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
+        self.bucket(key).find(key)
     }
 }
 
@@ -300,7 +296,7 @@ pub(crate) fn create(k: &Arc<MapContext>, def: MapDefinition) -> Result<MapHandl
     let nb = (def.max_entries as usize)
         .next_power_of_two()
         .clamp(16, 1 << 14);
-    let buckets: Box<[Bucket]> = (0..nb).map(|_| SpinLock::new(Vec::new())).collect();
+    let buckets: Box<[Bucket]> = (0..nb).map(|_| Bucket::default()).collect();
     let obj_size = 256 + (nb as u32) * 16;
     let object = match k.allocate(k.maps.tag, core, obj_size, 0) {
         Ok(h) => Some(h),
@@ -407,7 +403,7 @@ mod tests {
             id: 1,
             def: MapDefinition::new(BPF_MAP_TYPE_HASH, 64),
             binding: None,
-            buckets: (0..nb).map(|_| SpinLock::new(Vec::new())).collect(),
+            buckets: (0..nb).map(|_| Bucket::default()).collect(),
             mask: nb - 1,
             count: AtomicU32::new(0),
             object: None,

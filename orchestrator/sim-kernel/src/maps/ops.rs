@@ -1,9 +1,17 @@
 //! Map operations on the core's hash table, with the custom-map provider calls placed as in
-//! `ebpf_maps.c`: bucket lock only around the table access; `postprocess_map_find_element`,
-//! `preprocess_map_update_element` and `postprocess_map_delete_element` outside it, the
-//! deprecated `preprocess_map_delete_element` inside it before the removal (PRE_FREE mode). A built-in hash map's entries are epoch allocations of ebpfcore
-//! (`eHsh`), freed through the epoch when replaced or deleted; a program's lookup returns a
-//! pointer into one that stays valid until the program's epoch ends.
+//! `ebpf_maps.c` and `ebpf_hash_table.c`: lookups take no lock (epoch-protected, see
+//! `bucket`); writers hold the bucket lock only around the table change;
+//! `postprocess_map_find_element`, `preprocess_map_update_element` and the delete callback of
+//! a value displaced by an update run outside it; the deprecated
+//! `preprocess_map_delete_element` of a delete runs inside it before the removal (PRE_FREE
+//! mode). A built-in hash map's entries are epoch allocations of ebpfcore (`eHsh`), freed
+//! through the epoch when replaced or deleted; a program's lookup returns a pointer into one
+//! that stays valid until the program's epoch ends.
+//!
+//! Order of an update, as upstream's `_ebpf_hash_table_replace_bucket`: the new value is
+//! allocated (provider's preprocess, or the core's entry) and published before the provider
+//! hears that the displaced value left, so a failed allocation never leaves the provider
+//! told of a delete that did not happen.
 
 use super::{Map, object};
 use crate::error::EbpfError;
@@ -121,24 +129,16 @@ pub(crate) fn update(
     };
     let outcome = {
         let mut bucket = map.bucket(key).lock();
-        let pos = bucket.iter().position(|(k2, _)| *k2 == key);
-        match (option, pos) {
+        match (option, bucket.position(key)) {
             (UpdateOption::NoExist, Some(_)) => Err(EbpfError::KeyAlreadyExists),
             (UpdateOption::Exist, None) => Err(EbpfError::KeyNotFound),
-            (_, Some(i)) => {
-                // PRE_FREE: the displaced value's callback runs under the bucket lock, before
-                // the entry changes (the flavour before PR #5224 skipped it on replace).
-                if pre_free(map) && !map_flavour(k).1 {
-                    notify_delete(k, map, key, bucket[i].1, provider_flags(flags, true))?;
-                }
-                Ok(Some(std::mem::replace(&mut bucket[i].1, new_stored)))
-            }
+            (_, Some(i)) => Ok(bucket.replace(i, new_stored)),
             (_, None) => {
                 if map.count.fetch_add(1, Ordering::AcqRel) >= map.def.max_entries {
                     map.count.fetch_sub(1, Ordering::AcqRel);
                     Err(EbpfError::OutOfSpace)
                 } else {
-                    bucket.push((key, new_stored));
+                    bucket.insert(key, new_stored);
                     Ok(None)
                 }
             }
@@ -160,8 +160,10 @@ pub(crate) fn update(
         }
         // Exactly one updater removed `old` from the table: readers may still hold it.
         (Ok(Some(old)), None) => k.epoch_free(PoolHandle::from_raw(old)),
-        // ... and only it notifies the provider, so exactly once.
-        (Ok(Some(old)), Some(_)) if !pre_free(map) => {
+        // ... and only it notifies the provider, so exactly once; after the new value is
+        // published and outside the lock, in PRE_FREE mode too (upstream's PRE_FREE
+        // notification of a displaced value; the flavour before PR #5224 skipped it).
+        (Ok(Some(old)), Some(_)) if !(pre_free(map) && map_flavour(k).1) => {
             notify_delete(k, map, key, old, provider_flags(flags, true))
         }
         (Ok(_), _) => Ok(()),
@@ -209,16 +211,16 @@ pub(crate) fn delete(k: &MapContext, map: &Map, key: u32, flags: u32) -> Result<
     refuse_program_access(map, flags)?;
     let old = {
         let mut bucket = map.bucket(key).lock();
-        let pos = bucket
-            .iter()
-            .position(|(k2, _)| *k2 == key)
-            .ok_or(EbpfError::KeyNotFound)?;
-        // PRE_FREE: the provider hears of the value before it leaves the table.
+        let pos = bucket.position(key).ok_or(EbpfError::KeyNotFound)?;
+        // PRE_FREE: the provider hears of the value under the lock, before it leaves the
+        // table (and may veto the delete).
         if pre_free(map) {
-            notify_delete(k, map, key, bucket[pos].1, provider_flags(flags, false))?;
+            let stored = bucket.entries()[pos].1;
+            notify_delete(k, map, key, stored, provider_flags(flags, false))?;
         }
+        let old = bucket.remove(pos).ok_or(EbpfError::KeyNotFound)?;
         map.count.fetch_sub(1, Ordering::AcqRel);
-        bucket.swap_remove(pos).1
+        old
     };
     if !pre_free(map) {
         notify_delete(k, map, key, old, provider_flags(flags, false))?;
@@ -273,16 +275,14 @@ pub(crate) fn next_key(k: &MapContext, map: &Map, prev: Option<u32>) -> Result<u
     if map.objects.is_some() {
         return object::next_key(map, prev);
     }
+    // Lock-free, as upstream's walk of the published buckets (caller inside an epoch).
     let start = match prev {
         None => 0,
         Some(p) => {
             let b = map.bucket(p);
-            let g = b.lock();
-            match g.iter().position(|(k2, _)| *k2 == p) {
-                Some(i) => {
-                    if let Some((next, _)) = g.get(i + 1) {
-                        return Ok(*next);
-                    }
+            match b.key_after(p) {
+                Some(Some(next)) => return Ok(next),
+                Some(None) => {
                     let idx = map
                         .buckets
                         .iter()
@@ -295,8 +295,8 @@ pub(crate) fn next_key(k: &MapContext, map: &Map, prev: Option<u32>) -> Result<u
         }
     };
     for b in map.buckets.iter().skip(start) {
-        if let Some((key, _)) = b.lock().first() {
-            return Ok(*key);
+        if let Some(key) = b.first_key() {
+            return Ok(key);
         }
     }
     Err(EbpfError::KeyNotFound)
@@ -332,7 +332,7 @@ pub(crate) fn destroy(k: &MapContext, map: &Map) -> Result<(), EbpfError> {
         let _core = k.core_frame(CORE_MAP_DESTROY);
         let _epoch = k.epoch_enter();
         for b in map.buckets.iter() {
-            let entries = std::mem::take(&mut *b.lock());
+            let entries = b.lock().take_all();
             for (key, stored) in entries {
                 map.count.fetch_sub(1, Ordering::AcqRel);
                 notify_delete(k, map, key, stored, OP_MAP_CLEANUP)?;
@@ -362,4 +362,64 @@ pub(crate) fn destroy(k: &MapContext, map: &Map) -> Result<(), EbpfError> {
     })();
     k.maps.live.fetch_sub(1, Ordering::AcqRel);
     result
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::config::KernelConfig;
+    use crate::error::EbpfError;
+    use crate::image::{DriverImage, Fault, ImageKind, Signing};
+    use crate::kernel::Kernel;
+    use crate::maps::{BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition, UpdateOption};
+
+    /// Rule (upstream `_ebpf_hash_table_replace_bucket`): an update allocates its new value
+    /// before the displaced value's delete callback runs (PRE_FREE mode, whose callback would
+    /// free the old object). With the pool exhausted the replace fails with NO_MEMORY and the
+    /// provider has heard of no delete: the old object is still allocated, so reading it after
+    /// an epoch has passed is fine. Told first, the provider would have epoch-freed the
+    /// object the table still points to, and the read would be a 0x50.
+    #[test]
+    fn a_replace_that_cannot_allocate_tells_the_provider_of_no_delete() {
+        let k = Kernel::boot(KernelConfig {
+            pool_capacity: 4096,
+            ..KernelConfig::default()
+        })
+        .unwrap();
+        let img = |image, faults| DriverImage {
+            image,
+            signature: Signing::Test,
+            faults,
+        };
+        k.load_driver("ebpfcore", &img(ImageKind::EbpfCore, vec![]))
+            .unwrap();
+        let legacy = vec![Fault::LegacyPreprocessDelete];
+        k.load_driver("sample_ebpf_ext", &img(ImageKind::SampleExt, legacy))
+            .unwrap();
+        let m = k
+            .create_map(MapDefinition::new(BPF_MAP_TYPE_SAMPLE_HASH_MAP, 8))
+            .unwrap();
+        m.update(1, 100, UpdateOption::Any).unwrap();
+        let tag = k.inner.pool.tag(*b"tFil");
+        let owner = k.inner.core_running().unwrap();
+        let filler: Vec<_> = (0..8192)
+            .map_while(|_| k.inner.allocate(tag, owner, 64, 0).ok())
+            .collect();
+        assert!(filler.len() < 8192, "the pool never ran out");
+        assert_eq!(
+            m.update(1, 200, UpdateOption::Any),
+            Err(EbpfError::NoMemory)
+        );
+        for h in filler {
+            k.inner.free(h).unwrap();
+        }
+        let sync = k.clone();
+        crate::bounded::within("synchronize", move || sync.synchronize()).unwrap();
+        assert_eq!(m.find(1), Ok(100));
+        assert!(k.bugcheck().is_none(), "{:?}", k.bugcheck());
+        // And the replace goes through once memory is back, telling the provider once.
+        m.update(1, 200, UpdateOption::Any).unwrap();
+        assert_eq!(m.find(1), Ok(200));
+        drop(m);
+        k.shutdown();
+    }
 }

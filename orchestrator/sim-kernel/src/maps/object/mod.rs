@@ -154,7 +154,7 @@ pub(crate) fn create(
         binding: None,
         // The hash paths never reach an object map's (empty) table; one bucket keeps a
         // stray one harmless.
-        buckets: Box::new([SpinLock::new(Vec::new())]),
+        buckets: Box::new([super::bucket::Bucket::default()]),
         mask: 0,
         count: AtomicU32::new(0),
         object: Some(object),
