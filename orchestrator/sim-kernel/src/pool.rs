@@ -465,6 +465,31 @@ mod tests {
         assert_eq!(p.tag_usage(), vec![(*b"Smpl", 0, 0)]);
     }
 
+    /// A release pass settles a batch's accounting once: every item of the batch, with its
+    /// own size, leaves the counters, also when several share one tag, owner and CPU.
+    #[test]
+    fn a_settled_batch_takes_every_item_off_the_counters() {
+        let p = pool();
+        let t = p.tag(*b"Smpl");
+        let hs: Vec<_> = [16, 32, 64]
+            .into_iter()
+            .map(|size| p.alloc(t, OwnerId(3), size, 0, 1).unwrap())
+            .collect();
+        assert_eq!(p.tag_usage(), vec![(*b"Smpl", 112, 3)]);
+        let mut owed = Owed::default();
+        for h in &hs {
+            p.invalidate_owing(*h, 1, &mut owed).unwrap();
+        }
+        assert_eq!(
+            p.tag_usage(),
+            vec![(*b"Smpl", 112, 3)],
+            "owed, not yet settled"
+        );
+        p.settle(&mut owed);
+        assert_eq!(p.tag_usage(), vec![(*b"Smpl", 0, 0)]);
+        assert_eq!(p.owner_usage(OwnerId(3)), (0, 0));
+    }
+
     #[test]
     fn stale_handle_is_detected_even_after_reuse() {
         let p = pool();

@@ -333,7 +333,10 @@ mod tests {
                 let _epoch = base.epoch_enter();
                 let stored = b.find(3).unwrap();
                 found_tx.send(()).unwrap();
-                leave_rx.recv().unwrap();
+                // Bounded: if the test thread fails first, the reader must not hang the scope.
+                leave_rx
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .expect("the test thread never let the reader leave");
                 // Replaced and retired meanwhile: still readable inside the epoch.
                 base.read(PoolHandle::from_raw(stored)).unwrap()
             });
