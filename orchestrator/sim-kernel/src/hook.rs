@@ -135,8 +135,9 @@ impl Hooks {
         }
     }
 
+    /// A link's id: distinct per link, which is all the hook provider's client list needs.
     fn next_id(&self) -> u64 {
-        self.ids.fetch_add(1, Ordering::Relaxed) + 1
+        self.ids.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -346,5 +347,65 @@ impl Drop for LinkHandle {
     fn drop(&mut self) {
         // A detach that fails only does so because the kernel stopped.
         let _ = self.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        BPF_PROG_TYPE_SAMPLE, DriverImage, HookRun, ImageKind, Kernel, KernelConfig, Signing,
+    };
+
+    fn boot() -> Kernel {
+        let k = Kernel::boot(KernelConfig::default()).unwrap();
+        for (service, image) in [
+            ("ebpfcore", ImageKind::EbpfCore),
+            ("sample_ebpf_ext", ImageKind::SampleExt),
+        ] {
+            let image = DriverImage {
+                image,
+                signature: Signing::Test,
+                faults: vec![],
+            };
+            k.load_driver(service, &image).unwrap();
+        }
+        k
+    }
+
+    /// Detaching one link detaches that link, not another: each link is its own client.
+    #[test]
+    fn detaching_one_link_leaves_the_others_attached() {
+        let k = boot();
+        let (a, b) = (k.load_program().unwrap(), k.load_program().unwrap());
+        assert_eq!(a.program_type(), BPF_PROG_TYPE_SAMPLE);
+        assert_ne!(a.id(), b.id());
+        let (la, lb) = (a.attach().unwrap(), b.attach().unwrap());
+        lb.detach().unwrap();
+        assert_eq!(k.invoke_hook(0), Ok(HookRun { ran: 1, away: 0 }));
+        assert_eq!(
+            (a.runs(), b.runs()),
+            (1, 0),
+            "b's link detached, a's still runs"
+        );
+        drop((la, lb, a, b));
+        k.shutdown();
+    }
+
+    /// A program released by its last holder (here its link, after its handle closed)
+    /// leaves the program-info clients by the next load: loading and closing programs for
+    /// a whole run does not grow the list the extension walks on every restart.
+    #[test]
+    fn released_programs_leave_the_client_list() {
+        let k = boot();
+        let p = k.load_program().unwrap();
+        let link = p.attach().unwrap();
+        drop(p);
+        drop(link);
+        assert_eq!(k.live_programs(), 0);
+        let q = k.load_program().unwrap();
+        assert_eq!(k.inner.hooks.programs.lock().len(), 1, "only q is a client");
+        drop(q);
+        assert!(k.inner.hooks.programs.lock().is_empty());
+        k.shutdown();
     }
 }

@@ -307,7 +307,17 @@ fn a_map_in_map_needs_a_template_and_checks_values_against_it() {
         outer.update_with_handle(1, ObjectHandle::Map(&foreign), UpdateOption::Any),
         EbpfError::InvalidObject,
     );
-    drop(foreign);
+    // Nor does a program of another kernel, in a prog array.
+    let foreign_program = k2.load_program().unwrap();
+    eq(
+        array.update_with_handle(
+            0,
+            ObjectHandle::Program(&foreign_program),
+            UpdateOption::Any,
+        ),
+        EbpfError::InvalidObject,
+    );
+    drop((foreign, foreign_program));
     k2.shutdown();
     k.shutdown();
 }
