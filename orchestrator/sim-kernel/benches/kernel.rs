@@ -2,7 +2,8 @@
 //! baseline doing the same operations (an object allocated per update, as the sample
 //! extension does), and epoch release latency (last reader exit -> bytes released).
 //!
-//! Run: `cargo bench -p sim-kernel --bench kernel`. Targets: ratio >= 0.3x, p99 <= 10 ms.
+//! Run: `cargo bench -p sim-kernel --bench kernel`. Targets: find ratio >= 0.3x (issue 13),
+//! release p99 <= 10 ms. Update is printed too: it has stayed near 0.1x (see the README).
 
 use dashmap::DashMap;
 use sim_kernel::{
@@ -14,7 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEYS: u32 = 1024;
-const RUN: Duration = Duration::from_millis(700);
+/// One measurement; a cell is the median ratio of `ROUNDS` back-to-back (sim, dashmap)
+/// pairs, so a burst of load on this noisy machine hits both sides of one ratio alike.
+const RUN: Duration = Duration::from_millis(250);
+const ROUNDS: usize = 5;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
@@ -111,27 +115,43 @@ fn main() {
     }
 
     println!(
-        "custom map (sample object map, {KEYS} keys) vs dashmap<u32, Box<u32>>, {} ms per cell",
+        "custom map (sample object map, {KEYS} keys) vs dashmap<u32, Box<u32>>: median of \
+         {ROUNDS} back-to-back pairs of {} ms",
         RUN.as_millis()
     );
     println!(
         "{:<8} {:>7} {:>14} {:>14} {:>7}",
         "op", "threads", "sim ops/s", "dashmap ops/s", "ratio"
     );
-    let mut worst: f64 = f64::MAX;
-    for op in [Op::Find, Op::Update] {
+    let mut worst = [f64::MAX; 2];
+    for (i, op) in [Op::Find, Op::Update].into_iter().enumerate() {
         for threads in [1, 2] {
-            let sim = sim_ops(&k, &m, threads, op);
-            let base = dash_ops(&d, threads, op);
+            let mut rounds: Vec<(f64, f64)> = (0..ROUNDS)
+                .map(|_| (sim_ops(&k, &m, threads, op), dash_ops(&d, threads, op)))
+                .collect();
+            rounds.sort_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+            let (sim, base) = rounds[ROUNDS / 2];
             let ratio = sim / base;
-            worst = worst.min(ratio);
+            worst[i] = worst[i].min(ratio);
             let name = if op == Op::Find { "find" } else { "update" };
             println!("{name:<8} {threads:>7} {sim:>14.0} {base:>14.0} {ratio:>6.2}x");
         }
     }
+    // Issue 13's target is find (a program's lookups); update allocates an object per call
+    // and retires the old one through the epoch, as the sample extension does, and has
+    // stayed near 0.1x since the first benchmark (docs in the crate README).
     println!(
-        "worst ratio: {worst:.2}x (target >= 0.30x): {}",
-        if worst >= 0.3 { "ok" } else { "BELOW TARGET" }
+        "find: worst ratio {:.2}x (target >= 0.30x): {}",
+        worst[0],
+        if worst[0] >= 0.3 {
+            "ok"
+        } else {
+            "BELOW TARGET"
+        }
+    );
+    println!(
+        "update: worst ratio {:.2}x (below 0.30x: a pool allocation and an epoch retire per call)",
+        worst[1]
     );
 
     // Epoch release latency: a reader holds an epoch while an update retires the old

@@ -314,7 +314,7 @@ impl Drop for ProgramHandle {
         // follows extension restarts): a link (upstream's link holds a program reference)
         // or a prog array. Their release lets it go: the list holds it weakly.
         let me = &self.program;
-        if Arc::strong_count(me) > 1 || me.map_refs.load(Ordering::Acquire) > 0 {
+        if Arc::strong_count(me) > 1 {
             return;
         }
         self.k
@@ -388,6 +388,30 @@ mod tests {
             "b's link detached, a's still runs"
         );
         drop((la, lb, a, b));
+        k.shutdown();
+    }
+
+    /// Closing one program's handle unregisters that program only: another stays a client
+    /// of the program-info provider and follows an extension restart.
+    #[test]
+    fn closing_one_program_leaves_the_others_registered() {
+        let k = boot();
+        let (a, b) = (k.load_program().unwrap(), k.load_program().unwrap());
+        drop(a);
+        assert_eq!(k.live_programs(), 1);
+        assert_eq!(
+            k.stop_driver("sample_ebpf_ext").unwrap(),
+            crate::ServiceState::Stopped
+        );
+        assert!(!b.is_bound(), "the extension's unload NULLs b's data");
+        let image = DriverImage {
+            image: ImageKind::SampleExt,
+            signature: Signing::Test,
+            faults: vec![],
+        };
+        k.load_driver("sample_ebpf_ext", &image).unwrap();
+        assert!(b.is_bound(), "b is bound to the restarted extension");
+        drop(b);
         k.shutdown();
     }
 

@@ -15,7 +15,7 @@ use crate::modules::{self, CORE_LINK_INVOKE, CORE_PROGRAM_INVOKE};
 use crate::pool::PoolHandle;
 use parking_lot::RwLock;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How much "program code" one invocation runs (spin iterations): a few hundred
 /// nanoseconds, like a small filter program, so invocations overlap a detach as they do
@@ -33,9 +33,6 @@ pub(crate) struct Program {
     pub(crate) id: u32,
     /// `bpf_prog_type` of the program.
     pub(crate) program_type: u32,
-    /// References held by object maps (prog arrays): while any is held, closing the user
-    /// handle keeps the program registered with its program-info provider.
-    pub(crate) map_refs: AtomicU32,
     /// `extension_program_data`: the program-info provider's data while bound, else NULL.
     info: RwLock<Option<PoolHandle>>,
     /// Successful invocations (a program's run count, as `bpftool prog show` reports).

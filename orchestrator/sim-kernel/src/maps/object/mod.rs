@@ -61,7 +61,8 @@ pub(crate) enum ObjectRef<'a> {
 /// A reference an object map holds on a stored object.
 #[derive(Debug)]
 enum Held {
-    /// The program, counted in its `map_refs` (it stays registered while held).
+    /// The program (it stays loaded and registered with its program-info provider while
+    /// held: the registration holds it weakly).
     Program(Arc<Program>),
     /// A handle clone: the map stays alive (and counted in `live_maps`) while held.
     Map(MapHandle),
@@ -176,10 +177,7 @@ pub(crate) fn create(
 fn reference(k: &Arc<MapContext>, map: &Map, value: ObjectRef<'_>) -> Result<Held, EbpfError> {
     let programs = map.def.map_type == BPF_MAP_TYPE_PROG_ARRAY;
     match value {
-        ObjectRef::Program(p) if programs => {
-            p.map_refs.fetch_add(1, Ordering::AcqRel);
-            Ok(Held::Program(p.clone()))
-        }
+        ObjectRef::Program(p) if programs => Ok(Held::Program(p.clone())),
         ObjectRef::Map(m) if !programs && Arc::ptr_eq(&m.k, k) => {
             // The handle first: a close never sees more holders than handles.
             let h = m.clone();
@@ -195,9 +193,7 @@ fn reference(k: &Arc<MapContext>, map: &Map, value: ObjectRef<'_>) -> Result<Hel
 /// Drops a reference that was never published (no reader can hold it).
 fn unpublished(held: Held) {
     match held {
-        Held::Program(p) => {
-            p.map_refs.fetch_sub(1, Ordering::AcqRel);
-        }
+        Held::Program(p) => drop(p),
         Held::Map(h) => drop_held_map(h),
     }
 }
@@ -229,10 +225,7 @@ fn release(k: &MapContext, held: Held) {
         Held::Map(h) => drop_held_map(h),
         Held::Program(p) => {
             let _epoch = k.epoch_enter();
-            k.epoch_schedule_work(move || {
-                p.map_refs.fetch_sub(1, Ordering::AcqRel);
-                drop(p);
-            });
+            k.epoch_schedule_work(move || drop(p));
         }
     }
 }
