@@ -322,7 +322,7 @@ impl Drop for ProgramHandle {
             .hooks
             .programs
             .lock()
-            .retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), Arc::as_ptr(me)));
+            .retain(|w| !std::ptr::eq(w.as_ptr(), Arc::as_ptr(me)));
     }
 }
 
