@@ -352,25 +352,8 @@ impl Drop for LinkHandle {
 
 #[cfg(test)]
 mod tests {
-    use crate::{
-        BPF_PROG_TYPE_SAMPLE, DriverImage, HookRun, ImageKind, Kernel, KernelConfig, Signing,
-    };
-
-    fn boot() -> Kernel {
-        let k = Kernel::boot(KernelConfig::default()).unwrap();
-        for (service, image) in [
-            ("ebpfcore", ImageKind::EbpfCore),
-            ("sample_ebpf_ext", ImageKind::SampleExt),
-        ] {
-            let image = DriverImage {
-                image,
-                signature: Signing::Test,
-                faults: vec![],
-            };
-            k.load_driver(service, &image).unwrap();
-        }
-        k
-    }
+    use crate::rule_tests::boot;
+    use crate::{BPF_PROG_TYPE_SAMPLE, DriverImage, HookRun, ImageKind, Signing};
 
     /// Detaching one link detaches that link, not another: each link is its own client.
     #[test]

@@ -8,7 +8,8 @@ use crate::maps::{BPF_MAP_TYPE_SAMPLE_HASH_MAP, MapDefinition, UpdateOption};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-fn boot() -> Kernel {
+/// A kernel with ebpfcore and the sample extension running (shared by the crate's unit tests).
+pub(crate) fn boot() -> Kernel {
     let k = Kernel::boot(KernelConfig::default()).unwrap();
     let img = |image| DriverImage {
         image,

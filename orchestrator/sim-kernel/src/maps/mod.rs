@@ -394,6 +394,43 @@ mod tests {
     use super::*;
     use crate::maps::BPF_MAP_TYPE_HASH;
 
+    /// Creation: the core itself refuses a zero capacity or a key other than 4 bytes; a
+    /// value size the provider refuses is the provider's `EBPF_INVALID_ARGUMENT`, not a load
+    /// failure; the map object (256 bytes + 16 per bucket) is charged to ebpfcore.
+    #[test]
+    fn creation_checks_its_definition_and_charges_the_map_object() {
+        let k = crate::rule_tests::boot();
+        let def = |map_type, key_size, value_size, max_entries| MapDefinition {
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+        };
+        for bad in [
+            def(BPF_MAP_TYPE_HASH, 4, 4, 0),
+            def(BPF_MAP_TYPE_HASH, 8, 4, 8),
+        ] {
+            assert_eq!(k.create_map(bad).unwrap_err(), EbpfError::InvalidArgument);
+        }
+        let refused = def(BPF_MAP_TYPE_SAMPLE_HASH_MAP, 4, 8, 8);
+        assert_eq!(
+            k.create_map(refused).unwrap_err(),
+            EbpfError::InvalidArgument,
+            "the provider's own refusal"
+        );
+        assert_eq!(k.pool_stats().tag("eMap").bytes, 0);
+        // 100 entries: 128 buckets.
+        let m = k
+            .create_map(MapDefinition::new(BPF_MAP_TYPE_HASH, 100))
+            .unwrap();
+        assert_eq!(k.pool_stats().tag("eMap").bytes, 256 + 128 * 16);
+        assert!(m.is_empty());
+        m.update(1, 1, UpdateOption::Any).unwrap();
+        assert!(!m.is_empty());
+        drop(m);
+        k.shutdown();
+    }
+
     /// Rule (hash-bucket locks, no per-key serialisation): keys spread over the buckets, so
     /// updaters of different keys mostly take different locks.
     #[test]

@@ -2,29 +2,14 @@
 //! update with a handle, lookups and teardown.
 
 use super::*;
-use crate::config::KernelConfig;
 use crate::hook::ObjectHandle;
-use crate::image::{DriverImage, ImageKind, Signing};
 use crate::kernel::Kernel;
 use crate::maps::BPF_MAP_TYPE_HASH;
 use crate::program::BPF_PROG_TYPE_SAMPLE;
+use crate::rule_tests::boot;
 use win_vocab::ServiceState;
 
 mod race;
-
-fn boot() -> Kernel {
-    let k = Kernel::boot(KernelConfig::default()).unwrap();
-    let img = |image| DriverImage {
-        image,
-        signature: Signing::Test,
-        faults: vec![],
-    };
-    k.load_driver("ebpfcore", &img(ImageKind::EbpfCore))
-        .unwrap();
-    k.load_driver("sample_ebpf_ext", &img(ImageKind::SampleExt))
-        .unwrap();
-    k
-}
 
 fn synchronize(k: &Kernel) {
     let k = k.clone();
