@@ -202,6 +202,26 @@ mod tests {
     use crate::pool::PoolHandle;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    /// A snapshot keeps up to four entries inline (one allocation for a reader to follow)
+    /// and spills to the heap at the fifth; removal takes exactly the entry asked for.
+    #[test]
+    fn entries_stay_inline_up_to_four_and_remove_exactly_one() {
+        let mut e = EMPTY;
+        for k in 0..INLINE as u32 {
+            e.push((k, u64::from(k) + 10));
+        }
+        assert!(matches!(e, Entries::Inline(4, _)), "{e:?}");
+        assert_eq!(e.swap_remove(INLINE), None, "no entry past the end");
+        assert_eq!(e.swap_remove(1), Some((1, 11)));
+        assert_eq!(e.as_slice(), &[(0, 10), (3, 13), (2, 12)]);
+        e.push((7, 17));
+        e.push((8, 18));
+        assert!(matches!(e, Entries::Heap(ref v) if v.len() == 5), "{e:?}");
+        assert_eq!(e.swap_remove(5), None);
+        assert_eq!(e.swap_remove(0), Some((0, 10)));
+        assert_eq!(e.as_slice().len(), 4);
+    }
+
     /// Rule: a writer holds the lock at DISPATCH_LEVEL; a reader takes no lock and stays at
     /// its own level.
     #[test]
