@@ -427,6 +427,10 @@ mod tests {
         assert!(m.is_empty());
         m.update(1, 1, UpdateOption::Any).unwrap();
         assert!(!m.is_empty());
+        // A program's lookups: the values found, summed; an absent key adds nothing.
+        m.update(2, 40, UpdateOption::Any).unwrap();
+        let sum = m.run_lookup_program(&[1, 2, 9], Duration::ZERO);
+        assert_eq!(sum, Ok(41));
         drop(m);
         k.shutdown();
     }
