@@ -315,6 +315,15 @@ mod tests {
                     })
                 })
                 .collect();
+            // Readers stop when the writer is done, also when it panics (else they would
+            // spin for ever and hang the suite instead of failing it).
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Release);
+                }
+            }
+            let _done = Done(&done);
             for n in 1..20_000u32 {
                 let mut w = b.lock();
                 let i = w.position(7).unwrap();
@@ -323,7 +332,7 @@ mod tests {
                 w.remove(j);
                 w.insert(8, pair(n));
             }
-            done.store(true, Ordering::Release);
+            drop(_done);
             for r in readers {
                 r.join().unwrap();
             }
