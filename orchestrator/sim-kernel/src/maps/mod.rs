@@ -435,6 +435,21 @@ mod tests {
         k.shutdown();
     }
 
+    /// A shutdown drops the pins (they hold the maps, and through them the kernel's map
+    /// context, alive).
+    #[test]
+    fn shutdown_drops_the_pins() {
+        let k = crate::rule_tests::boot();
+        let m = k
+            .create_map(MapDefinition::new(BPF_MAP_TYPE_HASH, 8))
+            .unwrap();
+        k.pin_map("pinned", &m).unwrap();
+        drop(m);
+        assert_eq!(k.pinned_maps().len(), 1);
+        k.shutdown();
+        assert!(k.pinned_maps().is_empty());
+    }
+
     /// Rule (hash-bucket locks, no per-key serialisation): keys spread over the buckets, so
     /// updaters of different keys mostly take different locks.
     #[test]
