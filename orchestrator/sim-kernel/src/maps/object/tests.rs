@@ -438,3 +438,18 @@ fn a_held_prog_array_releases_its_programs_when_its_handles_close() {
     assert_eq!(k.live_maps(), 1);
     k.shutdown();
 }
+
+/// An object map's object is charged to ebpfcore at its size: 256 bytes plus an 8-byte slot
+/// per entry (capped at 16 384 slots).
+#[test]
+fn an_object_map_is_charged_its_slot_array() {
+    let k = boot();
+    let bytes = |k: &Kernel| k.pool_stats().tag("eMap").bytes;
+    let before = bytes(&k);
+    let small = k.create_map(def(BPF_MAP_TYPE_PROG_ARRAY, 10)).unwrap();
+    assert_eq!(bytes(&k) - before, 256 + 8 * 10);
+    let huge = k.create_map(def(BPF_MAP_TYPE_PROG_ARRAY, 1 << 20)).unwrap();
+    assert_eq!(bytes(&k) - before, 256 + 8 * 10 + 256 + 8 * (1 << 14));
+    drop((small, huge));
+    k.shutdown();
+}
