@@ -453,3 +453,76 @@ fn an_object_map_is_charged_its_slot_array() {
     drop((small, huge));
     k.shutdown();
 }
+
+/// An object map's holder count follows every reference an outer map takes and gives back
+/// (a refused update, a delete): once only the outer map holds the inner one, closing the
+/// inner one's user handle makes it release its own entries.
+#[test]
+fn the_holder_count_follows_refused_and_deleted_references() {
+    let k = boot();
+    let template = prog_array(&k);
+    let outer = k
+        .create_map_with_inner(
+            def(BPF_MAP_TYPE_HASH_OF_MAPS, 4),
+            ObjectHandle::Map(&template),
+        )
+        .unwrap();
+    let inner = prog_array(&k);
+    let p = k.load_program().unwrap();
+    inner
+        .update_with_handle(0, ObjectHandle::Program(&p), UpdateOption::Any)
+        .unwrap();
+    let put = |key, o| outer.update_with_handle(key, ObjectHandle::Map(&inner), o);
+    put(1, UpdateOption::NoExist).unwrap();
+    eq(put(1, UpdateOption::NoExist), EbpfError::KeyAlreadyExists);
+    put(2, UpdateOption::Any).unwrap();
+    outer.delete(2).unwrap();
+    let id = p.id();
+    drop(p);
+    k.synchronize().unwrap();
+    assert_eq!(
+        inner.find(0),
+        Ok(id),
+        "a user handle still holds the inner array: its program stays"
+    );
+    assert_eq!(k.live_programs(), 1);
+    drop((template, inner));
+    k.synchronize().unwrap();
+    assert_eq!(
+        k.live_programs(),
+        0,
+        "the inner prog array released its program"
+    );
+    drop(outer);
+    k.shutdown();
+}
+
+/// An object map refuses a zero capacity and keys or values other than 4 bytes, and an
+/// inner-map template of another kernel.
+#[test]
+fn an_object_map_checks_its_definition_and_its_templates_kernel() {
+    let k = boot();
+    let bad = |key_size, value_size, max_entries| MapDefinition {
+        map_type: BPF_MAP_TYPE_PROG_ARRAY,
+        key_size,
+        value_size,
+        max_entries,
+    };
+    for d in [bad(4, 4, 0), bad(8, 4, 4), bad(4, 8, 4)] {
+        assert_eq!(
+            k.create_map(d).unwrap_err(),
+            EbpfError::InvalidArgument,
+            "{d:?}"
+        );
+    }
+    let k2 = boot();
+    let foreign = k2.create_map(def(BPF_MAP_TYPE_HASH, 8)).unwrap();
+    let refused = k.create_map_with_inner(
+        def(BPF_MAP_TYPE_ARRAY_OF_MAPS, 4),
+        ObjectHandle::Map(&foreign),
+    );
+    assert_eq!(refused.unwrap_err(), EbpfError::InvalidObject);
+    drop(foreign);
+    k2.shutdown();
+    k.shutdown();
+}
