@@ -522,6 +522,9 @@ fn an_object_map_checks_its_definition_and_its_templates_kernel() {
         ObjectHandle::Map(&foreign),
     );
     assert_eq!(refused.unwrap_err(), EbpfError::InvalidObject);
+    // Any other map type takes no template: "no inner map" creates it as usual.
+    let plain = k.create_map_with_inner(def(BPF_MAP_TYPE_HASH, 8), ObjectHandle::Invalid);
+    assert_eq!(plain.map(|m| m.definition()), Ok(def(BPF_MAP_TYPE_HASH, 8)));
     drop(foreign);
     k2.shutdown();
     k.shutdown();
