@@ -435,6 +435,28 @@ mod tests {
         k.shutdown();
     }
 
+    /// A built-in hash map's entries are ebpfcore's epoch allocations (`eHsh`): a delete
+    /// and the map's teardown hand them back through the epoch.
+    #[test]
+    fn deleted_and_torn_down_entries_go_back_to_the_pool() {
+        let k = crate::rule_tests::boot();
+        let entries = |k: &crate::Kernel| k.pool_stats().tag("eHsh");
+        let m = k
+            .create_map(MapDefinition::new(BPF_MAP_TYPE_HASH, 8))
+            .unwrap();
+        for key in [1, 2, 3] {
+            m.update(key, key, UpdateOption::Any).unwrap();
+        }
+        assert_eq!(entries(&k).allocs, 3);
+        m.delete(2).unwrap();
+        k.synchronize().unwrap();
+        assert_eq!(entries(&k).allocs, 2, "the deleted entry is freed");
+        drop(m);
+        k.synchronize().unwrap();
+        assert_eq!(entries(&k).allocs, 0, "the teardown frees the rest");
+        k.shutdown();
+    }
+
     /// A shutdown drops the pins (they hold the maps, and through them the kernel's map
     /// context, alive).
     #[test]
