@@ -107,3 +107,30 @@ fn keys_spread_over_the_bucket_locks() {
         used.len()
     );
 }
+
+/// `bpf_map_get_next_key` walks every key exactly once, then says there is no next one,
+/// across buckets and within a crowded one.
+#[test]
+fn next_key_walks_every_key_once() {
+    let k = crate::rule_tests::boot();
+    // 40 keys over 64 buckets: some share one.
+    let m = k
+        .create_map(MapDefinition::new(BPF_MAP_TYPE_HASH, 40))
+        .unwrap();
+    let keys: Vec<u32> = (0..40).map(|i| i * 7 + 3).collect();
+    for key in &keys {
+        m.update(*key, 1, UpdateOption::Any).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut prev = None;
+    while let Ok(key) = m.next_key(prev) {
+        assert!(seen.len() < keys.len(), "the walk repeats: {seen:?}");
+        seen.push(key);
+        prev = Some(key);
+    }
+    assert_eq!(m.next_key(prev), Err(EbpfError::KeyNotFound));
+    seen.sort_unstable();
+    assert_eq!(seen, keys);
+    drop(m);
+    k.shutdown();
+}
