@@ -330,6 +330,18 @@ fn a_hash_of_maps_honours_the_update_options_and_walks_its_keys() {
     assert_eq!(hash.next_key(None), Ok(5));
     assert_eq!(hash.next_key(Some(5)), Ok(9));
     assert_eq!(hash.next_key(Some(9)), Err(EbpfError::KeyNotFound));
+    assert_eq!(
+        hash.next_key(Some(7)),
+        Ok(5),
+        "an absent key restarts the walk"
+    );
+    // A program's lookups sum the inner map ids found; a map of maps is no tail-call target.
+    let id = template.id();
+    assert_eq!(
+        hash.run_lookup_program(&[5, 7, 9], std::time::Duration::ZERO),
+        Ok(id.wrapping_add(id))
+    );
+    assert_eq!(hash.tail_call(5, 0), Err(EbpfError::InvalidArgument));
     assert_eq!(hash.find(7), Err(EbpfError::ObjectNotFound));
     eq(hash.delete(7), EbpfError::ObjectNotFound);
     hash.delete(5).unwrap();
@@ -341,8 +353,10 @@ fn a_hash_of_maps_honours_the_update_options_and_walks_its_keys() {
 fn an_object_array_walks_every_index_and_deletes_empty_slots() {
     let k = boot();
     let array = prog_array(&k);
+    // Bounded: a walk that never ends must fail the test, not hang it.
     let keys: Vec<u32> =
         std::iter::successors(array.next_key(None).ok(), |p| array.next_key(Some(*p)).ok())
+            .take(16)
             .collect();
     assert_eq!(keys, [0, 1, 2, 3]);
     assert_eq!(array.next_key(Some(u32::MAX)), Err(EbpfError::KeyNotFound));
