@@ -543,3 +543,26 @@ fn an_object_map_checks_its_definition_and_its_templates_kernel() {
     k2.shutdown();
     k.shutdown();
 }
+
+/// A program's lookup in a map of maps reads the inner map it found (under the caller's
+/// epoch), so an inner map torn down too early is a 0x50 there, where upstream's would
+/// fault; a user-mode lookup returns the id without touching the inner map. The early
+/// teardown is simulated by freeing the inner map's object behind the map's back.
+#[test]
+fn a_programs_lookup_reads_the_inner_map_a_user_lookup_does_not() {
+    let k = boot();
+    let (outer, _template, [inner, _]) = array_of_maps(&k);
+    outer
+        .update_with_handle(0, ObjectHandle::Map(&inner), UpdateOption::Any)
+        .unwrap();
+    let object = inner.map.object.expect("a map object");
+    k.inner.maps_ctx.free(object).unwrap();
+    assert_eq!(outer.find(0), Ok(inner.id()), "user mode reads only the id");
+    assert!(k.bugcheck().is_none());
+    assert!(outer.find_helper(0).is_err());
+    let bugcheck = k
+        .bugcheck()
+        .expect("the program's read of a freed inner map");
+    assert_eq!(bugcheck.code, 0x50, "{bugcheck:?}");
+    k.shutdown();
+}
