@@ -23,8 +23,9 @@ pub(crate) fn boot() -> Kernel {
     k
 }
 
-/// `ebpf_epoch_synchronize`, failing the test (not hanging it) if it never returns.
-fn synchronize(k: &Kernel) {
+/// `ebpf_epoch_synchronize`, failing the test (not hanging it) if it never returns (shared by
+/// the crate's unit tests).
+pub(crate) fn synchronize(k: &Kernel) {
     let k = k.clone();
     crate::bounded::within("synchronize", move || k.synchronize()).unwrap();
 }

@@ -58,10 +58,10 @@ fn deleted_and_torn_down_entries_go_back_to_the_pool() {
     }
     assert_eq!(entries(&k).allocs, 3);
     m.delete(2).unwrap();
-    k.synchronize().unwrap();
+    crate::rule_tests::synchronize(&k);
     assert_eq!(entries(&k).allocs, 2, "the deleted entry is freed");
     drop(m);
-    k.synchronize().unwrap();
+    crate::rule_tests::synchronize(&k);
     assert_eq!(entries(&k).allocs, 0, "the teardown frees the rest");
     k.shutdown();
 }

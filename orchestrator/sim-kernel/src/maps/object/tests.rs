@@ -2,19 +2,14 @@
 //! update with a handle, lookups and teardown.
 
 use super::*;
-use crate::hook::ObjectHandle;
+use crate::hook::{ObjectHandle, ProgramHandle};
 use crate::kernel::Kernel;
 use crate::maps::BPF_MAP_TYPE_HASH;
 use crate::program::BPF_PROG_TYPE_SAMPLE;
-use crate::rule_tests::boot;
+use crate::rule_tests::{boot, synchronize};
 use win_vocab::ServiceState;
 
 mod race;
-
-fn synchronize(k: &Kernel) {
-    let k = k.clone();
-    crate::bounded::within("synchronize", move || k.synchronize()).unwrap();
-}
 
 /// A few epoch cycles while this thread holds an epoch (synchronize would wait for it).
 fn cycles_with_reader(k: &Kernel) {
@@ -31,6 +26,25 @@ fn def(map_type: u32, max_entries: u32) -> MapDefinition {
 
 fn prog_array(k: &Kernel) -> MapHandle {
     k.create_map(def(BPF_MAP_TYPE_PROG_ARRAY, 4)).unwrap()
+}
+
+/// An outer map of `map_type` with a prog-array template, and an inner prog array holding
+/// a program at index 0: (outer, template, inner, program).
+fn outer_of_prog_arrays(
+    k: &Kernel,
+    map_type: u32,
+    max_entries: u32,
+) -> (MapHandle, MapHandle, MapHandle, ProgramHandle) {
+    let template = prog_array(k);
+    let outer = k
+        .create_map_with_inner(def(map_type, max_entries), ObjectHandle::Map(&template))
+        .unwrap();
+    let inner = prog_array(k);
+    let p = k.load_program().unwrap();
+    inner
+        .update_with_handle(0, ObjectHandle::Program(&p), UpdateOption::Any)
+        .unwrap();
+    (outer, template, inner, p)
 }
 
 /// An array of 8-entry hash maps, its template, and two maps that fit it.
@@ -428,18 +442,7 @@ fn a_map_of_maps_stored_in_itself_is_torn_down_when_its_handles_close() {
 #[test]
 fn a_held_prog_array_releases_its_programs_when_its_handles_close() {
     let k = boot();
-    let template = prog_array(&k);
-    let outer = k
-        .create_map_with_inner(
-            def(BPF_MAP_TYPE_ARRAY_OF_MAPS, 2),
-            ObjectHandle::Map(&template),
-        )
-        .unwrap();
-    let inner = prog_array(&k);
-    let p = k.load_program().unwrap();
-    inner
-        .update_with_handle(0, ObjectHandle::Program(&p), UpdateOption::Any)
-        .unwrap();
+    let (outer, template, inner, p) = outer_of_prog_arrays(&k, BPF_MAP_TYPE_ARRAY_OF_MAPS, 2);
     outer
         .update_with_handle(0, ObjectHandle::Map(&inner), UpdateOption::Any)
         .unwrap();
@@ -474,18 +477,7 @@ fn an_object_map_is_charged_its_slot_array() {
 #[test]
 fn the_holder_count_follows_refused_and_deleted_references() {
     let k = boot();
-    let template = prog_array(&k);
-    let outer = k
-        .create_map_with_inner(
-            def(BPF_MAP_TYPE_HASH_OF_MAPS, 4),
-            ObjectHandle::Map(&template),
-        )
-        .unwrap();
-    let inner = prog_array(&k);
-    let p = k.load_program().unwrap();
-    inner
-        .update_with_handle(0, ObjectHandle::Program(&p), UpdateOption::Any)
-        .unwrap();
+    let (outer, template, inner, p) = outer_of_prog_arrays(&k, BPF_MAP_TYPE_HASH_OF_MAPS, 4);
     let put = |key, o| outer.update_with_handle(key, ObjectHandle::Map(&inner), o);
     put(1, UpdateOption::NoExist).unwrap();
     eq(put(1, UpdateOption::NoExist), EbpfError::KeyAlreadyExists);
@@ -493,7 +485,7 @@ fn the_holder_count_follows_refused_and_deleted_references() {
     outer.delete(2).unwrap();
     let id = p.id();
     drop(p);
-    k.synchronize().unwrap();
+    synchronize(&k);
     assert_eq!(
         inner.find(0),
         Ok(id),
@@ -501,7 +493,7 @@ fn the_holder_count_follows_refused_and_deleted_references() {
     );
     assert_eq!(k.live_programs(), 1);
     drop((template, inner));
-    k.synchronize().unwrap();
+    synchronize(&k);
     assert_eq!(
         k.live_programs(),
         0,
